@@ -1,0 +1,101 @@
+//! The compact JWS serialization (RFC 7515 §7.1), parsed strictly.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use crate::alg::Algorithm;
+use crate::b64;
+use crate::error::Error;
+
+/// The protected header of a verified token: what tokengate read and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The algorithm, equal to the verifying key's.
+    pub alg: Algorithm,
+    /// The key id, if the token carried one.
+    pub kid: Option<String>,
+    /// The media type (`JWT`, `at+jwt`, …), if any.
+    pub typ: Option<String>,
+    /// The content type, if any.
+    pub cty: Option<String>,
+}
+
+/// The header members tokengate reads. Everything else is ignored: notably
+/// `jku`, `x5u`, `jwk` and `x5c` are never used to find or trust a key.
+/// Serde's derive refuses a member that appears twice, so a header cannot say
+/// `alg` two ways.
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
+    cty: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    crit: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    b64: Option<Value>,
+}
+
+/// Records that a member is present even when its value is `null`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// A split and decoded token whose signature is not yet checked.
+pub(crate) struct Unverified<'a> {
+    pub signing_input: &'a str,
+    pub alg_name: String,
+    pub kid: Option<String>,
+    pub typ: Option<String>,
+    pub cty: Option<String>,
+    pub payload: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// Splits and decodes a compact JWS, checking the length first and the
+/// header's `crit` and `b64` members. No key is consulted here.
+pub(crate) fn parse(token: &str, max_len: usize) -> Result<Unverified<'_>, Error> {
+    if token.len() > max_len {
+        return Err(Error::TooLarge {
+            len: token.len(),
+            max: max_len,
+        });
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Error::Malformed("a compact JWS has exactly three dot-separated parts"));
+    };
+    let header_bytes =
+        b64::decode(header_b64).map_err(|_| Error::Malformed("header is not base64url"))?;
+    let header: RawHeader = serde_json::from_slice(&header_bytes)
+        .map_err(|_| Error::Malformed("header is not a JSON object with a string alg"))?;
+    if header.crit.is_some() {
+        // RFC 7515 §4.1.11: a recipient that does not understand a listed
+        // extension must reject the token; tokengate implements none.
+        return Err(Error::UnsupportedCritical);
+    }
+    match header.b64 {
+        None | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => return Err(Error::UnencodedPayload),
+        Some(_) => return Err(Error::Malformed("header b64 is not a boolean")),
+    }
+    let payload =
+        b64::decode(payload_b64).map_err(|_| Error::Malformed("payload is not base64url"))?;
+    let signature =
+        b64::decode(signature_b64).map_err(|_| Error::Malformed("signature is not base64url"))?;
+    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+    Ok(Unverified {
+        signing_input,
+        alg_name: header.alg,
+        kid: header.kid,
+        typ: header.typ,
+        cty: header.cty,
+        payload,
+        signature,
+    })
+}

@@ -1,0 +1,55 @@
+//! # tokengate
+//!
+//! JWT signing and verification with a strict, secure-by-default policy.
+//!
+//! * Every key is bound to one [`Algorithm`] and one [`Kid`]; the verifier
+//!   picks the key by `kid` and requires the header's `alg` to equal the key's,
+//!   so `alg: none` and RS256/HS256 confusion cannot work.
+//! * Weak keys cannot be constructed: short or password-like HMAC secrets and
+//!   RSA keys under 2048 bits are refused with an error naming the rule.
+//! * [`VerifyPolicy`] always requires `exp`, honours `nbf`/`iat` with a bounded
+//!   leeway, and makes the issuer and audience checks an explicit choice.
+//! * No I/O, no clock: `now` is a parameter.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tokengate::{AccessClaims, Algorithm, KeyRing, SignOptions, SigningKey, UnixTime, VerifyPolicy};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ring = KeyRing::with_signing_key(SigningKey::generate(Algorithm::ES256, None)?);
+//! let now = UnixTime::from_secs(1_700_000_000);
+//! let claims = serde_json::json!({"iss": "https://auth.example", "sub": "42", "aud": "api", "roles": ["user"]});
+//! let token = ring.sign(&claims, &SignOptions::access_token(Duration::from_secs(900)), now)?;
+//!
+//! let policy = VerifyPolicy::builder().issuer("https://auth.example").audience("api").typ("at+jwt").build()?;
+//! let verified = ring.verify::<AccessClaims>(&token, &policy, now)?;
+//! assert_eq!(verified.claims.sub, "42");
+//! assert!(ring.verify::<AccessClaims>(&token, &policy, UnixTime::from_secs(1_700_000_000 + 931)).is_err());
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod alg;
+pub mod b64;
+mod claims;
+mod error;
+mod jwk;
+mod jws;
+mod key;
+mod policy;
+mod ring;
+mod secret;
+mod time;
+
+pub use alg::{Algorithm, KeyFamily};
+pub use claims::{AccessClaims, Audience};
+pub use error::{Error, KeyError, PolicyError, SignError};
+pub use jwk::{Jwk, JwkSecret, JwkSet};
+pub use jws::Header;
+pub use key::{Kid, MIN_RSA_BITS, SigningKey, VerifyingKey};
+pub use policy::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, MAX_LEEWAY, VerifyPolicy, VerifyPolicyBuilder};
+pub use ring::{DEFAULT_LIFETIME, KeyRing, SignOptions, SkippedKey, Verified, VerifiedJws};
+pub use secret::check_hmac_secret;
+pub use time::UnixTime;
