@@ -137,7 +137,7 @@ impl Algorithm {
 
 /// Keeps attacker-controlled strings short in error messages and logs.
 pub(crate) fn truncate_for_message(s: &str) -> String {
-    const MAX: usize = 32;
+    const MAX: usize = 64;
     let mut out: String = s
         .chars()
         .take(MAX)

@@ -37,7 +37,10 @@ mod tests {
         assert!(decode("Zm8").is_ok());
         assert!(decode("Zm9").is_err(), "trailing bits must be zero");
         assert!(decode(" Zm9v").is_err());
-        assert!(decode("Zm+v").is_err(), "standard alphabet is not base64url");
+        assert!(
+            decode("Zm+v").is_err(),
+            "standard alphabet is not base64url"
+        );
         assert!(decode("Zm/v").is_err());
         assert!(decode("Z").is_err());
     }

@@ -84,7 +84,10 @@ fn audience_claim(claims: &Map<String, Value>) -> Result<Option<Vec<&str>>, Erro
         Some(Value::String(s)) => Ok(Some(vec![s.as_str()])),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().ok_or_else(|| Error::InvalidClaimType("aud".into())))
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| Error::InvalidClaimType("aud".into()))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
         Some(_) => Err(Error::InvalidClaimType("aud".into())),
@@ -133,7 +136,10 @@ pub(crate) fn check(
     }
     if let Some(audiences) = &policy.audiences {
         let aud = aud.ok_or_else(|| Error::MissingClaim("aud".into()))?;
-        if !aud.iter().any(|a| audiences.iter().any(|expected| expected == a)) {
+        if !aud
+            .iter()
+            .any(|a| audiences.iter().any(|expected| expected == a))
+        {
             return Err(Error::InvalidAudience);
         }
     }
@@ -152,7 +158,9 @@ pub(crate) fn check(
 pub(crate) fn typ_matches(expected: &str, found: &str) -> bool {
     fn strip(t: &str) -> &str {
         let lower_prefix = "application/";
-        if t.len() > lower_prefix.len() && t[..lower_prefix.len()].eq_ignore_ascii_case(lower_prefix) {
+        if t.len() > lower_prefix.len()
+            && t[..lower_prefix.len()].eq_ignore_ascii_case(lower_prefix)
+        {
             &t[lower_prefix.len()..]
         } else {
             t

@@ -9,7 +9,9 @@ use crate::alg::Algorithm;
 #[non_exhaustive]
 pub enum KeyError {
     /// The algorithm name is not one tokengate supports (this includes `none`).
-    #[error("unsupported algorithm {0:?}: supported are HS256/384/512, RS256/384/512, PS256/384/512, ES256, ES384 and EdDSA")]
+    #[error(
+        "unsupported algorithm {0:?}: supported are HS256/384/512, RS256/384/512, PS256/384/512, ES256, ES384 and EdDSA"
+    )]
     UnsupportedAlgorithm(String),
     /// An HMAC secret is shorter than the hash output (RFC 7518 §3.2).
     #[error("{alg} secret is {actual} bytes; at least {min} bytes ({} bits) of random data are required", min * 8)]
@@ -78,7 +80,9 @@ pub enum PolicyError {
     #[error("no issuer configured: name the expected issuer(s), or call any_issuer() explicitly")]
     IssuerUnspecified,
     /// No audience was named and `any_audience()` was not called.
-    #[error("no audience configured: name the expected audience(s), or call any_audience() explicitly")]
+    #[error(
+        "no audience configured: name the expected audience(s), or call any_audience() explicitly"
+    )]
     AudienceUnspecified,
     /// An empty list was given where at least one value is needed.
     #[error("empty {0} list")]

@@ -131,7 +131,10 @@ impl Jwk {
         };
         // serde_json's default map is ordered by key, which is what RFC 7638 needs.
         let text = serde_json::to_string(&canonical).ok()?;
-        Some(b64::encode(digest::digest(&digest::SHA256, text.as_bytes())))
+        Some(b64::encode(digest::digest(
+            &digest::SHA256,
+            text.as_bytes(),
+        )))
     }
 
     /// A copy with every private member removed.
@@ -182,7 +185,9 @@ mod tests {
     fn debug_never_shows_private_members() {
         let jwk = Jwk {
             kty: "oct".into(),
-            k: Some(JwkSecret::new("c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1ub3QtbGVhaw".into())),
+            k: Some(JwkSecret::new(
+                "c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1ub3QtbGVhaw".into(),
+            )),
             ..Jwk::default()
         };
         let shown = format!("{jwk:?}");

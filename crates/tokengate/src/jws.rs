@@ -68,7 +68,9 @@ pub(crate) fn parse(token: &str, max_len: usize) -> Result<Unverified<'_>, Error
     let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(Error::Malformed("a compact JWS has exactly three dot-separated parts"));
+        return Err(Error::Malformed(
+            "a compact JWS has exactly three dot-separated parts",
+        ));
     };
     let header_bytes =
         b64::decode(header_b64).map_err(|_| Error::Malformed("header is not base64url"))?;

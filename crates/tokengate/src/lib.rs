@@ -49,7 +49,9 @@ pub use error::{Error, KeyError, PolicyError, SignError};
 pub use jwk::{Jwk, JwkSecret, JwkSet};
 pub use jws::Header;
 pub use key::{Kid, MIN_RSA_BITS, SigningKey, VerifyingKey};
-pub use policy::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, MAX_LEEWAY, VerifyPolicy, VerifyPolicyBuilder};
+pub use policy::{
+    DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, MAX_LEEWAY, VerifyPolicy, VerifyPolicyBuilder,
+};
 pub use ring::{DEFAULT_LIFETIME, KeyRing, SignOptions, SkippedKey, Verified, VerifiedJws};
 pub use secret::check_hmac_secret;
 pub use time::UnixTime;

@@ -51,7 +51,9 @@ impl VerifyPolicy {
     /// Whether `alg` passes the allowlist (no list means: any algorithm of a
     /// key in the ring, which the key binding then narrows to one).
     pub fn allows(&self, alg: Algorithm) -> bool {
-        self.algorithms.as_ref().is_none_or(|list| list.contains(&alg))
+        self.algorithms
+            .as_ref()
+            .is_none_or(|list| list.contains(&alg))
     }
 }
 

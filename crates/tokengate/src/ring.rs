@@ -235,13 +235,28 @@ impl KeyRing {
     }
 
     /// A verify-only ring from a JWKS. Entries that are not usable signature
-    /// keys (encryption keys, unsupported algorithms, weak keys, duplicate
-    /// kids) are skipped and reported; none of them can verify anything.
+    /// keys (encryption keys, unsupported algorithms, weak keys) are skipped
+    /// and reported, and so are two kinds of ambiguity: every entry of a `kid`
+    /// that appears more than once (a `kid` naming two keys names none), and
+    /// symmetric (`oct`) keys in a set that also holds public keys (a public
+    /// document holding a secret is a leak or a key-confusion trap).
     pub fn from_jwks(set: &JwkSet) -> (KeyRing, Vec<SkippedKey>) {
         let mut ring = KeyRing::new();
         let mut skipped = Vec::new();
+        let mixed =
+            set.keys.iter().any(|k| k.kty == "oct") && set.keys.iter().any(|k| k.kty != "oct");
         for jwk in &set.keys {
-            let result = VerifyingKey::from_jwk(jwk).and_then(|key| ring.add_verifying_key(key));
+            let duplicated = jwk.kid.is_some()
+                && set.keys.iter().filter(|other| other.kid == jwk.kid).count() > 1;
+            let result = if duplicated {
+                Err(KeyError::DuplicateKid(jwk.kid.clone().unwrap_or_default()))
+            } else if mixed && jwk.kty == "oct" {
+                Err(KeyError::InvalidJwk(
+                    "symmetric key in a set of public keys is ignored".into(),
+                ))
+            } else {
+                VerifyingKey::from_jwk(jwk).and_then(|key| ring.add_verifying_key(key))
+            };
             if let Err(error) = result {
                 skipped.push(SkippedKey {
                     kid: jwk.kid.clone(),
@@ -276,8 +291,7 @@ impl KeyRing {
             aws_lc_rs::rand::fill(&mut jti).map_err(|_| SignError::Crypto)?;
             map.insert("jti".into(), b64::encode(jti).into());
         }
-        let payload =
-            serde_json::to_vec(&map).map_err(|e| SignError::Serialize(e.to_string()))?;
+        let payload = serde_json::to_vec(&map).map_err(|e| SignError::Serialize(e.to_string()))?;
         self.sign_jws(&payload, options.typ.as_deref())
     }
 

@@ -13,8 +13,21 @@ use crate::error::KeyError;
 /// few unmistakable digit runs) so random base64 text practically never
 /// contains one by chance.
 const PASSWORD_WORDS: &[&str] = &[
-    "password", "passwd", "secret", "changeme", "change_me", "qwerty", "letmein", "admin",
-    "default", "example", "sample", "12345", "abcdef", "token", "hunter",
+    "password",
+    "passwd",
+    "secret",
+    "changeme",
+    "change_me",
+    "qwerty",
+    "letmein",
+    "admin",
+    "default",
+    "example",
+    "sample",
+    "12345",
+    "abcdef",
+    "token",
+    "hunter",
 ];
 
 /// Checks that `secret` is acceptable as an HMAC key for `alg`.
@@ -92,7 +105,8 @@ fn check_text_secret(secret: &[u8], needed_bits: usize) -> Result<(), KeyError> 
 /// Bits per character and size of the smallest usual alphabet the text fits.
 fn alphabet(secret: &[u8]) -> (f64, usize) {
     let is_hex = secret.iter().all(u8::is_ascii_hexdigit)
-        && !(secret.iter().any(u8::is_ascii_lowercase) && secret.iter().any(u8::is_ascii_uppercase));
+        && !(secret.iter().any(u8::is_ascii_lowercase)
+            && secret.iter().any(u8::is_ascii_uppercase));
     let is_base64 = secret
         .iter()
         .all(|b| b.is_ascii_alphanumeric() || b"+/-_=".contains(b));
@@ -166,7 +180,7 @@ mod tests {
             "your-256-bit-secret-your-256-bit-secret-your-256",
             "correct horse battery staple is a fine passphrase",
             "0123456789abcdef0123456789abcdef", // 128-bit hex: too little for HS256
-            "d41d8cd98f00b204e9800998ecf8427e",       // an md5 hex digest: 128 bits
+            "d41d8cd98f00b204e9800998ecf8427e", // an md5 hex digest: 128 bits
         ] {
             assert!(rejected(Algorithm::HS256, s.as_bytes()), "{s} was accepted");
         }
@@ -187,7 +201,9 @@ mod tests {
                 "{s} was refused"
             );
         }
-        let raw: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(151).wrapping_add(7)).collect();
+        let raw: Vec<u8> = (0u8..32)
+            .map(|i| i.wrapping_mul(151).wrapping_add(7))
+            .collect();
         assert!(check_hmac_secret(Algorithm::HS256, &raw).is_ok());
     }
 

@@ -1,0 +1,10 @@
+//! The library's one integration-test binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod interop;
+mod keys;
+mod properties;
+mod rejections;
+mod roundtrip;
+mod vectors;
