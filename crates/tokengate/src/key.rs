@@ -627,6 +627,8 @@ enum PrivateMaterial {
 pub struct SigningKey {
     material: PrivateMaterial,
     public: VerifyingKey,
+    /// `{"alg":"…","kid":"…"` — the fixed start of every header it signs.
+    header_prefix: String,
 }
 
 impl fmt::Debug for SigningKey {
@@ -639,6 +641,22 @@ impl fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
+    fn assemble(material: PrivateMaterial, public: VerifyingKey) -> Self {
+        // A kid is a plain string, so JSON escaping cannot fail; the
+        // fallback is never taken but keeps this path free of panics.
+        let kid = serde_json::to_string(public.kid.as_str()).unwrap_or_else(|_| "\"\"".into());
+        let header_prefix = format!(r#"{{"alg":"{}","kid":{kid}"#, public.alg.name());
+        SigningKey {
+            material,
+            public,
+            header_prefix,
+        }
+    }
+
+    pub(crate) fn header_prefix(&self) -> &str {
+        &self.header_prefix
+    }
+
     /// Generates a new key: a random secret of the hash size for HS*, RSA
     /// 2048 for RS*/PS*, P-256/P-384 for ES256/ES384, Ed25519 for EdDSA.
     /// `kid` defaults to the RFC 7638 thumbprint (random for HMAC keys, whose
@@ -673,13 +691,13 @@ impl SigningKey {
         let public = VerifyingKey::from_hmac_secret(alg, secret, kid)?;
         let hmac_alg =
             hmac_algorithm(alg).ok_or_else(|| wrong_type(alg, "not an HMAC algorithm"))?;
-        Ok(SigningKey {
-            material: PrivateMaterial::Hmac {
+        Ok(SigningKey::assemble(
+            PrivateMaterial::Hmac {
                 key: Box::new(hmac::Key::new(hmac_alg, secret)),
                 secret: Zeroizing::new(secret.to_vec()),
             },
             public,
-        })
+        ))
     }
 
     /// Reads a private key PEM: `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY`
@@ -818,10 +836,7 @@ impl SigningKey {
         }
         let PublicKeyComponents { n, e } = PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
         let verifying = VerifyingKey::from_rsa_components(&n, &e, alg, kid)?;
-        Ok(SigningKey {
-            material: PrivateMaterial::Rsa(pair),
-            public: verifying,
-        })
+        Ok(SigningKey::assemble(PrivateMaterial::Rsa(pair), verifying))
     }
 
     fn from_ec_pair(
@@ -830,10 +845,7 @@ impl SigningKey {
         kid: Option<Kid>,
     ) -> Result<Self, KeyError> {
         let verifying = VerifyingKey::from_ec_point(pair.public_key().as_ref(), alg, kid)?;
-        Ok(SigningKey {
-            material: PrivateMaterial::Ec(pair),
-            public: verifying,
-        })
+        Ok(SigningKey::assemble(PrivateMaterial::Ec(pair), verifying))
     }
 
     fn from_ed_pair(
@@ -842,10 +854,7 @@ impl SigningKey {
         kid: Option<Kid>,
     ) -> Result<Self, KeyError> {
         let verifying = VerifyingKey::from_okp_public(pair.public_key().as_ref(), alg, kid)?;
-        Ok(SigningKey {
-            material: PrivateMaterial::Ed(pair),
-            public: verifying,
-        })
+        Ok(SigningKey::assemble(PrivateMaterial::Ed(pair), verifying))
     }
 
     /// The algorithm this key signs with.

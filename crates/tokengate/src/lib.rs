@@ -34,6 +34,7 @@
 mod alg;
 pub mod b64;
 mod claims;
+pub mod dangerous;
 mod error;
 mod jwk;
 mod jws;
@@ -53,5 +54,5 @@ pub use policy::{
     DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, MAX_LEEWAY, VerifyPolicy, VerifyPolicyBuilder,
 };
 pub use ring::{DEFAULT_LIFETIME, KeyRing, SignOptions, SkippedKey, Verified, VerifiedJws};
-pub use secret::check_hmac_secret;
+pub use secret::{MIN_GENERATED_SECRET_BYTES, check_hmac_secret, generate_secret};
 pub use time::UnixTime;

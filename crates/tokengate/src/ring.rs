@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::alg::{Algorithm, truncate_for_message};
 use crate::b64;
@@ -276,43 +276,49 @@ impl KeyRing {
         options: &SignOptions,
         now: UnixTime,
     ) -> Result<String, SignError> {
-        let Value::Object(mut map) =
-            serde_json::to_value(claims).map_err(|e| SignError::Serialize(e.to_string()))?
-        else {
+        let key = self.active().ok_or(SignError::NoActiveKey)?;
+        // Serialize once, straight to bytes, and append the missing
+        // registered claims before the closing brace: no intermediate map.
+        let mut payload =
+            serde_json::to_vec(claims).map_err(|e| SignError::Serialize(e.to_string()))?;
+        if payload.first() != Some(&b'{') || payload.last() != Some(&b'}') {
             return Err(SignError::ClaimsNotObject);
-        };
+        }
+        let present = TopLevelKeys::scan(&payload);
         let exp = now
             .checked_add(options.lifetime)
             .ok_or(SignError::TimeOverflow)?;
-        map.entry("iat").or_insert_with(|| now.as_secs().into());
-        map.entry("exp").or_insert_with(|| exp.as_secs().into());
-        if !map.contains_key("jti") {
+        payload.pop();
+        let mut first = payload.len() == 1;
+        let mut append = |name: &str, value: &str| {
+            if !first {
+                payload.push(b',');
+            }
+            first = false;
+            payload.extend_from_slice(b"\"");
+            payload.extend_from_slice(name.as_bytes());
+            payload.extend_from_slice(b"\":");
+            payload.extend_from_slice(value.as_bytes());
+        };
+        if !present.iat {
+            append("iat", &now.as_secs().to_string());
+        }
+        if !present.exp {
+            append("exp", &exp.as_secs().to_string());
+        }
+        if !present.jti {
             let mut jti = [0u8; 16];
             aws_lc_rs::rand::fill(&mut jti).map_err(|_| SignError::Crypto)?;
-            map.insert("jti".into(), b64::encode(jti).into());
+            append("jti", &format!("\"{}\"", b64::encode(jti)));
         }
-        let payload = serde_json::to_vec(&map).map_err(|e| SignError::Serialize(e.to_string()))?;
-        self.sign_jws(&payload, options.typ.as_deref())
+        payload.push(b'}');
+        sign_compact(key, &payload, options.typ.as_deref())
     }
 
     /// Signs arbitrary bytes as a compact JWS with the active key.
     pub fn sign_jws(&self, payload: &[u8], typ: Option<&str>) -> Result<String, SignError> {
         let key = self.active().ok_or(SignError::NoActiveKey)?;
-        let mut header = Map::new();
-        header.insert("alg".into(), key.alg().name().into());
-        header.insert("kid".into(), key.kid().as_str().into());
-        if let Some(typ) = typ {
-            header.insert("typ".into(), typ.into());
-        }
-        let header =
-            serde_json::to_vec(&header).map_err(|e| SignError::Serialize(e.to_string()))?;
-        let mut token = b64::encode(header);
-        token.push('.');
-        token.push_str(&b64::encode(payload));
-        let signature = key.sign_bytes(token.as_bytes())?;
-        token.push('.');
-        token.push_str(&b64::encode(signature));
-        Ok(token)
+        sign_compact(key, payload, typ)
     }
 
     /// Verifies a compact JWS and returns its payload, unparsed. Checks, in
@@ -386,5 +392,114 @@ impl KeyRing {
             header: jws.header,
             claims,
         })
+    }
+}
+
+fn sign_compact(key: &SigningKey, payload: &[u8], typ: Option<&str>) -> Result<String, SignError> {
+    let mut header = String::with_capacity(key.header_prefix().len() + 24);
+    header.push_str(key.header_prefix());
+    if let Some(typ) = typ {
+        header.push_str(",\"typ\":");
+        header.push_str(
+            &serde_json::to_string(typ).map_err(|e| SignError::Serialize(e.to_string()))?,
+        );
+    }
+    header.push('}');
+    let mut token = b64::encode(header);
+    token.push('.');
+    token.push_str(&b64::encode(payload));
+    let signature = key.sign_bytes(token.as_bytes())?;
+    token.push('.');
+    token.push_str(&b64::encode(signature));
+    Ok(token)
+}
+
+/// Which registered claims the caller's object already has.
+#[derive(Default, Debug, PartialEq, Eq)]
+struct TopLevelKeys {
+    iat: bool,
+    exp: bool,
+    jti: bool,
+}
+
+impl TopLevelKeys {
+    /// Scans the top-level member names of a JSON object. The input is
+    /// serde_json's own compact output, so it is valid JSON: tracking string
+    /// state and nesting depth is enough, and it costs one pass with no
+    /// allocation (a second full parse was the largest part of signing).
+    fn scan(json: &[u8]) -> Self {
+        let mut keys = TopLevelKeys::default();
+        let mut depth = 0usize;
+        let mut i = 0;
+        // At depth 1, a string that follows '{' or ',' is a member name.
+        let mut expect_name = false;
+        while let Some(&b) = json.get(i) {
+            match b {
+                b'{' | b'[' => {
+                    depth += 1;
+                    expect_name = b == b'{' && depth == 1;
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                b',' => expect_name = depth == 1,
+                b'"' => {
+                    let start = i + 1;
+                    i = start;
+                    while let Some(&c) = json.get(i) {
+                        match c {
+                            b'\\' => i += 2,
+                            b'"' => break,
+                            _ => i += 1,
+                        }
+                    }
+                    if expect_name {
+                        match json.get(start..i) {
+                            Some(b"iat") => keys.iat = true,
+                            Some(b"exp") => keys.exp = true,
+                            Some(b"jti") => keys.jti = true,
+                            _ => {}
+                        }
+                        expect_name = false;
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TopLevelKeys;
+
+    fn scan(v: serde_json::Value) -> TopLevelKeys {
+        TopLevelKeys::scan(&serde_json::to_vec(&v).unwrap_or_default())
+    }
+
+    #[test]
+    fn scan_sees_only_top_level_names() {
+        use serde_json::json;
+        assert_eq!(scan(json!({})), TopLevelKeys::default());
+        assert_eq!(
+            scan(json!({"exp": 1, "jti": "x", "iat": 2})),
+            TopLevelKeys {
+                iat: true,
+                exp: true,
+                jti: true
+            }
+        );
+        assert_eq!(
+            scan(json!({"ctx": {"exp": 1, "iat": [{"jti": 1}]}, "a": "\"exp\":"})),
+            TopLevelKeys::default()
+        );
+        assert_eq!(
+            scan(json!({"a\"b": ["exp", {"iat": 1}], "exp": {"x": "}"}, "q\\": 1, "jti": 0})),
+            TopLevelKeys {
+                iat: false,
+                exp: true,
+                jti: true
+            }
+        );
     }
 }

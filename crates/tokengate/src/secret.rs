@@ -30,6 +30,25 @@ const PASSWORD_WORDS: &[&str] = &[
     "hunter",
 ];
 
+/// Smallest secret [`generate_secret`] makes: 32 bytes, 256 bits.
+pub const MIN_GENERATED_SECRET_BYTES: usize = 32;
+
+/// A new random secret of `bytes` bytes (at least 32), base64url-encoded,
+/// ready for an environment variable. It passes [`check_hmac_secret`] for
+/// every HMAC algorithm whose hash is no longer than the secret.
+pub fn generate_secret(bytes: usize) -> Result<String, KeyError> {
+    if bytes < MIN_GENERATED_SECRET_BYTES {
+        return Err(KeyError::SecretTooShort {
+            alg: Algorithm::HS256,
+            min: MIN_GENERATED_SECRET_BYTES,
+            actual: bytes,
+        });
+    }
+    let mut raw = zeroize::Zeroizing::new(vec![0u8; bytes]);
+    aws_lc_rs::rand::fill(&mut raw).map_err(|_| KeyError::Generation)?;
+    Ok(crate::b64::encode(raw.as_slice()))
+}
+
 /// Checks that `secret` is acceptable as an HMAC key for `alg`.
 ///
 /// Rules, each with its own error message:
@@ -212,6 +231,22 @@ mod tests {
         let s = "0a7783034588165141e24caf9a1f176828fdabb49b0ae15502691d1881e4e529";
         assert!(check_hmac_secret(Algorithm::HS256, s.as_bytes()).is_ok());
         assert!(rejected(Algorithm::HS512, s.as_bytes()));
+    }
+
+    #[test]
+    fn generated_secrets_always_pass_as_text() {
+        // As an operator uses them: the base64url text itself is the key.
+        for _ in 0..2000 {
+            let s = generate_secret(32).unwrap_or_default();
+            assert_eq!(s.len(), 43);
+            assert!(
+                check_hmac_secret(Algorithm::HS256, s.as_bytes()).is_ok(),
+                "{s}"
+            );
+        }
+        let long = generate_secret(64).unwrap_or_default();
+        assert!(check_hmac_secret(Algorithm::HS512, long.as_bytes()).is_ok());
+        assert!(generate_secret(16).is_err());
     }
 
     #[test]

@@ -1,0 +1,182 @@
+//! Command-line definitions (clap) and the one place failures become exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokengate::Algorithm;
+
+use crate::commands;
+
+/// JWT authentication for APIs: keys, tokens and (soon) the auth service.
+#[derive(Debug, Parser)]
+#[command(name = "tokengate", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate signing keys and publish their public halves as a JWKS.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Sign, verify and inspect tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Make random secrets.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+/// `tokengate keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a key: DIR/<kid>.pem (private, PKCS#8, mode 0600) and
+    /// DIR/<kid>.jwk.json (public JWK); for HS* a secret JWK
+    /// DIR/<kid>.secret.jwk.json (mode 0600) instead. Prints the kid.
+    Generate {
+        /// Algorithm: HS256/384/512, RS256/384/512, PS256/384/512, ES256, ES384, EdDSA.
+        #[arg(long, value_parser = parse_alg)]
+        alg: Algorithm,
+        /// Key id (default: the RFC 7638 thumbprint; random for HS*).
+        #[arg(long)]
+        kid: Option<String>,
+        /// Directory to write into (created if missing).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Print a JWKS of the public halves of the keys in DIRs / FILEs
+    /// (*.pem, *.jwk.json, JWKS files). Secrets are never included.
+    Jwks {
+        /// Directories or key files.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// `tokengate token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Sign claims with a private key and print the token.
+    Sign(SignArgs),
+    /// Verify a token; print its claims (exit 0) or why it was rejected (exit 1).
+    Verify(VerifyArgs),
+    /// Print a token's header and claims WITHOUT verifying anything.
+    Decode {
+        /// The token, or - to read it from standard input.
+        token: String,
+    },
+}
+
+/// `tokengate token sign` arguments.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Private key: a PEM (PKCS#8, PKCS#1 or SEC1) or a JWK with private members.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Claims as a JSON object, or @FILE to read them from a file.
+    #[arg(long)]
+    pub claims: String,
+    /// Lifetime: exp = now + this, unless the claims set exp (e.g. 15m, 1h, 30s).
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub exp: Duration,
+    /// Algorithm, for keys that allow more than one (RSA: RS256 by default).
+    #[arg(long, value_parser = parse_alg)]
+    pub alg: Option<Algorithm>,
+    /// Key id for a PEM key (default: the file name without .pem).
+    #[arg(long)]
+    pub kid: Option<String>,
+    /// Header typ (at+jwt for RFC 9068 access tokens).
+    #[arg(long, default_value = "JWT")]
+    pub typ: String,
+}
+
+/// `tokengate token verify` arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Verification key: a public (or private) PEM, a JWK, or a JWKS.
+    #[arg(long, conflicts_with = "jwks", required_unless_present = "jwks")]
+    pub key: Option<PathBuf>,
+    /// A JWKS file to verify against.
+    #[arg(long)]
+    pub jwks: Option<PathBuf>,
+    /// Accepted issuer (repeatable). Without it, iss is not checked.
+    #[arg(long)]
+    pub iss: Vec<String>,
+    /// Accepted audience (repeatable). Without it, aud is not checked.
+    #[arg(long)]
+    pub aud: Vec<String>,
+    /// Algorithm for a PEM key that allows more than one (RSA: RS256 by default).
+    #[arg(long, value_parser = parse_alg)]
+    pub alg: Option<Algorithm>,
+    /// Key id for a PEM key (default: the file name without .pem).
+    #[arg(long)]
+    pub kid: Option<String>,
+    /// Required header typ, e.g. at+jwt.
+    #[arg(long)]
+    pub typ: Option<String>,
+    /// Clock-skew allowance (at most 300s).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub leeway: Duration,
+    /// The token, or - to read it from standard input.
+    pub token: String,
+}
+
+/// `tokengate secret …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Print a random secret, base64url (default 32 bytes = 256 bits).
+    Generate {
+        /// Number of random bytes (at least 32).
+        #[arg(long, default_value_t = 32)]
+        bytes: usize,
+    },
+}
+
+fn parse_alg(s: &str) -> Result<Algorithm, String> {
+    Algorithm::from_name(s).map_err(|e| e.to_string())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 15m, 1h, 14d)"))
+}
+
+/// How a command failed. Each carries one line for standard error.
+#[derive(Debug)]
+pub enum Failure {
+    /// The input was wrong (a file, a PEM, an argument): exit 2.
+    Input(String),
+    /// The token was checked and rejected: exit 1.
+    Rejected(String),
+}
+
+impl Failure {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            Failure::Rejected(_) => ExitCode::from(1),
+            Failure::Input(_) => ExitCode::from(2),
+        }
+    }
+}
+
+/// Runs the command line and maps every failure to one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keys(cmd) => commands::keys::run(cmd),
+        Command::Token(cmd) => commands::token::run(cmd),
+        Command::Secret(SecretCommand::Generate { bytes }) => commands::secret::generate(bytes),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            match &failure {
+                Failure::Input(line) => eprintln!("error: {line}"),
+                Failure::Rejected(line) => eprintln!("invalid token: {line}"),
+            }
+            failure.exit_code()
+        }
+    }
+}

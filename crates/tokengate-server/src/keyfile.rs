@@ -1,0 +1,142 @@
+//! Reading key files (PEM, JWK, JWKS) and writing new ones safely.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use tokengate::{Algorithm, Jwk, JwkSet, KeyRing, Kid, SigningKey, VerifyingKey};
+
+use crate::cli::Failure;
+
+/// Reads a file, with the path in the error.
+pub fn read(path: &Path) -> Result<Vec<u8>, Failure> {
+    fs::read(path).map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))
+}
+
+fn input(path: &Path, what: impl std::fmt::Display) -> Failure {
+    Failure::Input(format!("{}: {what}", path.display()))
+}
+
+/// The kid a PEM file stands for: `--kid`, else the file name without
+/// `.pem` (which is how `keys generate` names files).
+fn pem_kid(path: &Path, kid: Option<&str>) -> Result<Kid, Failure> {
+    let name = match kid {
+        Some(kid) => kid.to_owned(),
+        None => path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.trim_end_matches(".pem").to_owned())
+            .unwrap_or_default(),
+    };
+    Kid::new(name).map_err(|e| input(path, e))
+}
+
+fn is_pem(bytes: &[u8]) -> bool {
+    String::from_utf8_lossy(bytes)
+        .trim_start()
+        .starts_with("-----BEGIN")
+}
+
+/// Loads a private key from a PEM or a JWK with private members.
+pub fn signing_key(
+    path: &Path,
+    alg: Option<Algorithm>,
+    kid: Option<&str>,
+) -> Result<SigningKey, Failure> {
+    let bytes = zeroize::Zeroizing::new(read(path)?);
+    if is_pem(&bytes) {
+        return SigningKey::from_pem(&bytes, alg, Some(pem_kid(path, kid)?))
+            .map_err(|e| input(path, e));
+    }
+    let jwk: Jwk = serde_json::from_slice(&bytes)
+        .map_err(|e| input(path, format!("neither a PEM nor a JWK: {e}")))?;
+    if !jwk.is_private() {
+        return Err(input(path, "a public JWK: signing needs the private key"));
+    }
+    SigningKey::from_jwk(&jwk).map_err(|e| input(path, e))
+}
+
+/// Loads a verify-only ring from a PEM (public or private), a JWK or a JWKS.
+pub fn verifying_ring(
+    path: &Path,
+    alg: Option<Algorithm>,
+    kid: Option<&str>,
+) -> Result<KeyRing, Failure> {
+    let bytes = zeroize::Zeroizing::new(read(path)?);
+    if is_pem(&bytes) {
+        let text = String::from_utf8_lossy(&bytes);
+        let key = if text.contains("PRIVATE KEY-----") {
+            SigningKey::from_pem(&bytes, alg, Some(pem_kid(path, kid)?))
+                .map(|k| k.verifying_key().clone())
+        } else {
+            VerifyingKey::from_public_pem(&bytes, alg, Some(pem_kid(path, kid)?))
+        };
+        return key
+            .map(KeyRing::with_verifying_key)
+            .map_err(|e| input(path, e));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| input(path, format!("neither a PEM nor JSON: {e}")))?;
+    if value.get("keys").is_some() {
+        let set: JwkSet = serde_json::from_value(value).map_err(|e| input(path, e))?;
+        let (ring, skipped) = KeyRing::from_jwks(&set);
+        for s in &skipped {
+            eprintln!(
+                "note: {}: skipped key {}: {}",
+                path.display(),
+                s.kid.as_deref().unwrap_or("(no kid)"),
+                s.error
+            );
+        }
+        if ring.is_empty() {
+            return Err(input(path, "the JWKS holds no usable signature key"));
+        }
+        return Ok(ring);
+    }
+    let jwk: Jwk = serde_json::from_value(value).map_err(|e| input(path, e))?;
+    VerifyingKey::from_jwk(&jwk)
+        .map(KeyRing::with_verifying_key)
+        .map_err(|e| input(path, e))
+}
+
+/// Creates `path` with `contents`, refusing to overwrite, with mode 0600
+/// when `private` (set at creation, so the file is never world-readable).
+pub fn create_new(path: &Path, contents: &[u8], private: bool) -> Result<(), Failure> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    let mut file = options.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Failure::Input(format!(
+                "{} already exists; refusing to overwrite it",
+                path.display()
+            ))
+        } else {
+            Failure::Input(format!("cannot create {}: {e}", path.display()))
+        }
+    })?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Failure::Input(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The key files in a directory (`*.pem`, `*.json`), sorted by name.
+pub fn key_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
+    let entries = fs::read_dir(dir)
+        .map_err(|e| Failure::Input(format!("cannot read directory {}: {e}", dir.display())))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|ext| ext == "pem" || ext == "json")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}

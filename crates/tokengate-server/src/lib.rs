@@ -1,0 +1,9 @@
+//! The tokengate auth service and command-line tool.
+//!
+//! `cli` holds the clap definitions and dispatch; `commands` holds what each
+//! subcommand does; `keyfile` reads and writes key files.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod commands;
+pub mod keyfile;

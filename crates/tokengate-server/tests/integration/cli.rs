@@ -1,0 +1,389 @@
+//! The `keys`, `token` and `secret` commands, run as the real binary.
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::helpers::*;
+
+const ALL: [&str; 12] = [
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+    "ES384", "EdDSA",
+];
+
+fn generate(dir: &TempDir, alg: &str) -> String {
+    tokengate(&["keys", "generate", "--alg", alg, "--out", path(dir.path())]).ok()
+}
+
+#[test]
+fn help_lists_every_command() {
+    let help = tokengate(&["--help"]).ok();
+    for cmd in ["keys", "token", "secret"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    let help = tokengate(&["token", "--help"]).ok();
+    for cmd in ["sign", "verify", "decode"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+}
+
+#[test]
+fn every_algorithm_generates_signs_and_verifies() {
+    let dir = TempDir::new().unwrap();
+    for alg in ALL {
+        let kid = generate(&dir, alg);
+        let (private, public) = if alg.starts_with("HS") {
+            let secret = dir.path().join(format!("{kid}.secret.jwk.json"));
+            (secret.clone(), secret)
+        } else {
+            (
+                dir.path().join(format!("{kid}.pem")),
+                dir.path().join(format!("{kid}.jwk.json")),
+            )
+        };
+        #[cfg(unix)]
+        {
+            assert_eq!(mode(&private), 0o600, "{alg} private key mode");
+        }
+        let token = tokengate(&[
+            "token",
+            "sign",
+            "--key",
+            path(&private),
+            "--alg",
+            alg,
+            "--claims",
+            r#"{"sub":"42","iss":"https://auth.example","aud":"api"}"#,
+        ])
+        .ok();
+        let claims: Value = serde_json::from_str(
+            &tokengate(&[
+                "token",
+                "verify",
+                "--key",
+                path(&public),
+                "--iss",
+                "https://auth.example",
+                "--aud",
+                "api",
+                &token,
+            ])
+            .ok(),
+        )
+        .unwrap();
+        assert_eq!(claims["sub"], "42", "{alg}");
+        let header = tokengate(&["token", "decode", &token]).ok();
+        assert!(header.contains(&format!("\"kid\": \"{kid}\"")), "{header}");
+    }
+}
+
+#[test]
+fn generate_refuses_to_overwrite_and_unsafe_kids() {
+    let dir = TempDir::new().unwrap();
+    let args = [
+        "keys",
+        "generate",
+        "--alg",
+        "ES256",
+        "--kid",
+        "k1",
+        "--out",
+        path(dir.path()),
+    ];
+    assert_eq!(tokengate(&args).ok(), "k1");
+    let before = std::fs::read(dir.path().join("k1.pem")).unwrap();
+    let line = tokengate(&args).fails(2);
+    assert!(line.contains("already exists"), "{line}");
+    assert_eq!(std::fs::read(dir.path().join("k1.pem")).unwrap(), before);
+    let line = tokengate(&[
+        "keys",
+        "generate",
+        "--alg",
+        "ES256",
+        "--kid",
+        "../escape",
+        "--out",
+        path(dir.path()),
+    ])
+    .fails(2);
+    assert!(line.contains("cannot name a file"), "{line}");
+    // Usage errors come from clap: the reason first, then its hint to --help.
+    let run = tokengate(&["keys", "generate", "--alg", "none"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .lines()
+            .next()
+            .unwrap()
+            .contains("unsupported algorithm"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn jwks_publishes_public_halves_only_once_each() {
+    let dir = TempDir::new().unwrap();
+    let es = generate(&dir, "ES256");
+    let ed = generate(&dir, "EdDSA");
+    let hs = generate(&dir, "HS256");
+    let run = tokengate(&["keys", "jwks", path(dir.path())]);
+    let jwks: Value = serde_json::from_str(&run.ok()).unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    let mut expected = vec![es.as_str(), ed.as_str()];
+    expected.sort();
+    assert_eq!(kids, expected);
+    let text = jwks.to_string();
+    assert!(!text.contains("\"d\""), "private member published: {text}");
+    assert!(!text.contains(&hs));
+    assert!(run.stderr.contains("not published"), "{}", run.stderr);
+
+    // The JWKS verifies tokens of both keys.
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+    for kid in [&es, &ed] {
+        let token = tokengate(&[
+            "token",
+            "sign",
+            "--key",
+            path(&dir.path().join(format!("{kid}.pem"))),
+            "--claims",
+            "{}",
+        ])
+        .ok();
+        tokengate(&["token", "verify", "--jwks", path(&jwks_file), &token]).ok();
+    }
+}
+
+#[test]
+fn verify_reports_the_precise_reason_and_exits_1() {
+    let dir = TempDir::new().unwrap();
+    let kid = generate(&dir, "ES256");
+    let pem = dir.path().join(format!("{kid}.pem"));
+    let jwk = dir.path().join(format!("{kid}.jwk.json"));
+    let sign = |claims: &Value| {
+        tokengate(&[
+            "token",
+            "sign",
+            "--key",
+            path(&pem),
+            "--claims",
+            &claims.to_string(),
+        ])
+        .ok()
+    };
+    let verify = |extra: &[&str], token: &str| {
+        let mut args = vec!["token", "verify", "--key", path(&jwk)];
+        args.extend_from_slice(extra);
+        args.push(token);
+        tokengate(&args)
+    };
+
+    let expired = sign(&json!({"iss": "i", "aud": "a", "exp": 1_000_000_000}));
+    assert_eq!(
+        verify(&[], &expired).fails(1),
+        "invalid token: token expired"
+    );
+
+    let good = sign(&json!({"iss": "i", "aud": "a"}));
+    assert_eq!(
+        verify(&["--iss", "other"], &good).fails(1),
+        "invalid token: invalid issuer"
+    );
+    assert_eq!(
+        verify(&["--aud", "other"], &good).fails(1),
+        "invalid token: invalid audience"
+    );
+    let run = verify(&[], &good);
+    run.ok();
+    assert!(run.stderr.contains("iss is not checked"), "{}", run.stderr);
+    assert!(run.stderr.contains("aud is not checked"), "{}", run.stderr);
+
+    let mut tampered = good.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'Q' } else { 'A' });
+    let line = verify(&[], &tampered).fails(1);
+    assert!(
+        line == "invalid token: signature verification failed"
+            || line.starts_with("invalid token: malformed"),
+        "{line}"
+    );
+
+    // A token read from standard input, with the newline `echo` adds.
+    let run = tokengate_with_stdin(
+        &[
+            "token",
+            "verify",
+            "--key",
+            path(&jwk),
+            "--iss",
+            "i",
+            "--aud",
+            "a",
+            "-",
+        ],
+        &format!("{good}\n"),
+    );
+    run.ok();
+
+    // Another key with another kid: unknown kid.
+    let other = generate(&dir, "ES256");
+    let other_jwk = dir.path().join(format!("{other}.jwk.json"));
+    let line = tokengate(&["token", "verify", "--key", path(&other_jwk), &good]).fails(1);
+    assert!(line.starts_with("invalid token: unknown kid"), "{line}");
+    assert_eq!(
+        verify(&["--leeway", "10m"], &good).fails(2),
+        "error: leeway of 600 s is over the 300 s maximum"
+    );
+}
+
+#[test]
+fn decode_marks_output_unverified_and_shows_dates() {
+    let dir = TempDir::new().unwrap();
+    let kid = generate(&dir, "EdDSA");
+    let pem = dir.path().join(format!("{kid}.pem"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({"sub": "u", "iat": now - 3600, "exp": now - 600});
+    let token = tokengate(&[
+        "token",
+        "sign",
+        "--key",
+        path(&pem),
+        "--claims",
+        &claims.to_string(),
+    ])
+    .ok();
+    let out = tokengate(&["token", "decode", &token]).ok();
+    assert!(out.starts_with("UNVERIFIED"), "{out}");
+    assert!(out.contains("exp: "), "{out}");
+    assert!(out.contains("expired 10 min ago"), "{out}");
+    assert!(out.contains("60 min ago"), "{out}");
+    assert!(out.contains("\"sub\": \"u\""), "{out}");
+    let out = tokengate_with_stdin(&["token", "decode", "-"], &token).ok();
+    assert!(out.starts_with("UNVERIFIED"));
+}
+
+#[test]
+fn sign_reads_claims_from_a_file_and_honours_exp() {
+    let dir = TempDir::new().unwrap();
+    let kid = generate(&dir, "ES384");
+    let pem = dir.path().join(format!("{kid}.pem"));
+    let claims_file = dir.path().join("claims.json");
+    std::fs::write(&claims_file, r#"{"sub":"from-file"}"#).unwrap();
+    let token = tokengate(&[
+        "token",
+        "sign",
+        "--key",
+        path(&pem),
+        "--claims",
+        &format!("@{}", path(&claims_file)),
+        "--exp",
+        "1h",
+        "--typ",
+        "at+jwt",
+    ])
+    .ok();
+    let decoded = tokengate(&["token", "decode", &token]).ok();
+    assert!(decoded.contains("from-file"));
+    assert!(decoded.contains("\"typ\": \"at+jwt\""));
+    assert!(
+        decoded.contains("expires in 60 min") || decoded.contains("expires in 59 min"),
+        "{decoded}"
+    );
+    let claims: Value = serde_json::from_str(
+        &tokengate(&[
+            "token",
+            "verify",
+            "--key",
+            path(&dir.path().join(format!("{kid}.jwk.json"))),
+            "--typ",
+            "at+jwt",
+            &token,
+        ])
+        .ok(),
+    )
+    .unwrap();
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        3600
+    );
+}
+
+#[test]
+fn bad_input_gives_one_clear_line_and_a_nonzero_exit() {
+    let dir = TempDir::new().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let line = tokengate(&["token", "sign", "--key", path(&missing), "--claims", "{}"]).fails(2);
+    assert!(line.starts_with("error: cannot read"), "{line}");
+
+    let bad_pem = dir.path().join("bad.pem");
+    std::fs::write(
+        &bad_pem,
+        "-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let line = tokengate(&["token", "sign", "--key", path(&bad_pem), "--claims", "{}"]).fails(2);
+    assert!(line.contains("bad.pem"), "{line}");
+
+    let kid = generate(&dir, "ES256");
+    let pem = dir.path().join(format!("{kid}.pem"));
+    let line = tokengate(&["token", "sign", "--key", path(&pem), "--claims", "[1]"]).fails(2);
+    assert_eq!(line, "error: claims must be a JSON object");
+    let line = tokengate(&["token", "sign", "--key", path(&pem), "--claims", "{oops"]).fails(2);
+    assert!(
+        line.starts_with("error: claims are not valid JSON"),
+        "{line}"
+    );
+
+    let jwk = dir.path().join(format!("{kid}.jwk.json"));
+    for token in ["not-a-token", "a.b.c", "", "🙂.🙂.🙂"] {
+        let run = tokengate(&["token", "verify", "--key", path(&jwk), token]);
+        assert_ne!(run.code, 0, "{token}");
+        assert!(!run.stderr.contains("panicked"));
+    }
+    let line = tokengate(&["token", "decode", "x.y"]).fails(2);
+    assert!(line.contains("three dot-separated parts"), "{line}");
+    let line = tokengate(&["token", "sign", "--key", path(&jwk), "--claims", "{}"]).fails(2);
+    assert!(line.contains("signing needs the private key"), "{line}");
+}
+
+#[test]
+fn weak_hmac_secret_files_are_refused() {
+    let dir = TempDir::new().unwrap();
+    let weak = dir.path().join("weak.jwk.json");
+    let k = tokengate::b64::encode(b"password123password123password123");
+    std::fs::write(
+        &weak,
+        json!({"kty": "oct", "alg": "HS256", "k": k}).to_string(),
+    )
+    .unwrap();
+    let line = tokengate(&["token", "sign", "--key", path(&weak), "--claims", "{}"]).fails(2);
+    assert!(line.contains("HMAC secret rejected"), "{line}");
+}
+
+#[test]
+fn secret_generate_prints_a_strong_secret() {
+    let s = tokengate(&["secret", "generate"]).ok();
+    assert_eq!(s.len(), 43);
+    assert!(
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    );
+    assert_ne!(s, tokengate(&["secret", "generate"]).ok());
+    assert!(tokengate::check_hmac_secret(tokengate::Algorithm::HS256, s.as_bytes()).is_ok());
+    assert_eq!(
+        tokengate(&["secret", "generate", "--bytes", "64"])
+            .ok()
+            .len(),
+        86
+    );
+    let line = tokengate(&["secret", "generate", "--bytes", "8"]).fails(2);
+    assert!(line.contains("at least 32 bytes"), "{line}");
+}

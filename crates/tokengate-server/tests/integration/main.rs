@@ -1,0 +1,5 @@
+//! The server crate's one integration-test binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod helpers;
