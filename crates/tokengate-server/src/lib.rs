@@ -7,3 +7,11 @@
 pub mod cli;
 pub mod commands;
 pub mod keyfile;
+pub mod clock;
+pub mod config;
+pub mod storage;
+pub mod domain;
+pub mod password;
+pub mod keystore;
+pub mod ratelimit;
+pub mod revocation;

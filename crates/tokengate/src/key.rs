@@ -877,10 +877,10 @@ impl SigningKey {
         self.public.to_jwk()
     }
 
-    /// The private key as PKCS#8 v1 PEM (`PRIVATE KEY`), for asymmetric keys.
-    /// v1 is what OpenSSL and other JOSE libraries read for Ed25519 too.
-    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, KeyError> {
-        let der: Zeroizing<Vec<u8>> = match &self.material {
+    /// The private key as PKCS#8 v1 DER, for asymmetric keys. v1 is what
+    /// OpenSSL and other JOSE libraries read for Ed25519 too.
+    pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        Ok(match &self.material {
             PrivateMaterial::Hmac { .. } => {
                 return Err(KeyError::InvalidKey(
                     "an HMAC secret has no PKCS#8 form; export it as a JWK".into(),
@@ -902,7 +902,12 @@ impl SigningKey {
                     .as_ref()
                     .to_vec(),
             ),
-        };
+        })
+    }
+
+    /// The private key as PKCS#8 v1 PEM (`PRIVATE KEY`), for asymmetric keys.
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, KeyError> {
+        let der = self.to_pkcs8_der()?;
         let pem = pem::Pem::new("PRIVATE KEY", der.to_vec());
         Ok(Zeroizing::new(pem::encode(&pem)))
     }
