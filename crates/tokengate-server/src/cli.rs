@@ -9,7 +9,7 @@ use tokengate::Algorithm;
 
 use crate::commands;
 
-/// JWT authentication for APIs: keys, tokens and (soon) the auth service.
+/// JWT authentication for APIs: the auth service, keys and tokens.
 #[derive(Debug, Parser)]
 #[command(name = "tokengate", version, about, long_about = None)]
 pub struct Cli {
@@ -19,6 +19,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the auth service (SQLite in ./tokengate-data unless configured).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit (serve also applies them).
+    Migrate(DataArgs),
     /// Generate signing keys and publish their public halves as a JWKS.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -28,6 +32,30 @@ enum Command {
     /// Make random secrets.
     #[command(subcommand)]
     Secret(SecretCommand),
+}
+
+/// Where the data lives: shared by the commands that touch it.
+#[derive(Debug, Args, Clone)]
+pub struct DataArgs {
+    /// Data directory (SQLite file, master key); env TOKENGATE_DATA_DIR.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Configuration file (default ./tokengate.toml if present); env TOKENGATE_CONFIG.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `tokengate serve` arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen address (default 127.0.0.1:8080); env TOKENGATE_ADDR.
+    #[arg(long)]
+    pub addr: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// `tokengate keys …`.
@@ -165,6 +193,8 @@ impl Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => commands::serve::serve(args),
+        Command::Migrate(args) => commands::serve::migrate(args),
         Command::Keys(cmd) => commands::keys::run(cmd),
         Command::Token(cmd) => commands::token::run(cmd),
         Command::Secret(SecretCommand::Generate { bytes }) => commands::secret::generate(bytes),

@@ -140,3 +140,16 @@ pub fn key_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
     files.sort();
     Ok(files)
 }
+
+/// Creates `dir` (and parents) readable by the owner only: it holds the
+/// database and the master key.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}

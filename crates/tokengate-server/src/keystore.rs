@@ -40,7 +40,7 @@ impl MasterKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = Zeroizing::new(vec![0u8; 32]);
                 rand::fill(&mut bytes).map_err(|_| KeyStoreError("random generator failed".into()))?;
-                std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+                crate::keyfile::create_private_dir(&settings.data_dir).map_err(|e| {
                     KeyStoreError(format!("cannot create {}: {e}", settings.data_dir.display()))
                 })?;
                 let text = Zeroizing::new(format!("{}\n", b64::encode(bytes.as_slice())));

@@ -15,3 +15,7 @@ pub mod password;
 pub mod keystore;
 pub mod ratelimit;
 pub mod revocation;
+pub mod api;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

@@ -79,15 +79,7 @@ fn generate(alg: tokengate::Algorithm, kid: Option<String>, out: &Path) -> Resul
 }
 
 fn create_dir(dir: &Path) -> Result<(), Failure> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder
-        .create(dir)
+    keyfile::create_private_dir(dir)
         .map_err(|e| Failure::Input(format!("cannot create directory {}: {e}", dir.display())))
 }
 

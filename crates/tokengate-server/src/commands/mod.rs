@@ -3,4 +3,5 @@
 
 pub mod keys;
 pub mod secret;
+pub mod serve;
 pub mod token;

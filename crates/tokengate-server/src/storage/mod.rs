@@ -144,7 +144,7 @@ impl Store {
                 .trim_start_matches("sqlite://")
                 .trim_start_matches("sqlite:");
             if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+                crate::keyfile::create_private_dir(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
             }
             // WAL lets readers run beside the writer; synchronous=FULL makes
             // every commit durable before it is acknowledged; busy_timeout

@@ -1,0 +1,193 @@
+//! The one place errors become HTTP: RFC 9457 problem documents with the
+//! right status; server-side causes are logged, never sent.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::password::HashError;
+use crate::storage::StoreError;
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON, or not the expected JSON.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The body has the wrong content type.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// The body is over the limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// A field failed validation; the message says what to do.
+    #[error("invalid {field}: {detail}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
+    /// Wrong email or password (deliberately one answer for both).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// No, bad, expired or revoked access token.
+    #[error("invalid token")]
+    InvalidToken {
+        /// Whether a token was presented at all (RFC 6750 §3.1).
+        presented: bool,
+    },
+    /// Bad, used, expired or revoked refresh token (RFC 6749 `invalid_grant`).
+    #[error("invalid grant")]
+    InvalidGrant,
+    /// Registration is switched off.
+    #[error("registration disabled")]
+    RegistrationDisabled,
+    /// The email is taken.
+    #[error("conflict")]
+    EmailTaken,
+    /// Too many attempts.
+    #[error("too many requests")]
+    TooManyRequests {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// Header fields too large.
+    #[error("request header fields too large")]
+    HeadersTooLarge,
+    /// Temporarily unable (hashing pool saturated, database down).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: logged, answered with a generic 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => ApiError::EmailTaken,
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<HashError> for ApiError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => ApiError::Unavailable("password hashing saturated".into()),
+            HashError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> serde_json::Value {
+    json!({
+        "type": format!("urn:tokengate:problem:{slug}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    })
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        use ApiError as E;
+        let (status, body) = match &self {
+            E::BadRequest(detail) => (
+                StatusCode::BAD_REQUEST,
+                problem(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail),
+            ),
+            E::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                problem(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported-media-type",
+                    "Unsupported media type",
+                    "send the body as JSON with Content-Type: application/json",
+                ),
+            ),
+            E::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                problem(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", "the request body is over the 16 KiB limit"),
+            ),
+            E::Invalid { field, detail } => {
+                let mut body = problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", "Invalid field", detail);
+                body["field"] = json!(field);
+                (StatusCode::UNPROCESSABLE_ENTITY, body)
+            }
+            E::InvalidCredentials => (
+                StatusCode::UNAUTHORIZED,
+                problem(StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid credentials", "The email or password is incorrect."),
+            ),
+            E::InvalidToken { .. } => (
+                StatusCode::UNAUTHORIZED,
+                problem(StatusCode::UNAUTHORIZED, "invalid-token", "Invalid token", tokengate::Error::Expired.public_message()),
+            ),
+            E::InvalidGrant => {
+                let mut body = problem(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-grant",
+                    "Invalid grant",
+                    "The refresh token is invalid, expired or revoked. Log in again.",
+                );
+                body["error"] = json!("invalid_grant");
+                (StatusCode::BAD_REQUEST, body)
+            }
+            E::RegistrationDisabled => (
+                StatusCode::FORBIDDEN,
+                problem(StatusCode::FORBIDDEN, "registration-disabled", "Registration disabled", "This service does not accept new accounts."),
+            ),
+            E::EmailTaken => (
+                StatusCode::CONFLICT,
+                problem(StatusCode::CONFLICT, "email-taken", "Email taken", "An account with this email already exists."),
+            ),
+            E::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                problem(StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too many requests", "Too many attempts; wait before trying again."),
+            ),
+            E::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                problem(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large", "Request header fields too large", "the request headers are over the 8 KiB limit"),
+            ),
+            E::Unavailable(cause) => {
+                tracing::warn!(cause = %cause, "service unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", "The service is busy; try again shortly."),
+                )
+            }
+            E::Internal(cause) => {
+                tracing::error!(cause = %cause, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "Something went wrong on our side."),
+                )
+            }
+        };
+        let mut response = (status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        match &self {
+            E::InvalidToken { presented: true } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="tokengate", error="invalid_token""#),
+                );
+            }
+            E::InvalidToken { presented: false } => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="tokengate""#));
+            }
+            E::TooManyRequests { retry_after } => {
+                if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                    headers.insert(header::RETRY_AFTER, v);
+                }
+            }
+            E::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

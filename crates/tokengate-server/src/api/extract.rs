@@ -1,0 +1,82 @@
+//! Extractors: JSON bodies whose rejections are problem documents, and the
+//! bearer-token authentication every protected route uses.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use tokengate::AccessClaims;
+
+use super::error::ApiError;
+use crate::state::AppState;
+
+/// `Json<T>` with problem+json rejections.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Invalid {
+                field: "body",
+                detail: e.body_text(),
+            }),
+            Err(JsonRejection::JsonSyntaxError(_)) => {
+                Err(ApiError::BadRequest("the body is not valid JSON".into()))
+            }
+            Err(JsonRejection::BytesRejection(e)) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge)
+            }
+            Err(other) => Err(ApiError::BadRequest(other.body_text())),
+        }
+    }
+}
+
+/// A request carrying a valid, unrevoked access token in
+/// `Authorization: Bearer`. A token anywhere else (query string, cookie)
+/// is never looked at.
+pub struct Authenticated {
+    /// The verified claims.
+    pub claims: AccessClaims,
+}
+
+impl FromRequestParts<Arc<AppState>> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::InvalidToken { presented: false });
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or(ApiError::InvalidToken { presented: true })?;
+        let now = state.clock.now();
+        let verified = state
+            .keys
+            .verify::<AccessClaims>(token, &state.policy, now)
+            .map_err(|e| {
+                tracing::info!(target: "audit", event = "access_token_rejected", reason = %e);
+                ApiError::InvalidToken { presented: true }
+            })?;
+        let claims = verified.claims;
+        if state
+            .revocations
+            .is_revoked(claims.sid.as_deref(), &claims.sub, claims.iat, now.as_secs())
+            .await
+        {
+            tracing::info!(target: "audit", event = "access_token_rejected", reason = "revoked", user_id = %claims.sub, session_id = claims.sid.as_deref().unwrap_or(""));
+            return Err(ApiError::InvalidToken { presented: true });
+        }
+        Ok(Authenticated { claims })
+    }
+}

@@ -1,0 +1,123 @@
+//! The HTTP surface: routes, and the middleware every response passes.
+
+pub mod error;
+pub mod extract;
+pub mod handlers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use governor::clock::{Clock as _, DefaultClock};
+use tower_http::timeout::TimeoutLayer;
+
+use self::error::ApiError;
+use crate::state::AppState;
+
+/// Request bodies on `/auth/*` are small JSON documents.
+pub const AUTH_BODY_LIMIT: usize = 16 * 1024;
+/// Total size of request header names and values.
+pub const HEADER_LIMIT: usize = 8 * 1024;
+
+/// The application router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let auth = Router::new()
+        .route("/auth/register", post(handlers::register))
+        .route("/auth/login", post(handlers::login))
+        .route("/auth/refresh", post(handlers::refresh))
+        .route("/auth/logout", post(handlers::logout))
+        .route("/auth/me", get(handlers::me))
+        .layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), request_budget))
+        .layer(middleware::from_fn(no_store));
+    Router::new()
+        .merge(auth)
+        .route("/.well-known/jwks.json", get(handlers::jwks))
+        .route("/.well-known/openid-configuration", get(handlers::discovery))
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .fallback(not_found)
+        .layer(middleware::from_fn(header_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.settings.request_timeout.max(Duration::from_secs(1)),
+        ))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank", "title": "Not found", "status": 404, "detail": "no such endpoint"
+    });
+    let mut response = (StatusCode::NOT_FOUND, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    response
+}
+
+/// Headers on every response, errors included.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("content-security-policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
+        ("cross-origin-resource-policy", "same-origin"),
+    ] {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Nothing under `/auth/` may be cached: those responses carry tokens or
+/// personal data.
+async fn no_store(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn header_limit(request: Request, next: Next) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > HEADER_LIMIT {
+        return ApiError::HeadersTooLarge.into_response();
+    }
+    next.run(request).await
+}
+
+/// The overall per-IP request budget on `/auth/*`.
+async fn request_budget(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.budget.check_key(&peer.ip()) {
+        Ok(()) => next.run(request).await,
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            tracing::warn!(target: "audit", event = "request_budget_exceeded", ip = %peer.ip(), path = %request.uri().path(), retry_after);
+            ApiError::TooManyRequests {
+                retry_after: retry_after.max(1),
+            }
+            .into_response()
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! `tokengate serve` and `tokengate migrate`.
+
+use std::sync::Arc;
+
+use crate::cli::{DataArgs, Failure, ServeArgs};
+use crate::clock::SystemClock;
+use crate::config::{Overrides, Settings};
+use crate::startup::{Application, shutdown_signal};
+use crate::storage::Store;
+
+fn settings(args: &DataArgs, addr: Option<String>) -> Result<Settings, Failure> {
+    Settings::load(&Overrides {
+        config_file: args.config.clone(),
+        addr,
+        data_dir: args.data_dir.clone(),
+    })
+    .map_err(|e| Failure::Input(e.to_string()))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Input(format!("cannot start the async runtime: {e}")))
+}
+
+/// Runs the service until SIGINT/SIGTERM.
+pub fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let settings = settings(&args.data, args.addr.clone())?;
+    if args.print_config {
+        print!("{}", settings.render());
+        return Ok(());
+    }
+    crate::telemetry::init(&settings.log_format, &settings.log_level, std::io::stdout);
+    runtime()?.block_on(async move {
+        let public_url = settings.public_url.clone();
+        let storage = if settings.is_postgres() { "PostgreSQL" } else { "SQLite" };
+        let app = Application::build(settings, Arc::new(SystemClock))
+            .await
+            .map_err(|e| Failure::Input(e.to_string()))?;
+        let addr = app.local_addr().map_err(|e| Failure::Input(e.to_string()))?;
+        tracing::info!(%addr, storage, "tokengate listening");
+        eprintln!(
+            "tokengate is listening on http://{addr} ({storage}).\nRegister the first user:\n  curl -s {public_url}/auth/register -H 'content-type: application/json' -d '{{\"email\":\"you@example.com\",\"password\":\"a long passphrase of your own\"}}'"
+        );
+        app.run_until(shutdown_signal())
+            .await
+            .map_err(|e| Failure::Input(e.to_string()))?;
+        tracing::info!("tokengate stopped cleanly");
+        Ok(())
+    })
+}
+
+/// Applies pending migrations and exits.
+pub fn migrate(args: DataArgs) -> Result<(), Failure> {
+    let settings = settings(&args, None)?;
+    runtime()?.block_on(async move {
+        let store = Store::connect(settings.database_url.expose())
+            .await
+            .map_err(|e| Failure::Input(format!("storage: {e}")))?;
+        store.close().await;
+        println!("migrations applied");
+        Ok(())
+    })
+}

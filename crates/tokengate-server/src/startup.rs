@@ -1,0 +1,146 @@
+//! Building and running the application: settings in, a bound listener and
+//! a server out. Tests build it the same way on port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokengate::VerifyPolicy;
+use tokio::net::TcpListener;
+
+use crate::api;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::keystore;
+use crate::password::Hasher;
+use crate::ratelimit::InProcessThrottle;
+use crate::revocation::{InProcessRevocations, Revocations};
+use crate::state::{AppState, budget};
+use crate::storage::Store;
+
+/// A start-up failure: one line for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
+
+/// A built application, bound to its port, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl Application {
+    /// Connects storage, applies migrations, loads (or creates) the keys,
+    /// rebuilds the denylist from the database, and binds the listener.
+    pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Application, StartupError> {
+        let store = Store::connect(settings.database_url.expose())
+            .await
+            .map_err(|e| StartupError(format!("storage: {e}")))?;
+        let now = clock.now();
+        let loaded = keystore::load(&settings, &store, now.as_secs())
+            .await
+            .map_err(|e| StartupError(format!("keys: {e}")))?;
+        for note in &loaded.notes {
+            tracing::info!(target: "audit", event = "key_created", detail = %note);
+        }
+        let policy = VerifyPolicy::builder()
+            .issuer(settings.issuer.clone())
+            .audience(settings.audience.clone())
+            .typ("at+jwt")
+            .leeway(settings.leeway)
+            .require_claims(["sub", "sid", "jti"])
+            .build()
+            .map_err(|e| StartupError(format!("verify policy: {e}")))?;
+        let hasher = Hasher::new(
+            settings.argon2_memory_kib,
+            settings.argon2_iterations,
+            settings.argon2_parallelism,
+            settings.password_hash_concurrency,
+        )
+        .map_err(|e| StartupError(e.to_string()))?;
+        let revocations = Arc::new(InProcessRevocations::default());
+        let access_ttl = i64::try_from(settings.access_ttl.as_secs()).unwrap_or(i64::MAX);
+        let since = now.as_secs() - access_ttl - 1;
+        let (sessions, users) = store
+            .revocations_since(since)
+            .await
+            .map_err(|e| StartupError(format!("storage: {e}")))?;
+        for (sid, revoked_at) in &sessions {
+            revocations.revoke_session(sid, revoked_at + access_ttl).await;
+        }
+        for (user, before) in &users {
+            revocations.revoke_user_before(user, *before, before + access_ttl).await;
+        }
+        let window = i64::try_from(settings.login_failure_window.as_secs()).unwrap_or(i64::MAX);
+        let jwks_json = serde_json::to_string(&loaded.ring.jwks())
+            .map_err(|e| StartupError(format!("jwks: {e}")))?;
+        let listener = TcpListener::bind(settings.addr)
+            .await
+            .map_err(|e| StartupError(format!("cannot listen on {}: {e}", settings.addr)))?;
+        let state = Arc::new(AppState {
+            throttle: Arc::new(InProcessThrottle::new(settings.login_max_failures, window)),
+            budget: budget(settings.auth_requests_per_minute),
+            settings,
+            store,
+            keys: loaded.ring,
+            policy,
+            refresh_key: loaded.refresh_key,
+            hasher,
+            clock,
+            revocations,
+            jwks_json,
+        });
+        Ok(Application { listener, state })
+    }
+
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> Result<SocketAddr, StartupError> {
+        self.listener
+            .local_addr()
+            .map_err(|e| StartupError(e.to_string()))
+    }
+
+    /// The shared state (tests inspect storage through it).
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` completes, lets in-flight requests finish,
+    /// then closes the database.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
+        let store = self.state.store.clone();
+        let app = api::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| StartupError(format!("server: {e}")))?;
+        // Give the pool a moment to return connections, then close cleanly.
+        tokio::time::timeout(Duration::from_secs(10), store.close())
+            .await
+            .map_err(|_| StartupError("database did not close in 10 s".into()))?;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received: finishing in-flight requests");
+}

@@ -1,0 +1,47 @@
+//! What every request handler shares.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokengate::{KeyRing, VerifyPolicy};
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::password::Hasher;
+use crate::ratelimit::LoginThrottle;
+use crate::revocation::Revocations;
+use crate::storage::Store;
+
+/// Shared state, behind an `Arc`.
+pub struct AppState {
+    /// Effective settings.
+    pub settings: Settings,
+    /// Storage.
+    pub store: Store,
+    /// Signing and verification keys.
+    pub keys: KeyRing,
+    /// How access tokens are verified.
+    pub policy: VerifyPolicy,
+    /// Derives child refresh tokens.
+    pub refresh_key: hmac::Key,
+    /// Password hashing on the bounded pool.
+    pub hasher: Hasher,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Denylist of revoked sessions and users.
+    pub revocations: Arc<dyn Revocations>,
+    /// Failed-login throttle.
+    pub throttle: Arc<dyn LoginThrottle>,
+    /// Per-IP request budget on `/auth/*`.
+    pub budget: DefaultKeyedRateLimiter<IpAddr>,
+    /// The JWKS document, rendered once.
+    pub jwks_json: String,
+}
+
+/// A per-IP budget of `per_minute` requests.
+pub fn budget(per_minute: u32) -> DefaultKeyedRateLimiter<IpAddr> {
+    let per_minute = std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN);
+    RateLimiter::keyed(Quota::per_minute(per_minute))
+}
