@@ -255,18 +255,29 @@ impl Merged {
         self.0.get(key).map(|(v, s)| (v.as_str(), s))
     }
 
-    fn parse<T>(&self, key: &str, what: &str, f: impl Fn(&str) -> Option<T>) -> Result<T, ConfigError> {
+    fn parse<T>(
+        &self,
+        key: &str,
+        what: &str,
+        f: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, ConfigError> {
         let (text, source) = self
             .text(key)
             .ok_or_else(|| ConfigError(format!("{key} is not set")))?;
         f(text.trim()).ok_or_else(|| {
-            let shown = if SECRET_KEYS.contains(&key) { "[redacted]" } else { text };
+            let shown = if SECRET_KEYS.contains(&key) {
+                "[redacted]"
+            } else {
+                text
+            };
             ConfigError(format!("{key} = {shown:?} (from {source}) is not {what}"))
         })
     }
 
     fn duration(&self, key: &str) -> Result<Duration, ConfigError> {
-        self.parse(key, "a duration like 30s, 15m, 14d", |t| humantime::parse_duration(t).ok())
+        self.parse(key, "a duration like 30s, 15m, 14d", |t| {
+            humantime::parse_duration(t).ok()
+        })
     }
 
     fn number<T: std::str::FromStr>(&self, key: &str) -> Result<T, ConfigError> {
@@ -274,7 +285,9 @@ impl Merged {
     }
 
     fn string(&self, key: &str) -> Option<String> {
-        self.text(key).map(|(t, _)| t.to_owned()).filter(|t| !t.is_empty())
+        self.text(key)
+            .map(|(t, _)| t.to_owned())
+            .filter(|t| !t.is_empty())
     }
 
     fn secret(&self, key: &str) -> Option<Secret> {
@@ -317,7 +330,8 @@ impl Settings {
         }
         let m = Merged(merged);
 
-        let addr: SocketAddr = m.parse("addr", "an address like 127.0.0.1:8080", |t| t.parse().ok())?;
+        let addr: SocketAddr =
+            m.parse("addr", "an address like 127.0.0.1:8080", |t| t.parse().ok())?;
         let data_dir = PathBuf::from(m.string("data_dir").unwrap_or_else(|| ".".into()));
         let database_url = m.secret("database_url").unwrap_or_else(|| {
             Secret(Zeroizing::new(format!(
@@ -339,14 +353,22 @@ impl Settings {
             .trim_end_matches('/')
             .to_owned();
         let issuer = m.string("issuer").unwrap_or_else(|| public_url.clone());
-        let signing_alg: Algorithm = m.parse("signing_alg", "one of ES256, EdDSA, RS256, PS256, HS256", |t| {
-            Algorithm::from_name(t).ok().filter(|a| {
-                matches!(
-                    a,
-                    Algorithm::ES256 | Algorithm::EdDSA | Algorithm::RS256 | Algorithm::PS256 | Algorithm::HS256
-                )
-            })
-        })?;
+        let signing_alg: Algorithm = m.parse(
+            "signing_alg",
+            "one of ES256, EdDSA, RS256, PS256, HS256",
+            |t| {
+                Algorithm::from_name(t).ok().filter(|a| {
+                    matches!(
+                        a,
+                        Algorithm::ES256
+                            | Algorithm::EdDSA
+                            | Algorithm::RS256
+                            | Algorithm::PS256
+                            | Algorithm::HS256
+                    )
+                })
+            },
+        )?;
         let hs_secret = m.secret("hs_secret");
         match (&hs_secret, signing_alg) {
             (None, Algorithm::HS256) => {
@@ -391,14 +413,21 @@ impl Settings {
         }
         let auth_requests_per_minute: u32 = m.number("auth_requests_per_minute")?;
         if auth_requests_per_minute == 0 {
-            return Err(ConfigError("auth_requests_per_minute must be at least 1".into()));
+            return Err(ConfigError(
+                "auth_requests_per_minute must be at least 1".into(),
+            ));
         }
         let password_hash_concurrency: usize = m.number("password_hash_concurrency")?;
         let log_format = m.string("log_format").unwrap_or_default();
         if !matches!(log_format.as_str(), "json" | "pretty") {
-            return Err(ConfigError(format!("log_format {log_format:?} is not json or pretty")));
+            return Err(ConfigError(format!(
+                "log_format {log_format:?} is not json or pretty"
+            )));
         }
-        let sources = m.0.iter().map(|(k, (_, s))| (k.clone(), s.clone())).collect();
+        let sources =
+            m.0.iter()
+                .map(|(k, (_, s))| (k.clone(), s.clone()))
+                .collect();
         Ok(Settings {
             addr,
             data_dir,
@@ -442,14 +471,31 @@ impl Settings {
             ("database_url", redact_url(self.database_url.expose())),
             (
                 "redis_url",
-                self.redis_url.as_ref().map(|u| redact_url(u.expose())).unwrap_or_default(),
+                self.redis_url
+                    .as_ref()
+                    .map(|u| redact_url(u.expose()))
+                    .unwrap_or_default(),
             ),
             ("public_url", self.public_url.clone()),
             ("issuer", self.issuer.clone()),
             ("audience", self.audience.clone()),
             ("signing_alg", self.signing_alg.to_string()),
-            ("hs_secret", if self.hs_secret.is_some() { "[redacted]".into() } else { String::new() }),
-            ("master_key", if self.master_key.is_some() { "[redacted]".into() } else { String::new() }),
+            (
+                "hs_secret",
+                if self.hs_secret.is_some() {
+                    "[redacted]".into()
+                } else {
+                    String::new()
+                },
+            ),
+            (
+                "master_key",
+                if self.master_key.is_some() {
+                    "[redacted]".into()
+                } else {
+                    String::new()
+                },
+            ),
             ("access_ttl", d(self.access_ttl)),
             ("access_scope", self.access_scope.clone()),
             ("refresh_ttl", d(self.refresh_ttl)),
@@ -460,11 +506,17 @@ impl Settings {
             ("registration", self.registration.to_string()),
             ("login_max_failures", self.login_max_failures.to_string()),
             ("login_failure_window", d(self.login_failure_window)),
-            ("auth_requests_per_minute", self.auth_requests_per_minute.to_string()),
+            (
+                "auth_requests_per_minute",
+                self.auth_requests_per_minute.to_string(),
+            ),
             ("argon2_memory_kib", self.argon2_memory_kib.to_string()),
             ("argon2_iterations", self.argon2_iterations.to_string()),
             ("argon2_parallelism", self.argon2_parallelism.to_string()),
-            ("password_hash_concurrency", self.password_hash_concurrency.to_string()),
+            (
+                "password_hash_concurrency",
+                self.password_hash_concurrency.to_string(),
+            ),
             ("request_timeout", d(self.request_timeout)),
             ("log_format", self.log_format.clone()),
             ("log_level", self.log_level.clone()),
@@ -510,8 +562,10 @@ mod tests {
     use super::*;
 
     fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let vars: BTreeMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let overrides = Overrides {
             config_file: None,
             ..Overrides::default()
@@ -532,27 +586,44 @@ mod tests {
         let s = load(&[]).ok();
         let s = s.as_ref();
         assert_eq!(s.map(|s| s.access_ttl), Some(Duration::from_secs(900)));
-        assert_eq!(s.map(|s| s.refresh_ttl), Some(Duration::from_secs(14 * 86400)));
+        assert_eq!(
+            s.map(|s| s.refresh_ttl),
+            Some(Duration::from_secs(14 * 86400))
+        );
         assert_eq!(s.map(|s| s.issuer.as_str()), Some("http://127.0.0.1:8080"));
         assert_eq!(s.map(|s| s.signing_alg), Some(Algorithm::ES256));
-        assert!(s.is_some_and(|s| s.database_url.expose().ends_with("tokengate-data/tokengate.db")));
+        assert!(s.is_some_and(|s| {
+            s.database_url
+                .expose()
+                .ends_with("tokengate-data/tokengate.db")
+        }));
     }
 
     #[test]
     fn environment_overrides_defaults_and_flags_override_environment() {
-        let vars: BTreeMap<String, String> = [("TOKENGATE_ADDR", "0.0.0.0:9000"), ("TOKENGATE_ACCESS_TTL", "5m")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: BTreeMap<String, String> = [
+            ("TOKENGATE_ADDR", "0.0.0.0:9000"),
+            ("TOKENGATE_ACCESS_TTL", "5m"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let overrides = Overrides {
             addr: Some("127.0.0.1:7000".into()),
             ..Overrides::default()
         };
         let s = Settings::load_from(&overrides, &|n| vars.get(n).cloned()).ok();
-        assert_eq!(s.as_ref().map(|s| s.addr.to_string()), Some("127.0.0.1:7000".into()));
-        assert_eq!(s.as_ref().map(|s| s.access_ttl), Some(Duration::from_secs(300)));
         assert_eq!(
-            s.as_ref().and_then(|s| s.sources.get("access_ttl").cloned()),
+            s.as_ref().map(|s| s.addr.to_string()),
+            Some("127.0.0.1:7000".into())
+        );
+        assert_eq!(
+            s.as_ref().map(|s| s.access_ttl),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            s.as_ref()
+                .and_then(|s| s.sources.get("access_ttl").cloned()),
             Some(Source::Env("TOKENGATE_ACCESS_TTL".into()))
         );
     }
@@ -562,11 +633,26 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("TOKENGATE_LEEWAY", "301s")], "leeway"),
             (&[("TOKENGATE_ACCESS_TTL", "25h")], "24h maximum"),
-            (&[("TOKENGATE_ACCESS_TTL", "1h"), ("TOKENGATE_REFRESH_TTL", "30m")], "shorter than access_ttl"),
-            (&[("TOKENGATE_SIGNING_ALG", "HS256")], "needs hs_secret"),
-            (&[("TOKENGATE_SIGNING_ALG", "HS256"), ("TOKENGATE_HS_SECRET", "mysecret")], "hs_secret"),
             (
-                &[("TOKENGATE_SIGNING_ALG", "HS256"), ("TOKENGATE_HS_SECRET", "password123password123password123")],
+                &[
+                    ("TOKENGATE_ACCESS_TTL", "1h"),
+                    ("TOKENGATE_REFRESH_TTL", "30m"),
+                ],
+                "shorter than access_ttl",
+            ),
+            (&[("TOKENGATE_SIGNING_ALG", "HS256")], "needs hs_secret"),
+            (
+                &[
+                    ("TOKENGATE_SIGNING_ALG", "HS256"),
+                    ("TOKENGATE_HS_SECRET", "mysecret"),
+                ],
+                "hs_secret",
+            ),
+            (
+                &[
+                    ("TOKENGATE_SIGNING_ALG", "HS256"),
+                    ("TOKENGATE_HS_SECRET", "password123password123password123"),
+                ],
                 "password",
             ),
             (&[("TOKENGATE_SIGNING_ALG", "none")], "signing_alg"),
@@ -577,16 +663,26 @@ mod tests {
             let err = load(vars).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(needle), "{vars:?}: {err:?}");
             assert!(!err.contains('\n'), "one line: {err}");
-            assert!(!err.contains("password123password123"), "secret echoed: {err}");
+            assert!(
+                !err.contains("password123password123"),
+                "secret echoed: {err}"
+            );
         }
     }
 
     #[test]
     fn strong_hs_secret_is_accepted_and_redacted() {
         let secret = tokengate::generate_secret(32).unwrap_or_default();
-        let s = load(&[("TOKENGATE_SIGNING_ALG", "HS256"), ("TOKENGATE_HS_SECRET", &secret)]).ok();
+        let s = load(&[
+            ("TOKENGATE_SIGNING_ALG", "HS256"),
+            ("TOKENGATE_HS_SECRET", &secret),
+        ])
+        .ok();
         let rendered = s.as_ref().map(Settings::render).unwrap_or_default();
-        assert!(rendered.contains("hs_secret = \"[redacted]\""), "{rendered}");
+        assert!(
+            rendered.contains("hs_secret = \"[redacted]\""),
+            "{rendered}"
+        );
         assert!(!rendered.contains(&secret));
         assert!(!format!("{s:?}").contains(&secret));
     }

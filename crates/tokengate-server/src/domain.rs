@@ -65,7 +65,9 @@ impl NewPassword {
             ));
         }
         if chars > MAX_PASSWORD_CHARS {
-            return Err(format!("password must be at most {MAX_PASSWORD_CHARS} characters"));
+            return Err(format!(
+                "password must be at most {MAX_PASSWORD_CHARS} characters"
+            ));
         }
         let estimate = zxcvbn::zxcvbn(raw, context);
         if u8::from(estimate.score()) < 3 {
@@ -106,18 +108,35 @@ mod tests {
             Email::parse("  Alice.Smith@Example.COM ").map(|e| e.0),
             Ok("alice.smith@example.com".into())
         );
-        for bad in ["", "alice", "@example.com", "a@b", "a@@b.com", "a b@c.com", "a@.com", "a@com."] {
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "a@b",
+            "a@@b.com",
+            "a b@c.com",
+            "a@.com",
+            "a@com.",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn weak_passwords_are_refused_with_advice() {
-        for weak in ["short", "password1234", "aaaaaaaaaaaaaaa", "qwertyuiop123", "alicealice1234"] {
+        for weak in [
+            "short",
+            "password1234",
+            "aaaaaaaaaaaaaaa",
+            "qwertyuiop123",
+            "alicealice1234",
+        ] {
             let err = NewPassword::parse(weak, &["alice", "example"]).err();
             assert!(err.is_some(), "{weak} accepted");
         }
-        let err = NewPassword::parse("password1234", &[]).err().unwrap_or_default();
+        let err = NewPassword::parse("password1234", &[])
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("unrelated words"), "{err}");
         assert!(NewPassword::parse("correct horse battery staple", &[]).is_ok());
         assert!(NewPassword::parse(&"x".repeat(129), &[]).is_err());

@@ -39,16 +39,23 @@ impl MasterKey {
             Ok(text) => Self::decode(text.trim(), &path.display().to_string()).map(|k| (k, false)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = Zeroizing::new(vec![0u8; 32]);
-                rand::fill(&mut bytes).map_err(|_| KeyStoreError("random generator failed".into()))?;
+                rand::fill(&mut bytes)
+                    .map_err(|_| KeyStoreError("random generator failed".into()))?;
                 crate::keyfile::create_private_dir(&settings.data_dir).map_err(|e| {
-                    KeyStoreError(format!("cannot create {}: {e}", settings.data_dir.display()))
+                    KeyStoreError(format!(
+                        "cannot create {}: {e}",
+                        settings.data_dir.display()
+                    ))
                 })?;
                 let text = Zeroizing::new(format!("{}\n", b64::encode(bytes.as_slice())));
                 crate::keyfile::create_new(&path, text.as_bytes(), true)
                     .map_err(|f| KeyStoreError(format!("{f:?}")))?;
                 Ok((MasterKey(bytes), true))
             }
-            Err(e) => Err(KeyStoreError(format!("cannot read {}: {e}", path.display()))),
+            Err(e) => Err(KeyStoreError(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
         }
     }
 
@@ -86,7 +93,8 @@ impl MasterKey {
 
     /// Decrypts what [`MasterKey::seal`] made with the same `context`.
     pub fn open(&self, sealed: &str, context: &str) -> Result<Zeroizing<Vec<u8>>, KeyStoreError> {
-        let bytes = b64::decode(sealed).map_err(|_| KeyStoreError("stored key is corrupt".into()))?;
+        let bytes =
+            b64::decode(sealed).map_err(|_| KeyStoreError("stored key is corrupt".into()))?;
         let (nonce, ciphertext) = bytes
             .split_at_checked(NONCE_LEN)
             .ok_or_else(|| KeyStoreError("stored key is corrupt".into()))?;
@@ -96,7 +104,11 @@ impl MasterKey {
         let plain = self
             .aead()?
             .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buffer)
-            .map_err(|_| KeyStoreError("cannot decrypt: wrong master key, or the stored key was altered".into()))?;
+            .map_err(|_| {
+                KeyStoreError(
+                    "cannot decrypt: wrong master key, or the stored key was altered".into(),
+                )
+            })?;
         Ok(Zeroizing::new(plain.to_vec()))
     }
 
@@ -126,7 +138,11 @@ pub struct LoadedKeys {
 
 /// Loads the signing keys (decrypting them), creating the master key and a
 /// signing key of `signing_alg` on first start.
-pub async fn load(settings: &Settings, store: &Store, now: i64) -> Result<LoadedKeys, KeyStoreError> {
+pub async fn load(
+    settings: &Settings,
+    store: &Store,
+    now: i64,
+) -> Result<LoadedKeys, KeyStoreError> {
     let (master, created_master) = MasterKey::load_or_create(settings)?;
     let mut notes = Vec::new();
     if created_master {
@@ -142,12 +158,16 @@ pub async fn load(settings: &Settings, store: &Store, now: i64) -> Result<Loaded
             .as_ref()
             .ok_or_else(|| KeyStoreError("HS256 needs hs_secret".into()))?;
         // A stable kid that reveals nothing usable about the secret.
-        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes()), b"kid");
+        let tag = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes()),
+            b"kid",
+        );
         let kid = Kid::new(format!("hs-{}", &b64::encode(tag.as_ref())[..16]))
             .map_err(|e| KeyStoreError(e.to_string()))?;
         let key = SigningKey::from_hmac_secret(Algorithm::HS256, secret.expose().as_bytes(), kid)
             .map_err(|e| KeyStoreError(format!("hs_secret: {e}")))?;
-        ring.add_signing_key(key).map_err(|e| KeyStoreError(e.to_string()))?;
+        ring.add_signing_key(key)
+            .map_err(|e| KeyStoreError(e.to_string()))?;
     }
     let stored = store
         .signing_keys()
@@ -155,7 +175,8 @@ pub async fn load(settings: &Settings, store: &Store, now: i64) -> Result<Loaded
         .map_err(|e| KeyStoreError(format!("cannot read signing keys: {e}")))?;
     let mut active_matches = false;
     for row in &stored {
-        let alg = Algorithm::from_name(&row.alg).map_err(|e| KeyStoreError(format!("key {}: {e}", row.kid)))?;
+        let alg = Algorithm::from_name(&row.alg)
+            .map_err(|e| KeyStoreError(format!("key {}: {e}", row.kid)))?;
         let der = master
             .open(&row.encrypted_key, &context(&row.kid, &row.alg))
             .map_err(|e| KeyStoreError(format!("signing key {}: {e}", row.kid)))?;
@@ -166,9 +187,11 @@ pub async fn load(settings: &Settings, store: &Store, now: i64) -> Result<Loaded
             ring.add_verifying_key(key.verifying_key().clone())
                 .map_err(|e| KeyStoreError(e.to_string()))?;
         } else {
-            ring.add_signing_key(key).map_err(|e| KeyStoreError(e.to_string()))?;
+            ring.add_signing_key(key)
+                .map_err(|e| KeyStoreError(e.to_string()))?;
             if row.active && alg == settings.signing_alg {
-                ring.set_active(&row.kid).map_err(|e| KeyStoreError(e.to_string()))?;
+                ring.set_active(&row.kid)
+                    .map_err(|e| KeyStoreError(e.to_string()))?;
                 active_matches = true;
             }
         }
@@ -178,7 +201,9 @@ pub async fn load(settings: &Settings, store: &Store, now: i64) -> Result<Loaded
             .map_err(|e| KeyStoreError(format!("key generation: {e}")))?;
         let kid = key.kid().as_str().to_owned();
         let alg = key.alg().name().to_owned();
-        let der = key.to_pkcs8_der().map_err(|e| KeyStoreError(e.to_string()))?;
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|e| KeyStoreError(e.to_string()))?;
         let sealed = master.seal(&der, &context(&kid, &alg))?;
         store
             .add_active_signing_key(
@@ -192,8 +217,10 @@ pub async fn load(settings: &Settings, store: &Store, now: i64) -> Result<Loaded
             )
             .await
             .map_err(|e| KeyStoreError(format!("cannot store the signing key: {e}")))?;
-        ring.add_signing_key(key).map_err(|e| KeyStoreError(e.to_string()))?;
-        ring.set_active(&kid).map_err(|e| KeyStoreError(e.to_string()))?;
+        ring.add_signing_key(key)
+            .map_err(|e| KeyStoreError(e.to_string()))?;
+        ring.set_active(&kid)
+            .map_err(|e| KeyStoreError(e.to_string()))?;
         notes.push(format!(
             "created {alg} signing key {kid}; its private key is stored encrypted with the master key"
         ));

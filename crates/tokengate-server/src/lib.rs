@@ -4,18 +4,18 @@
 //! subcommand does; `keyfile` reads and writes key files.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
-pub mod commands;
-pub mod keyfile;
 pub mod clock;
+pub mod commands;
 pub mod config;
-pub mod storage;
 pub mod domain;
-pub mod password;
+pub mod keyfile;
 pub mod keystore;
+pub mod password;
 pub mod ratelimit;
 pub mod revocation;
-pub mod api;
 pub mod startup;
 pub mod state;
+pub mod storage;
 pub mod telemetry;

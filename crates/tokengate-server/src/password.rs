@@ -45,7 +45,12 @@ const QUEUE_WAIT: Duration = Duration::from_secs(20);
 
 impl Hasher {
     /// A hasher with these argon2id costs and at most `concurrency` hashes at once.
-    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32, concurrency: usize) -> Result<Hasher, HashError> {
+    pub fn new(
+        memory_kib: u32,
+        iterations: u32,
+        parallelism: u32,
+        concurrency: usize,
+    ) -> Result<Hasher, HashError> {
         let params = Params::new(memory_kib, iterations, parallelism, None)
             .map_err(|e| HashError::Internal(format!("argon2 parameters: {e}")))?;
         let mut random = [0u8; 32];
@@ -61,7 +66,10 @@ impl Hasher {
         })
     }
 
-    async fn on_pool<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
+    async fn on_pool<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
         let permit = tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| HashError::Busy)?
@@ -114,7 +122,10 @@ fn check(params: &Params, password: &[u8], hash: &str) -> Verdict {
     if hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$") {
         // bcrypt reads at most 72 bytes; the hash was made the same way.
         let matches = bcrypt::verify(password, hash).unwrap_or(false);
-        return Verdict { matches, needs_rehash: true };
+        return Verdict {
+            matches,
+            needs_rehash: true,
+        };
     }
     let matches = argon2(params).verify_password(password, hash).is_ok();
     let current = format!(
@@ -124,7 +135,10 @@ fn check(params: &Params, password: &[u8], hash: &str) -> Verdict {
         params.p_cost()
     );
     let needs_rehash = !hash.starts_with("$argon2id$") || !hash.contains(&current);
-    Verdict { matches, needs_rehash }
+    Verdict {
+        matches,
+        needs_rehash,
+    }
 }
 
 #[cfg(test)]
@@ -139,11 +153,26 @@ mod tests {
     #[tokio::test]
     async fn argon2id_round_trip() {
         let h = hasher();
-        let hash = h.hash("correct horse battery staple").await.unwrap_or_default();
+        let hash = h
+            .hash("correct horse battery staple")
+            .await
+            .unwrap_or_default();
         assert!(hash.starts_with("$argon2id$v=19$m=256,t=1,p=1$"), "{hash}");
-        let ok = h.verify("correct horse battery staple", Some(&hash)).await.ok();
-        assert_eq!(ok, Some(Verdict { matches: true, needs_rehash: false }));
-        let bad = h.verify("wrong horse battery staple", Some(&hash)).await.ok();
+        let ok = h
+            .verify("correct horse battery staple", Some(&hash))
+            .await
+            .ok();
+        assert_eq!(
+            ok,
+            Some(Verdict {
+                matches: true,
+                needs_rehash: false
+            })
+        );
+        let bad = h
+            .verify("wrong horse battery staple", Some(&hash))
+            .await
+            .ok();
         assert_eq!(bad.map(|v| v.matches), Some(false));
     }
 
@@ -152,7 +181,13 @@ mod tests {
         let h = hasher();
         let hash = bcrypt::hash("legacy password 1", 4).unwrap_or_default();
         let v = h.verify("legacy password 1", Some(&hash)).await.ok();
-        assert_eq!(v, Some(Verdict { matches: true, needs_rehash: true }));
+        assert_eq!(
+            v,
+            Some(Verdict {
+                matches: true,
+                needs_rehash: true
+            })
+        );
         let v = h.verify("legacy password 2", Some(&hash)).await.ok();
         assert_eq!(v.map(|v| v.matches), Some(false));
     }
@@ -161,14 +196,32 @@ mod tests {
     async fn unknown_users_never_match() {
         let h = hasher();
         let v = h.verify("anything at all", None).await.ok();
-        assert_eq!(v, Some(Verdict { matches: false, needs_rehash: false }));
+        assert_eq!(
+            v,
+            Some(Verdict {
+                matches: false,
+                needs_rehash: false
+            })
+        );
     }
 
     #[tokio::test]
     async fn weaker_argon2_parameters_ask_for_a_rehash() {
         let weak = Hasher::new(128, 1, 1, 1).unwrap_or_else(|e| panic!("{e}"));
-        let hash = weak.hash("correct horse battery staple").await.unwrap_or_default();
-        let v = hasher().verify("correct horse battery staple", Some(&hash)).await.ok();
-        assert_eq!(v, Some(Verdict { matches: true, needs_rehash: true }));
+        let hash = weak
+            .hash("correct horse battery staple")
+            .await
+            .unwrap_or_default();
+        let v = hasher()
+            .verify("correct horse battery staple", Some(&hash))
+            .await
+            .ok();
+        assert_eq!(
+            v,
+            Some(Verdict {
+                matches: true,
+                needs_rehash: true
+            })
+        );
     }
 }

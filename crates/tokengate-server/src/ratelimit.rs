@@ -50,7 +50,11 @@ impl LoginThrottle for InProcessThrottle {
                     self.prune(times, now);
                     if times.len() >= self.max_failures {
                         let oldest = *times.front()?;
-                        Some(u64::try_from(oldest + self.window - now).unwrap_or(1).max(1))
+                        Some(
+                            u64::try_from(oldest + self.window - now)
+                                .unwrap_or(1)
+                                .max(1),
+                        )
                     } else {
                         None
                     }
@@ -90,6 +94,10 @@ mod tests {
         }
         assert_eq!(t.blocked_for(&keys, 110).await, Some(50));
         assert_eq!(t.blocked_for(&["acct:b".to_owned()], 110).await, None);
-        assert_eq!(t.blocked_for(&keys, 160).await, None, "oldest failure left the window");
+        assert_eq!(
+            t.blocked_for(&keys, 160).await,
+            None,
+            "oldest failure left the window"
+        );
     }
 }

@@ -15,9 +15,20 @@ pub trait Revocations: Send + Sync + 'static {
     /// Rejects access tokens of session `sid` until `expires_at`.
     fn revoke_session<'a>(&'a self, sid: &'a str, expires_at: i64) -> BoxFuture<'a, ()>;
     /// Rejects access tokens of `user_id` issued before `before`, until `expires_at`.
-    fn revoke_user_before<'a>(&'a self, user_id: &'a str, before: i64, expires_at: i64) -> BoxFuture<'a, ()>;
+    fn revoke_user_before<'a>(
+        &'a self,
+        user_id: &'a str,
+        before: i64,
+        expires_at: i64,
+    ) -> BoxFuture<'a, ()>;
     /// Whether a token of this session and user, issued at `iat`, is revoked at `now`.
-    fn is_revoked<'a>(&'a self, sid: Option<&'a str>, user_id: &'a str, iat: i64, now: i64) -> BoxFuture<'a, bool>;
+    fn is_revoked<'a>(
+        &'a self,
+        sid: Option<&'a str>,
+        user_id: &'a str,
+        iat: i64,
+        now: i64,
+    ) -> BoxFuture<'a, bool>;
 }
 
 /// The single-process denylist. Entries expire with the tokens they block;
@@ -46,17 +57,30 @@ impl Revocations for InProcessRevocations {
         })
     }
 
-    fn revoke_user_before<'a>(&'a self, user_id: &'a str, before: i64, expires_at: i64) -> BoxFuture<'a, ()> {
+    fn revoke_user_before<'a>(
+        &'a self,
+        user_id: &'a str,
+        before: i64,
+        expires_at: i64,
+    ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if let Ok(mut map) = self.users.lock() {
                 sweep(&mut map, expires_at - 86_400 * 2, |e| e.1);
-                let entry = map.entry(user_id.to_owned()).or_insert((before, expires_at));
+                let entry = map
+                    .entry(user_id.to_owned())
+                    .or_insert((before, expires_at));
                 *entry = (entry.0.max(before), entry.1.max(expires_at));
             }
         })
     }
 
-    fn is_revoked<'a>(&'a self, sid: Option<&'a str>, user_id: &'a str, iat: i64, now: i64) -> BoxFuture<'a, bool> {
+    fn is_revoked<'a>(
+        &'a self,
+        sid: Option<&'a str>,
+        user_id: &'a str,
+        iat: i64,
+        now: i64,
+    ) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             // A poisoned lock means a panic elsewhere: fail closed.
             let session_revoked = match (sid, self.sessions.lock()) {
@@ -84,11 +108,17 @@ mod tests {
         let r = InProcessRevocations::default();
         r.revoke_session("s1", 1_000).await;
         assert!(r.is_revoked(Some("s1"), "u", 0, 999).await);
-        assert!(!r.is_revoked(Some("s1"), "u", 0, 1_000).await, "expired with the token");
+        assert!(
+            !r.is_revoked(Some("s1"), "u", 0, 1_000).await,
+            "expired with the token"
+        );
         assert!(!r.is_revoked(Some("s2"), "u", 0, 999).await);
         r.revoke_user_before("u", 500, 1_000).await;
         assert!(r.is_revoked(Some("s2"), "u", 499, 600).await);
-        assert!(!r.is_revoked(Some("s2"), "u", 500, 600).await, "issued after the logout");
+        assert!(
+            !r.is_revoked(Some("s2"), "u", 500, 600).await,
+            "issued after the logout"
+        );
         assert!(!r.is_revoked(Some("s2"), "other", 10, 600).await);
     }
 }

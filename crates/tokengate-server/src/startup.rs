@@ -32,7 +32,10 @@ pub struct Application {
 impl Application {
     /// Connects storage, applies migrations, loads (or creates) the keys,
     /// rebuilds the denylist from the database, and binds the listener.
-    pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Application, StartupError> {
+    pub async fn build(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Application, StartupError> {
         let store = Store::connect(settings.database_url.expose())
             .await
             .map_err(|e| StartupError(format!("storage: {e}")))?;
@@ -66,10 +69,14 @@ impl Application {
             .await
             .map_err(|e| StartupError(format!("storage: {e}")))?;
         for (sid, revoked_at) in &sessions {
-            revocations.revoke_session(sid, revoked_at + access_ttl).await;
+            revocations
+                .revoke_session(sid, revoked_at + access_ttl)
+                .await;
         }
         for (user, before) in &users {
-            revocations.revoke_user_before(user, *before, before + access_ttl).await;
+            revocations
+                .revoke_user_before(user, *before, before + access_ttl)
+                .await;
         }
         let window = i64::try_from(settings.login_failure_window.as_secs()).unwrap_or(i64::MAX);
         let jwks_json = serde_json::to_string(&loaded.ring.jwks())
@@ -107,7 +114,10 @@ impl Application {
 
     /// Serves until `shutdown` completes, lets in-flight requests finish,
     /// then closes the database.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
         let store = self.state.store.clone();
         let app = api::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, app)

@@ -17,7 +17,11 @@ where
         .with_target(true);
     // A second init (tests) keeps the first subscriber: ignore the error.
     let _ = if format == "json" {
-        builder.json().flatten_event(true).with_current_span(false).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
     } else {
         builder.compact().try_init()
     };

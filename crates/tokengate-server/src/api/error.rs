@@ -96,7 +96,12 @@ impl IntoResponse for ApiError {
         let (status, body) = match &self {
             E::BadRequest(detail) => (
                 StatusCode::BAD_REQUEST,
-                problem(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail),
+                problem(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "Bad request",
+                    detail,
+                ),
             ),
             E::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -109,20 +114,40 @@ impl IntoResponse for ApiError {
             ),
             E::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                problem(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", "the request body is over the 16 KiB limit"),
+                problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    "Payload too large",
+                    "the request body is over the 16 KiB limit",
+                ),
             ),
             E::Invalid { field, detail } => {
-                let mut body = problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", "Invalid field", detail);
+                let mut body = problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-field",
+                    "Invalid field",
+                    detail,
+                );
                 body["field"] = json!(field);
                 (StatusCode::UNPROCESSABLE_ENTITY, body)
             }
             E::InvalidCredentials => (
                 StatusCode::UNAUTHORIZED,
-                problem(StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid credentials", "The email or password is incorrect."),
+                problem(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid-credentials",
+                    "Invalid credentials",
+                    "The email or password is incorrect.",
+                ),
             ),
             E::InvalidToken { .. } => (
                 StatusCode::UNAUTHORIZED,
-                problem(StatusCode::UNAUTHORIZED, "invalid-token", "Invalid token", tokengate::Error::Expired.public_message()),
+                problem(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid-token",
+                    "Invalid token",
+                    tokengate::Error::Expired.public_message(),
+                ),
             ),
             E::InvalidGrant => {
                 let mut body = problem(
@@ -136,38 +161,71 @@ impl IntoResponse for ApiError {
             }
             E::RegistrationDisabled => (
                 StatusCode::FORBIDDEN,
-                problem(StatusCode::FORBIDDEN, "registration-disabled", "Registration disabled", "This service does not accept new accounts."),
+                problem(
+                    StatusCode::FORBIDDEN,
+                    "registration-disabled",
+                    "Registration disabled",
+                    "This service does not accept new accounts.",
+                ),
             ),
             E::EmailTaken => (
                 StatusCode::CONFLICT,
-                problem(StatusCode::CONFLICT, "email-taken", "Email taken", "An account with this email already exists."),
+                problem(
+                    StatusCode::CONFLICT,
+                    "email-taken",
+                    "Email taken",
+                    "An account with this email already exists.",
+                ),
             ),
             E::TooManyRequests { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
-                problem(StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too many requests", "Too many attempts; wait before trying again."),
+                problem(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too-many-requests",
+                    "Too many requests",
+                    "Too many attempts; wait before trying again.",
+                ),
             ),
             E::HeadersTooLarge => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                problem(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large", "Request header fields too large", "the request headers are over the 8 KiB limit"),
+                problem(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "headers-too-large",
+                    "Request header fields too large",
+                    "the request headers are over the 8 KiB limit",
+                ),
             ),
             E::Unavailable(cause) => {
                 tracing::warn!(cause = %cause, "service unavailable");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", "The service is busy; try again shortly."),
+                    problem(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "Service unavailable",
+                        "The service is busy; try again shortly.",
+                    ),
                 )
             }
             E::Internal(cause) => {
                 tracing::error!(cause = %cause, "internal error");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "Something went wrong on our side."),
+                    problem(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "Internal error",
+                        "Something went wrong on our side.",
+                    ),
                 )
             }
         };
         let mut response = (status, body.to_string()).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         match &self {
             E::InvalidToken { presented: true } => {
                 headers.insert(
@@ -176,7 +234,10 @@ impl IntoResponse for ApiError {
                 );
             }
             E::InvalidToken { presented: false } => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="tokengate""#));
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="tokengate""#),
+                );
             }
             E::TooManyRequests { retry_after } => {
                 if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {

@@ -30,7 +30,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             Err(JsonRejection::JsonSyntaxError(_)) => {
                 Err(ApiError::BadRequest("the body is not valid JSON".into()))
             }
-            Err(JsonRejection::BytesRejection(e)) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+            {
                 Err(ApiError::PayloadTooLarge)
             }
             Err(other) => Err(ApiError::BadRequest(other.body_text())),
@@ -49,7 +51,10 @@ pub struct Authenticated {
 impl FromRequestParts<Arc<AppState>> for Authenticated {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(ApiError::InvalidToken { presented: false });
         };
@@ -71,7 +76,12 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
         let claims = verified.claims;
         if state
             .revocations
-            .is_revoked(claims.sid.as_deref(), &claims.sub, claims.iat, now.as_secs())
+            .is_revoked(
+                claims.sid.as_deref(),
+                &claims.sub,
+                claims.iat,
+                now.as_secs(),
+            )
             .await
         {
             tracing::info!(target: "audit", event = "access_token_rejected", reason = "revoked", user_id = %claims.sub, session_id = claims.sid.as_deref().unwrap_or(""));

@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Authenticated};
 use crate::domain::{Email, NewPassword};
 use crate::state::AppState;
-use crate::storage::{Rotation, RotationRules, RevokeScope, SessionRef, User};
+use crate::storage::{RevokeScope, Rotation, RotationRules, SessionRef, User};
 
 fn random_id() -> Result<String, ApiError> {
     let mut bytes = [0u8; 16];
@@ -33,7 +33,10 @@ fn random_token() -> Result<Zeroizing<String>, ApiError> {
 
 /// Refresh tokens are stored only as base64url(SHA-256(token)).
 fn token_hash(token: &str) -> String {
-    b64::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()))
+    b64::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        token.as_bytes(),
+    ))
 }
 
 fn secs(d: std::time::Duration) -> i64 {
@@ -63,14 +66,20 @@ pub async fn register(
     if !state.settings.registration {
         return Err(ApiError::RegistrationDisabled);
     }
-    let email = Email::parse(&body.email).map_err(|detail| ApiError::Invalid { field: "email", detail })?;
+    let email = Email::parse(&body.email).map_err(|detail| ApiError::Invalid {
+        field: "email",
+        detail,
+    })?;
     let context: Vec<&str> = email
         .as_str()
         .split(['@', '.', '_', '-', '+'])
         .filter(|p| !p.is_empty())
         .collect();
-    let password = NewPassword::parse(&body.password, &context)
-        .map_err(|detail| ApiError::Invalid { field: "password", detail })?;
+    let password =
+        NewPassword::parse(&body.password, &context).map_err(|detail| ApiError::Invalid {
+            field: "password",
+            detail,
+        })?;
     let hash = state.hasher.hash(password.expose()).await?;
     let user = User {
         id: random_id()?,
@@ -89,11 +98,20 @@ pub async fn register(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(target: "audit", event = "user_registered", user_id = %user.id, email = %email, ip = %peer.ip());
-    Ok((StatusCode::CREATED, Json(json!({"id": user.id, "email": user.email}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": user.id, "email": user.email})),
+    )
+        .into_response())
 }
 
 /// Signs an access token for `user` in session `sid`.
-fn access_token(state: &AppState, user: &User, sid: &str, now: tokengate::UnixTime) -> Result<String, ApiError> {
+fn access_token(
+    state: &AppState,
+    user: &User,
+    sid: &str,
+    now: tokengate::UnixTime,
+) -> Result<String, ApiError> {
     let claims = AccessClaims {
         iss: state.settings.issuer.clone(),
         sub: user.id.clone(),
@@ -108,11 +126,20 @@ fn access_token(state: &AppState, user: &User, sid: &str, now: tokengate::UnixTi
     };
     state
         .keys
-        .sign(&claims, &SignOptions::access_token(state.settings.access_ttl), now)
+        .sign(
+            &claims,
+            &SignOptions::access_token(state.settings.access_ttl),
+            now,
+        )
         .map_err(|e| ApiError::Internal(format!("signing: {e}")))
 }
 
-fn token_response(state: &AppState, access: &str, refresh: &str, refresh_expires_in: i64) -> Response {
+fn token_response(
+    state: &AppState,
+    access: &str,
+    refresh: &str,
+    refresh_expires_in: i64,
+) -> Response {
     no_store(
         Json(json!({
             "access_token": access,
@@ -132,8 +159,12 @@ pub async fn login(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
     let ip = peer.ip();
-    let email = Email::parse(&body.email).map_err(|detail| ApiError::Invalid { field: "email", detail })?;
-    if body.password.is_empty() || body.password.chars().count() > crate::domain::MAX_PASSWORD_CHARS {
+    let email = Email::parse(&body.email).map_err(|detail| ApiError::Invalid {
+        field: "email",
+        detail,
+    })?;
+    if body.password.is_empty() || body.password.chars().count() > crate::domain::MAX_PASSWORD_CHARS
+    {
         return Err(ApiError::Invalid {
             field: "password",
             detail: "password must be 1 to 128 characters".into(),
@@ -149,19 +180,30 @@ pub async fn login(
     let known = user.is_some();
     let verdict = state
         .hasher
-        .verify(&body.password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .verify(
+            &body.password,
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        )
         .await?;
     let Some(user) = user.filter(|_| verdict.matches) else {
         state.throttle.record_failure(&keys, now.as_secs()).await;
         // The client gets one answer for both; the log keeps the difference.
-        let reason = if known { "wrong_password" } else { "unknown_user" };
+        let reason = if known {
+            "wrong_password"
+        } else {
+            "unknown_user"
+        };
         tracing::warn!(target: "audit", event = "login_failed", reason, email = %email, ip = %ip);
         return Err(ApiError::InvalidCredentials);
     };
     if verdict.needs_rehash {
         match state.hasher.hash(&body.password).await {
             Ok(hash) => {
-                if let Err(e) = state.store.set_password_hash(&user.id, &hash, now.as_secs()).await {
+                if let Err(e) = state
+                    .store
+                    .set_password_hash(&user.id, &hash, now.as_secs())
+                    .await
+                {
                     tracing::error!(cause = %e, user_id = %user.id, "password rehash not saved");
                 } else {
                     tracing::info!(target: "audit", event = "password_rehashed", user_id = %user.id);
@@ -176,14 +218,26 @@ pub async fn login(
     };
     let refresh = random_token()?;
     let session_expires_at = now.as_secs() + secs(state.settings.session_lifetime);
-    let refresh_expires_at = (now.as_secs() + secs(state.settings.refresh_ttl)).min(session_expires_at);
+    let refresh_expires_at =
+        (now.as_secs() + secs(state.settings.refresh_ttl)).min(session_expires_at);
     state
         .store
-        .create_session(&session, &token_hash(&refresh), now.as_secs(), session_expires_at, refresh_expires_at)
+        .create_session(
+            &session,
+            &token_hash(&refresh),
+            now.as_secs(),
+            session_expires_at,
+            refresh_expires_at,
+        )
         .await?;
     let access = access_token(&state, &user, &session.id, now)?;
     tracing::info!(target: "audit", event = "login_succeeded", user_id = %user.id, session_id = %session.id, ip = %ip);
-    Ok(token_response(&state, &access, &refresh, refresh_expires_at - now.as_secs()))
+    Ok(token_response(
+        &state,
+        &access,
+        &refresh,
+        refresh_expires_at - now.as_secs(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -204,7 +258,10 @@ pub async fn refresh(
     }
     // The child is derived from the parent, so a concurrent refresh of the
     // same token (a second tab) gets the same child, never a second one.
-    let child = Zeroizing::new(b64::encode(aws_lc_rs::hmac::sign(&state.refresh_key, presented.as_bytes())));
+    let child = Zeroizing::new(b64::encode(aws_lc_rs::hmac::sign(
+        &state.refresh_key,
+        presented.as_bytes(),
+    )));
     let now = state.clock.now();
     let rules = RotationRules {
         now: now.as_secs(),
@@ -246,7 +303,12 @@ pub async fn refresh(
         .await?
         .ok_or(ApiError::InvalidGrant)?;
     let access = access_token(&state, &user, &session.id, now)?;
-    Ok(token_response(&state, &access, &child, secs(state.settings.refresh_ttl)))
+    Ok(token_response(
+        &state,
+        &access,
+        &child,
+        secs(state.settings.refresh_ttl),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -307,14 +369,20 @@ pub async fn logout(
         state.revocations.revoke_session(id, until).await;
     }
     if scope == "global" {
-        state.revocations.revoke_user_before(&claims.sub, now, until).await;
+        state
+            .revocations
+            .revoke_user_before(&claims.sub, now, until)
+            .await;
     }
     tracing::info!(target: "audit", event = "logout", scope, user_id = %claims.sub, session_id = %sid, sessions_ended = ended.len(), ip = %peer.ip());
     Ok(no_store(StatusCode::NO_CONTENT.into_response()))
 }
 
 /// `GET /auth/me`.
-pub async fn me(State(state): State<Arc<AppState>>, auth: Authenticated) -> Result<Response, ApiError> {
+pub async fn me(
+    State(state): State<Arc<AppState>>,
+    auth: Authenticated,
+) -> Result<Response, ApiError> {
     let user = state
         .store
         .user_by_id(&auth.claims.sub)
@@ -335,8 +403,14 @@ pub async fn me(State(state): State<Arc<AppState>>, auth: Authenticated) -> Resu
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     let mut response = state.jwks_json.clone().into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }
 
@@ -364,9 +438,10 @@ pub async fn discovery(State(state): State<Arc<AppState>>) -> Response {
         "access_token_signing_alg_values_supported": algs,
     }))
     .into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }
 

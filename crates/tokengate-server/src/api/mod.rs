@@ -34,12 +34,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/auth/logout", post(handlers::logout))
         .route("/auth/me", get(handlers::me))
         .layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(state.clone(), request_budget))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_budget,
+        ))
         .layer(middleware::from_fn(no_store));
     Router::new()
         .merge(auth)
         .route("/.well-known/jwks.json", get(handlers::jwks))
-        .route("/.well-known/openid-configuration", get(handlers::discovery))
+        .route(
+            "/.well-known/openid-configuration",
+            get(handlers::discovery),
+        )
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .fallback(not_found)
@@ -57,9 +63,10 @@ async fn not_found() -> Response {
         "type": "about:blank", "title": "Not found", "status": 404, "detail": "no such endpoint"
     });
     let mut response = (StatusCode::NOT_FOUND, body.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
     response
 }
 
@@ -71,10 +78,16 @@ async fn security_headers(request: Request, next: Next) -> Response {
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
         ("referrer-policy", "no-referrer"),
-        ("content-security-policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+        ),
         ("cross-origin-resource-policy", "same-origin"),
     ] {
-        headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
     }
     response
 }

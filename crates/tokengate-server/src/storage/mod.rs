@@ -143,8 +143,12 @@ impl Store {
             let path = url
                 .trim_start_matches("sqlite://")
                 .trim_start_matches("sqlite:");
-            if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                crate::keyfile::create_private_dir(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+            if let Some(dir) = Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                crate::keyfile::create_private_dir(dir)
+                    .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
             }
             // WAL lets readers run beside the writer; synchronous=FULL makes
             // every commit durable before it is acknowledged; busy_timeout
@@ -216,9 +220,15 @@ impl Store {
         self.user_where("id", id).await
     }
 
-    async fn user_where(&self, column: &'static str, value: &str) -> Result<Option<User>, StoreError> {
+    async fn user_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<User>, StoreError> {
         let sql = match column {
-            "email" => "SELECT id, email, password_hash, roles, not_before FROM users WHERE email = $1",
+            "email" => {
+                "SELECT id, email, password_hash, roles, not_before FROM users WHERE email = $1"
+            }
             _ => "SELECT id, email, password_hash, roles, not_before FROM users WHERE id = $1",
         };
         let row = with_pool!(self, pool => sqlx::query(sql).bind(value).fetch_optional(pool).await?
@@ -236,7 +246,12 @@ impl Store {
     }
 
     /// Replaces a user's password hash (rehash on login).
-    pub async fn set_password_hash(&self, user_id: &str, hash: &str, now: i64) -> Result<(), StoreError> {
+    pub async fn set_password_hash(
+        &self,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
         with_pool!(self, pool => sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
             .bind(hash)
             .bind(now)
@@ -369,7 +384,7 @@ impl Store {
                     tx.commit().await?;
                     Rotation::Rotated(reference)
                 }
-                Some(used) if now - used <= rules.reuse_interval => {
+                Some(used) if rules.reuse_interval > 0 && now - used <= rules.reuse_interval => {
                     tx.commit().await?;
                     Rotation::Replayed(reference)
                 }
@@ -450,7 +465,10 @@ impl Store {
 
     /// Sessions revoked and users logged out globally since `since`: what an
     /// in-process denylist must know again after a restart.
-    pub async fn revocations_since(&self, since: i64) -> Result<(Vec<(String, i64)>, Vec<(String, i64)>), StoreError> {
+    pub async fn revocations_since(
+        &self,
+        since: i64,
+    ) -> Result<(Vec<(String, i64)>, Vec<(String, i64)>), StoreError> {
         let result = with_pool!(self, pool => {
             let sessions = sqlx::query("SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1")
                 .bind(since)
@@ -490,7 +508,11 @@ impl Store {
     }
 
     /// Stores a new signing key and makes it the only active one.
-    pub async fn add_active_signing_key(&self, key: &StoredKey, now: i64) -> Result<(), StoreError> {
+    pub async fn add_active_signing_key(
+        &self,
+        key: &StoredKey,
+        now: i64,
+    ) -> Result<(), StoreError> {
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE signing_keys SET active = 0 WHERE active <> 0")

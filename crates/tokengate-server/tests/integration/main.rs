@@ -1,5 +1,8 @@
 //! The server crate's one integration-test binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod app;
 mod cli;
 mod helpers;
+mod logs;
+mod service;

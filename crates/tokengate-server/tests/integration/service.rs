@@ -1,0 +1,691 @@
+//! The auth service over real HTTP, each test on SQLite and on PostgreSQL.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokengate::{AccessClaims, JwkSet, KeyRing, VerifyPolicy};
+
+use crate::app::{Backend, problem, spawn_app, spawn_app_with, tokens};
+use crate::both_backends;
+use crate::logs;
+
+both_backends!(
+    full_life_cycle,
+    logout_local_ends_only_this_session,
+    logout_others_keeps_this_session,
+    logout_global_ends_everything,
+    parallel_refreshes_within_the_reuse_interval_share_one_child,
+    parallel_refreshes_with_no_reuse_interval_mint_at_most_one_child,
+    failed_logins_are_rate_limited_and_the_limit_resets,
+    request_budget_answers_429_with_retry_after,
+    bcrypt_hashes_verify_and_are_upgraded,
+    bad_requests_get_problem_json_never_5xx,
+    registration_rules,
+    protected_routes_need_a_bearer_header,
+    jwks_and_discovery_let_a_resource_server_verify,
+    restart_keeps_keys_sessions_and_revocations,
+    sessions_end_after_idle_timeout_and_lifetime,
+);
+
+async fn full_life_cycle(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let t = app.user("alice@example.com").await;
+
+    let me: Value = app.me(&t.access).await.json().await.unwrap();
+    assert_eq!(me["email"], "alice@example.com");
+    assert_eq!(me["roles"], json!(["user"]));
+    let sid = me["session_id"].as_str().unwrap().to_owned();
+
+    // Rotation: a new pair; the new access token belongs to the same session.
+    app.clock.advance(60);
+    let response = app.refresh(&t.refresh).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let t2 = tokens(response).await;
+    assert_ne!(t2.refresh, t.refresh);
+    let me2: Value = app.me(&t2.access).await.json().await.unwrap();
+    assert_eq!(me2["session_id"], sid.as_str());
+
+    // The old refresh token, presented after the reuse interval: the whole
+    // session is revoked, and its access tokens stop working at once.
+    app.clock.advance(11);
+    let body = problem(app.refresh(&t.refresh).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(body["error"], "invalid_grant");
+    problem(app.refresh(&t2.refresh).await, StatusCode::BAD_REQUEST).await;
+    let rejected = app.me(&t2.access).await;
+    assert_eq!(rejected.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        rejected.headers()["www-authenticate"],
+        r#"Bearer realm="tokengate", error="invalid_token""#
+    );
+    assert_eq!(app.me(&t.access).await.status(), StatusCode::UNAUTHORIZED);
+
+    // The user can log in again: a new session.
+    let again = app
+        .login_ok(
+            "alice@example.com",
+            "alice@example.com walks the long winding river road",
+        )
+        .await;
+    assert_eq!(app.me(&again.access).await.status(), StatusCode::OK);
+    let audit = logs::text();
+    assert!(audit.contains("refresh_reuse_detected"));
+    logs::assert_clean();
+}
+
+async fn logout_local_ends_only_this_session(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let a = app.user("bob@example.com").await;
+    let b = app
+        .login_ok(
+            "bob@example.com",
+            "bob@example.com walks the long winding river road",
+        )
+        .await;
+    assert_eq!(
+        app.logout(&a.access, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(app.me(&a.access).await.status(), StatusCode::UNAUTHORIZED);
+    problem(app.refresh(&a.refresh).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(app.me(&b.access).await.status(), StatusCode::OK);
+    assert_eq!(app.refresh(&b.refresh).await.status(), StatusCode::OK);
+    logs::assert_clean();
+}
+
+async fn logout_others_keeps_this_session(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let a = app.user("carol@example.com").await;
+    let pw = "carol@example.com walks the long winding river road";
+    let b = app.login_ok("carol@example.com", pw).await;
+    let c = app.login_ok("carol@example.com", pw).await;
+    assert_eq!(
+        app.logout(&a.access, Some("others")).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(app.me(&a.access).await.status(), StatusCode::OK);
+    assert_eq!(app.refresh(&a.refresh).await.status(), StatusCode::OK);
+    for other in [&b, &c] {
+        assert_eq!(
+            app.me(&other.access).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        problem(app.refresh(&other.refresh).await, StatusCode::BAD_REQUEST).await;
+    }
+    logs::assert_clean();
+}
+
+async fn logout_global_ends_everything(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let a = app.user("dave@example.com").await;
+    let pw = "dave@example.com walks the long winding river road";
+    let b = app.login_ok("dave@example.com", pw).await;
+    let other_user = app.user("erin@example.com").await;
+    assert_eq!(
+        app.logout(&a.access, Some("global")).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    for t in [&a, &b] {
+        assert_eq!(app.me(&t.access).await.status(), StatusCode::UNAUTHORIZED);
+        problem(app.refresh(&t.refresh).await, StatusCode::BAD_REQUEST).await;
+    }
+    assert_eq!(app.me(&other_user.access).await.status(), StatusCode::OK);
+    // A login after the logout works (a later second).
+    app.clock.advance(1);
+    let fresh = app.login_ok("dave@example.com", pw).await;
+    assert_eq!(app.me(&fresh.access).await.status(), StatusCode::OK);
+    // An unknown scope is a client error.
+    let body = problem(
+        app.logout(&fresh.access, Some("everyone")).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(body["field"], "scope");
+    logs::assert_clean();
+}
+
+/// Presents the same refresh token `n` times at once.
+async fn refresh_in_parallel(
+    app: &std::sync::Arc<crate::app::TestApp>,
+    token: &str,
+    n: usize,
+) -> Vec<(StatusCode, Option<String>)> {
+    let requests: Vec<_> = (0..n)
+        .map(|_| {
+            let app = app.clone();
+            let token = token.to_owned();
+            async move {
+                let r = app.refresh(&token).await;
+                let status = r.status();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                (status, body["refresh_token"].as_str().map(str::to_owned))
+            }
+        })
+        .collect();
+    futures_join_all(requests).await
+}
+
+/// A tiny join_all, to avoid a dependency for one test.
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for (i, f) in futures.into_iter().enumerate() {
+        set.spawn(async move { (i, f.await) });
+    }
+    let mut out: Vec<(usize, F::Output)> = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.unwrap());
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, o)| o).collect()
+}
+
+async fn parallel_refreshes_within_the_reuse_interval_share_one_child(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let t = app.user("frank@example.com").await;
+    let (_, _, before) = app.state.store.counts().await.unwrap();
+    let app = std::sync::Arc::new(app);
+    let results = refresh_in_parallel(&app, &t.refresh, 8).await;
+    assert!(
+        results.iter().all(|(s, _)| *s == StatusCode::OK),
+        "{results:?}"
+    );
+    let children: std::collections::BTreeSet<_> =
+        results.iter().filter_map(|(_, r)| r.clone()).collect();
+    assert_eq!(
+        children.len(),
+        1,
+        "all tabs got the same child: {children:?}"
+    );
+    let (_, _, after) = app.state.store.counts().await.unwrap();
+    assert_eq!(after, before + 1, "exactly one child was stored");
+    let child = children.into_iter().next().unwrap();
+    logs::remember(&child);
+    // The session is intact: the child rotates normally.
+    assert_eq!(app.refresh(&child).await.status(), StatusCode::OK);
+    logs::assert_clean();
+}
+
+async fn parallel_refreshes_with_no_reuse_interval_mint_at_most_one_child(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| s.refresh_reuse_interval = Duration::ZERO).await
+    else {
+        return;
+    };
+    let t = app.user("grace@example.com").await;
+    let app = std::sync::Arc::new(app);
+    let results = refresh_in_parallel(&app, &t.refresh, 8).await;
+    let winners: Vec<_> = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::OK)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|(s, _)| *s == StatusCode::OK || *s == StatusCode::BAD_REQUEST),
+        "{results:?}"
+    );
+    // The losers presented a used token: reuse detected, session revoked,
+    // so even the winner's child is dead. Never two live children.
+    let child = winners[0].1.clone().unwrap();
+    logs::remember(&child);
+    problem(app.refresh(&child).await, StatusCode::BAD_REQUEST).await;
+    logs::assert_clean();
+}
+
+async fn failed_logins_are_rate_limited_and_the_limit_resets(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.user("heidi@example.com").await;
+    let pw = "heidi@example.com walks the long winding river road";
+    for _ in 0..5 {
+        problem(
+            app.login("heidi@example.com", "not the password at all")
+                .await,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+    }
+    let limited = app.login("heidi@example.com", pw).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 0 && retry <= 900, "{retry}");
+    problem(limited, StatusCode::TOO_MANY_REQUESTS).await;
+    // The same IP trying other accounts is limited too.
+    assert_eq!(
+        app.login("nobody@example.com", "whatever it is")
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // After the window the correct password works again, and successes do not count.
+    app.clock.advance(15 * 60 + 1);
+    for _ in 0..7 {
+        app.login_ok("heidi@example.com", pw).await;
+    }
+    assert!(logs::text().contains("login_rate_limited"));
+    logs::assert_clean();
+}
+
+async fn request_budget_answers_429_with_retry_after(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| s.auth_requests_per_minute = 3).await else {
+        return;
+    };
+    for _ in 0..3 {
+        let r = app
+            .post_json("/auth/refresh", &json!({"refresh_token": "x"}))
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+    let r = app
+        .post_json("/auth/refresh", &json!({"refresh_token": "x"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    // Outside /auth the budget does not apply.
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+async fn bcrypt_hashes_verify_and_are_upgraded(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    // A user imported from the seeds' Express/Flask apps, with a bcrypt hash.
+    let hash = bcrypt::hash("imported user password", 4).unwrap();
+    let user = tokengate_server::storage::User {
+        id: "imported-1".into(),
+        email: "ivan@example.com".into(),
+        password_hash: hash,
+        roles: "user admin".into(),
+        not_before: None,
+    };
+    app.state.store.create_user(&user, 1).await.unwrap();
+    problem(
+        app.login("ivan@example.com", "wrong password here").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let t = app
+        .login_ok("ivan@example.com", "imported user password")
+        .await;
+    let me: Value = app.me(&t.access).await.json().await.unwrap();
+    assert_eq!(me["roles"], json!(["user", "admin"]));
+    let stored = app
+        .state
+        .store
+        .user_by_email("ivan@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        stored.password_hash.starts_with("$argon2id$"),
+        "rehashed on login"
+    );
+    app.login_ok("ivan@example.com", "imported user password")
+        .await;
+    logs::assert_clean();
+}
+
+async fn bad_requests_get_problem_json_never_5xx(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let url = app.url("/auth/login");
+    let c = &app.client;
+    // Not JSON.
+    let r = c
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::BAD_REQUEST).await;
+    // Wrong content type.
+    let r = c
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    // Missing fields, wrong types.
+    problem(
+        app.post_json("/auth/login", &json!({"email": "a@b.co"}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    problem(
+        app.post_json("/auth/login", &json!({"email": 1, "password": 2}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    problem(
+        app.post_json("/auth/refresh", &json!({})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    // Oversized body.
+    let big = json!({"email": "a@b.co", "password": "x".repeat(20 * 1024)});
+    problem(
+        app.post_json("/auth/login", &big).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    // Oversized headers.
+    let r = c
+        .get(app.url("/healthz"))
+        .header("x-filler", "y".repeat(9 * 1024))
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
+    // Unknown route, wrong method.
+    problem(
+        c.get(app.url("/nope")).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let r = c.get(app.url("/auth/login")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // Garbage refresh tokens.
+    for token in ["", "short", &"A".repeat(43), &"é".repeat(43)] {
+        problem(app.refresh(token).await, StatusCode::BAD_REQUEST).await;
+    }
+    // Garbage bearer tokens.
+    for token in ["", "x", "a.b.c", &"A".repeat(10_000)] {
+        let r = c
+            .get(app.url("/auth/me"))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == StatusCode::UNAUTHORIZED
+                || r.status() == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "{}",
+            r.status()
+        );
+    }
+    // Security headers on every response, errors included.
+    let r = c.get(app.url("/nope")).send().await.unwrap();
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(r.headers()[name], value);
+    }
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    logs::assert_clean();
+}
+
+async fn registration_rules(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let good = "judy walks the long winding river road";
+    let r = app.register("  Judy@Example.COM ", good).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["email"], "judy@example.com");
+    assert!(body.get("password_hash").is_none());
+    problem(
+        app.register("judy@example.com", good).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    let weak = problem(
+        app.register("kim@example.com", "password1234").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(weak["field"], "password");
+    assert!(
+        weak["detail"].as_str().unwrap().contains("unrelated words"),
+        "{weak}"
+    );
+    let short = problem(
+        app.register("kim@example.com", "short").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(short["detail"].as_str().unwrap().contains("at least 12"));
+    let bad = problem(
+        app.register("not-an-email", good).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(bad["field"], "email");
+    // Login normalises the email the same way.
+    app.login_ok("JUDY@example.com ", good).await;
+
+    let Some(closed) = spawn_app_with(backend, |s| s.registration = false).await else {
+        return;
+    };
+    problem(
+        closed.register("lee@example.com", good).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    logs::assert_clean();
+}
+
+async fn protected_routes_need_a_bearer_header(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let t = app.user("mallory@example.com").await;
+    let c = &app.client;
+    let r = c.get(app.url("/auth/me")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        r#"Bearer realm="tokengate""#
+    );
+    // Never from the query string or a cookie.
+    let r = c
+        .get(app.url(&format!("/auth/me?access_token={}", t.access)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .get(app.url("/auth/me"))
+        .header("cookie", format!("access_token={}", t.access))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Not another scheme, and a tampered token fails.
+    let r = c
+        .get(app.url("/auth/me"))
+        .header("authorization", format!("Basic {}", t.access))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let mut tampered = t.access.clone();
+    tampered.insert(tampered.find('.').unwrap() + 3, 'x');
+    let body = problem(app.me(&tampered).await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(body["detail"], tokengate::Error::Expired.public_message());
+    // Case-insensitive scheme works.
+    let r = c
+        .get(app.url("/auth/me"))
+        .header("authorization", format!("bearer {}", t.access))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The access token expires with the clock.
+    app.clock.advance(15 * 60 + 31);
+    assert_eq!(app.me(&t.access).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.refresh(&t.refresh).await.status(), StatusCode::OK);
+    logs::assert_clean();
+}
+
+async fn jwks_and_discovery_let_a_resource_server_verify(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let t = app.user("niaj@example.com").await;
+    let r = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age")
+    );
+    let jwks: JwkSet = r.json().await.unwrap();
+    assert_eq!(jwks.keys.len(), 1);
+    assert!(!jwks.keys[0].is_private());
+    let discovery: Value = app
+        .client
+        .get(app.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], "https://auth.test");
+    assert_eq!(
+        discovery["jwks_uri"],
+        app.url("/.well-known/jwks.json")
+            .replace(&app.base, &app.settings.public_url)
+    );
+    assert_eq!(
+        discovery["id_token_signing_alg_values_supported"],
+        json!(["ES256"])
+    );
+    // A resource server with only the JWKS verifies the access token.
+    let (ring, skipped) = KeyRing::from_jwks(&jwks);
+    assert!(skipped.is_empty());
+    let policy = VerifyPolicy::builder()
+        .issuer("https://auth.test")
+        .audience("tokengate")
+        .typ("at+jwt")
+        .build()
+        .unwrap();
+    let claims = ring
+        .verify::<AccessClaims>(&t.access, &policy, app.clock_now())
+        .unwrap()
+        .claims;
+    assert_eq!(claims.roles, vec!["user".to_string()]);
+    assert!(claims.sid.is_some() && claims.scope.is_some());
+    assert_eq!(claims.exp - claims.iat, 900);
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    logs::assert_clean();
+}
+
+async fn restart_keeps_keys_sessions_and_revocations(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let a = app.user("olivia@example.com").await;
+    let pw = "olivia@example.com walks the long winding river road";
+    let b = app.login_ok("olivia@example.com", pw).await;
+    assert_eq!(
+        app.logout(&b.access, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let jwks_before: Value = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let app = app.restart().await;
+    let jwks_after: Value = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        jwks_before, jwks_after,
+        "the signing key survived, decrypted with the master key"
+    );
+    assert_eq!(app.me(&a.access).await.status(), StatusCode::OK);
+    assert_eq!(app.refresh(&a.refresh).await.status(), StatusCode::OK);
+    // The revocation outlived the in-process denylist: rebuilt from the database.
+    assert_eq!(app.me(&b.access).await.status(), StatusCode::UNAUTHORIZED);
+    logs::assert_clean();
+}
+
+async fn sessions_end_after_idle_timeout_and_lifetime(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.session_idle_timeout = Duration::from_secs(3600);
+        s.session_lifetime = Duration::from_secs(3 * 3600);
+        s.refresh_ttl = Duration::from_secs(2 * 3600);
+    })
+    .await
+    else {
+        return;
+    };
+    let t = app.user("peggy@example.com").await;
+    app.clock.advance(3601);
+    problem(app.refresh(&t.refresh).await, StatusCode::BAD_REQUEST).await;
+    let pw = "peggy@example.com walks the long winding river road";
+    let mut t = app.login_ok("peggy@example.com", pw).await;
+    for _ in 0..5 {
+        app.clock.advance(50 * 60);
+        let r = app.refresh(&t.refresh).await;
+        if r.status() != StatusCode::OK {
+            // Past the 3 h absolute lifetime.
+            problem(r, StatusCode::BAD_REQUEST).await;
+            logs::assert_clean();
+            return;
+        }
+        t = tokens(r).await;
+    }
+    panic!("the session outlived its absolute lifetime");
+}
+
+impl crate::app::TestApp {
+    fn clock_now(&self) -> tokengate::UnixTime {
+        use tokengate_server::clock::Clock;
+        self.clock.now()
+    }
+}
