@@ -38,7 +38,7 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-async fn create_pg_database() -> Option<(String, String)> {
+pub async fn create_pg_database() -> Option<(String, String)> {
     use sqlx::Connection;
     let admin = pg_admin_url();
     let connect = tokio::time::timeout(
@@ -78,7 +78,7 @@ fn rand_bytes() -> [u8; 12] {
     b
 }
 
-fn drop_pg_database(name: String) {
+pub fn drop_pg_database(name: String) {
     // Drop runs outside any runtime that could block on it: use a thread.
     let _ = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

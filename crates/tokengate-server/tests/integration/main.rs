@@ -5,4 +5,5 @@ mod app;
 mod cli;
 mod helpers;
 mod logs;
+mod process;
 mod service;

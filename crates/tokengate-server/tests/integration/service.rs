@@ -26,6 +26,7 @@ both_backends!(
     jwks_and_discovery_let_a_resource_server_verify,
     restart_keeps_keys_sessions_and_revocations,
     sessions_end_after_idle_timeout_and_lifetime,
+    unknown_user_and_wrong_password_look_the_same,
 );
 
 async fn full_life_cycle(backend: Backend) {
@@ -688,4 +689,53 @@ impl crate::app::TestApp {
         use tokengate_server::clock::Clock;
         self.clock.now()
     }
+}
+
+async fn unknown_user_and_wrong_password_look_the_same(backend: Backend) {
+    // Real OWASP argon2id costs, so hashing dominates as in production.
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.argon2_memory_kib = 19 * 1024;
+        s.argon2_iterations = 2;
+        s.login_max_failures = 10_000;
+    })
+    .await
+    else {
+        return;
+    };
+    app.user("trent@example.com").await;
+    let mut unknown = Vec::new();
+    let mut wrong = Vec::new();
+    let mut bodies = std::collections::BTreeSet::new();
+    // Interleaved, so background load hits both alike; medians, so one
+    // scheduling hiccup does not decide.
+    for i in 0..9 {
+        for (email, times) in [
+            ("nobody-here@example.com", &mut unknown),
+            ("trent@example.com", &mut wrong),
+        ] {
+            let started = std::time::Instant::now();
+            let r = app
+                .login(email, &format!("wrong password number {i}"))
+                .await;
+            times.push(started.elapsed().as_secs_f64());
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+            bodies.insert(r.text().await.unwrap());
+        }
+    }
+    assert_eq!(bodies.len(), 1, "one body for both: {bodies:?}");
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (u, w) = (median(&mut unknown), median(&mut wrong));
+    let ratio = u / w;
+    assert!(
+        (0.6..=1.67).contains(&ratio),
+        "unknown {u:.4}s vs wrong password {w:.4}s (ratio {ratio:.2})"
+    );
+    // And the log keeps the difference the client cannot see.
+    let audit = logs::text();
+    assert!(audit.contains("\"reason\":\"unknown_user\""));
+    assert!(audit.contains("\"reason\":\"wrong_password\""));
+    logs::assert_clean();
 }
