@@ -52,7 +52,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn(header_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            state.settings.request_timeout.max(Duration::from_secs(1)),
+            state
+                .settings
+                .request_timeout
+                .max(Duration::from_millis(100)),
         ))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)

@@ -27,6 +27,7 @@ both_backends!(
     restart_keeps_keys_sessions_and_revocations,
     sessions_end_after_idle_timeout_and_lifetime,
     unknown_user_and_wrong_password_look_the_same,
+    slow_requests_time_out,
 );
 
 async fn full_life_cycle(backend: Backend) {
@@ -738,4 +739,24 @@ async fn unknown_user_and_wrong_password_look_the_same(backend: Backend) {
     assert!(audit.contains("\"reason\":\"unknown_user\""));
     assert!(audit.contains("\"reason\":\"wrong_password\""));
     logs::assert_clean();
+}
+
+async fn slow_requests_time_out(backend: Backend) {
+    // A deliberately huge argon2 cost makes a login slower than the timeout.
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.request_timeout = Duration::from_millis(300);
+        s.argon2_memory_kib = 256 * 1024;
+        s.argon2_iterations = 4;
+    })
+    .await
+    else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let r = app.login("victor@example.com", "some password here").await;
+    assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The server keeps answering.
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
 }
