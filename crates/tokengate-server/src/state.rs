@@ -40,6 +40,21 @@ pub struct AppState {
     pub jwks_json: String,
 }
 
+impl AppState {
+    /// Logs an event that changed nothing and stores its row. A storage
+    /// failure here is logged, not returned: the request's answer stands.
+    pub async fn record(&self, event: crate::audit::AuditEvent) {
+        event.log();
+        if let Err(e) = self
+            .store
+            .record_audit(&event, self.clock.now().as_secs())
+            .await
+        {
+            tracing::error!(cause = %e, kind = event.kind, "audit row not stored");
+        }
+    }
+}
+
 /// A per-IP budget of `per_minute` requests.
 pub fn budget(per_minute: u32) -> DefaultKeyedRateLimiter<IpAddr> {
     let per_minute = std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN);

@@ -40,6 +40,15 @@ pub enum ApiError {
     /// Bad, used, expired or revoked refresh token (RFC 6749 `invalid_grant`).
     #[error("invalid grant")]
     InvalidGrant,
+    /// The account is disabled (said only after the right password).
+    #[error("account disabled")]
+    AccountDisabled,
+    /// The caller may not do this.
+    #[error("forbidden")]
+    Forbidden,
+    /// No such resource (or not the caller's).
+    #[error("not found")]
+    NotFound,
     /// Registration is switched off.
     #[error("registration disabled")]
     RegistrationDisabled,
@@ -159,6 +168,33 @@ impl IntoResponse for ApiError {
                 body["error"] = json!("invalid_grant");
                 (StatusCode::BAD_REQUEST, body)
             }
+            E::AccountDisabled => (
+                StatusCode::FORBIDDEN,
+                problem(
+                    StatusCode::FORBIDDEN,
+                    "account-disabled",
+                    "Account disabled",
+                    "This account is disabled; contact an administrator.",
+                ),
+            ),
+            E::Forbidden => (
+                StatusCode::FORBIDDEN,
+                problem(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "Forbidden",
+                    "This needs the admin role.",
+                ),
+            ),
+            E::NotFound => (
+                StatusCode::NOT_FOUND,
+                problem(
+                    StatusCode::NOT_FOUND,
+                    "not-found",
+                    "Not found",
+                    "No such resource.",
+                ),
+            ),
             E::RegistrationDisabled => (
                 StatusCode::FORBIDDEN,
                 problem(

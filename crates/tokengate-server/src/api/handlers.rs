@@ -5,19 +5,22 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokengate::{AccessClaims, Audience, SignOptions, b64};
 use zeroize::Zeroizing;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, Authenticated};
+use crate::audit::AuditEvent;
 use crate::domain::{Email, NewPassword};
 use crate::state::AppState;
-use crate::storage::{RevokeScope, Rotation, RotationRules, SessionRef, User};
+use crate::storage::{
+    AuditQuery, ClientInfo, RevokeScope, Rotation, RotationRules, SessionRef, User,
+};
 
 fn random_id() -> Result<String, ApiError> {
     let mut bytes = [0u8; 16];
@@ -81,28 +84,80 @@ pub async fn register(
             detail,
         })?;
     let hash = state.hasher.hash(password.expose()).await?;
-    let user = User {
-        id: random_id()?,
-        email: email.as_str().to_owned(),
-        password_hash: hash,
-        roles: "user".into(),
-        not_before: None,
-    };
-    let now = state.clock.now().as_secs();
-    match state.store.create_user(&user, now).await {
-        Ok(()) => {}
-        Err(crate::storage::StoreError::Conflict) => {
-            tracing::info!(target: "audit", event = "register_rejected", reason = "email_taken", email = %email, ip = %peer.ip());
-            return Err(ApiError::EmailTaken);
-        }
-        Err(e) => return Err(e.into()),
-    }
-    tracing::info!(target: "audit", event = "user_registered", user_id = %user.id, email = %email, ip = %peer.ip());
+    let user = new_user(email.as_str(), hash, "user")?;
+    let event = AuditEvent::new("user_registered")
+        .user(&user.id)
+        .ip(peer.ip())
+        .with("email", email.as_str());
+    create_user(&state, &user, event, peer).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": user.id, "email": user.email})),
     )
         .into_response())
+}
+
+fn new_user(email: &str, password_hash: String, roles: &str) -> Result<User, ApiError> {
+    Ok(User {
+        id: random_id()?,
+        email: email.to_owned(),
+        password_hash,
+        roles: roles.to_owned(),
+        not_before: None,
+        disabled: false,
+        created_at: 0,
+    })
+}
+
+/// Stores a new user with its audit row; a taken email is refused and
+/// recorded on its own (the rolled-back insert leaves no row).
+async fn create_user(
+    state: &AppState,
+    user: &User,
+    event: AuditEvent,
+    peer: SocketAddr,
+) -> Result<(), ApiError> {
+    let now = state.clock.now().as_secs();
+    match state.store.create_user(user, now, &event).await {
+        Ok(()) => {
+            event.log();
+            Ok(())
+        }
+        Err(crate::storage::StoreError::Conflict) => {
+            state
+                .record(
+                    AuditEvent::new("register_rejected")
+                        .ip(peer.ip())
+                        .with("reason", "email_taken")
+                        .with("email", user.email.as_str()),
+                )
+                .await;
+            Err(ApiError::EmailTaken)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn roles_text(roles: &[String]) -> Result<String, ApiError> {
+    let valid = roles.iter().all(|r| {
+        !r.is_empty()
+            && r.len() <= 64
+            && r.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    });
+    if roles.is_empty() || !valid {
+        return Err(ApiError::Invalid {
+            field: "roles",
+            detail: "roles must be a non-empty list of names made of letters, digits, '-', '_', '.' or ':'".into(),
+        });
+    }
+    let mut unique: Vec<&str> = Vec::new();
+    for r in roles {
+        if !unique.contains(&r.as_str()) {
+            unique.push(r);
+        }
+    }
+    Ok(unique.join(" "))
 }
 
 /// Signs an access token for `user` in session `sid`.
@@ -156,9 +211,11 @@ fn token_response(
 pub async fn login(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
     let ip = peer.ip();
+    let user_agent = user_agent_of(&headers);
     let email = Email::parse(&body.email).map_err(|detail| ApiError::Invalid {
         field: "email",
         detail,
@@ -173,7 +230,14 @@ pub async fn login(
     let now = state.clock.now();
     let keys = [format!("acct:{email}"), format!("ip:{ip}")];
     if let Some(retry_after) = state.throttle.blocked_for(&keys, now.as_secs()).await {
-        tracing::warn!(target: "audit", event = "login_rate_limited", email = %email, ip = %ip, retry_after);
+        state
+            .record(
+                AuditEvent::new("login_rate_limited")
+                    .ip(ip)
+                    .with("email", email.as_str())
+                    .with("retry_after", retry_after),
+            )
+            .await;
         return Err(ApiError::TooManyRequests { retry_after });
     }
     let user = state.store.user_by_email(email.as_str()).await?;
@@ -193,20 +257,41 @@ pub async fn login(
         } else {
             "unknown_user"
         };
-        tracing::warn!(target: "audit", event = "login_failed", reason, email = %email, ip = %ip);
+        state
+            .record(
+                AuditEvent::new("login_failed")
+                    .ip(ip)
+                    .with("reason", reason)
+                    .with("email", email.as_str()),
+            )
+            .await;
         return Err(ApiError::InvalidCredentials);
     };
+    if user.disabled {
+        // Only after the right password: a disabled account is no secret to its owner.
+        state
+            .record(
+                AuditEvent::new("login_failed")
+                    .user(&user.id)
+                    .ip(ip)
+                    .with("reason", "user_disabled"),
+            )
+            .await;
+        return Err(ApiError::AccountDisabled);
+    }
     if verdict.needs_rehash {
         match state.hasher.hash(&body.password).await {
             Ok(hash) => {
-                if let Err(e) = state
+                let event = AuditEvent::new("password_rehashed").user(&user.id).ip(ip);
+                match state
                     .store
-                    .set_password_hash(&user.id, &hash, now.as_secs())
+                    .set_password_hash(&user.id, &hash, now.as_secs(), &event)
                     .await
                 {
-                    tracing::error!(cause = %e, user_id = %user.id, "password rehash not saved");
-                } else {
-                    tracing::info!(target: "audit", event = "password_rehashed", user_id = %user.id);
+                    Ok(()) => event.log(),
+                    Err(e) => {
+                        tracing::error!(cause = %e, user_id = %user.id, "password rehash not saved")
+                    }
                 }
             }
             Err(e) => tracing::error!(cause = %e, user_id = %user.id, "password rehash failed"),
@@ -220,6 +305,14 @@ pub async fn login(
     let session_expires_at = now.as_secs() + secs(state.settings.session_lifetime);
     let refresh_expires_at =
         (now.as_secs() + secs(state.settings.refresh_ttl)).min(session_expires_at);
+    let client = ClientInfo {
+        user_agent,
+        ip: Some(ip.to_string()),
+    };
+    let event = AuditEvent::new("login_succeeded")
+        .user(&user.id)
+        .session(&session.id)
+        .ip(ip);
     state
         .store
         .create_session(
@@ -228,16 +321,25 @@ pub async fn login(
             now.as_secs(),
             session_expires_at,
             refresh_expires_at,
+            &client,
+            &event,
         )
         .await?;
+    event.log();
     let access = access_token(&state, &user, &session.id, now)?;
-    tracing::info!(target: "audit", event = "login_succeeded", user_id = %user.id, session_id = %session.id, ip = %ip);
     Ok(token_response(
         &state,
         &access,
         &refresh,
         refresh_expires_at - now.as_secs(),
     ))
+}
+
+fn user_agent_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(256).collect())
 }
 
 #[derive(Deserialize)]
@@ -252,8 +354,15 @@ pub async fn refresh(
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Response, ApiError> {
     let presented = body.refresh_token.trim();
+    let ip = peer.ip().to_string();
     if presented.len() != 43 || b64::decode(presented).is_err() {
-        tracing::info!(target: "audit", event = "refresh_failed", reason = "malformed", ip = %peer.ip());
+        state
+            .record(
+                AuditEvent::new("refresh_failed")
+                    .ip(&ip)
+                    .with("reason", "malformed"),
+            )
+            .await;
         return Err(ApiError::InvalidGrant);
     }
     // The child is derived from the parent, so a concurrent refresh of the
@@ -271,29 +380,37 @@ pub async fn refresh(
     };
     let outcome = state
         .store
-        .rotate_refresh(&token_hash(presented), &token_hash(&child), rules)
+        .rotate_refresh(&token_hash(presented), &token_hash(&child), rules, &ip)
         .await?;
+    // The row is already stored with the change; the log line follows.
+    if let Some(event) = outcome.audit_event(&ip) {
+        event.log();
+    }
     let session = match outcome {
-        Rotation::Rotated(session) => {
-            tracing::info!(target: "audit", event = "refresh_rotated", user_id = %session.user_id, session_id = %session.id, ip = %peer.ip());
-            session
-        }
-        Rotation::Replayed(session) => {
-            tracing::info!(target: "audit", event = "refresh_replayed_within_interval", user_id = %session.user_id, session_id = %session.id, ip = %peer.ip());
-            session
-        }
+        Rotation::Rotated(session) | Rotation::Replayed(session) => session,
         Rotation::ReuseDetected(session) => {
             let until = now.as_secs() + secs(state.settings.access_ttl);
             state.revocations.revoke_session(&session.id, until).await;
-            tracing::warn!(target: "audit", event = "refresh_reuse_detected", user_id = %session.user_id, session_id = %session.id, ip = %peer.ip(), action = "session_revoked");
             return Err(ApiError::InvalidGrant);
         }
         Rotation::SessionEnded => {
-            tracing::info!(target: "audit", event = "refresh_failed", reason = "session_ended", ip = %peer.ip());
+            state
+                .record(
+                    AuditEvent::new("refresh_failed")
+                        .ip(&ip)
+                        .with("reason", "session_ended"),
+                )
+                .await;
             return Err(ApiError::InvalidGrant);
         }
         Rotation::Invalid => {
-            tracing::info!(target: "audit", event = "refresh_failed", reason = "unknown_or_expired", ip = %peer.ip());
+            state
+                .record(
+                    AuditEvent::new("refresh_failed")
+                        .ip(&ip)
+                        .with("reason", "unknown_or_expired"),
+                )
+                .await;
             return Err(ApiError::InvalidGrant);
         }
     };
@@ -301,6 +418,7 @@ pub async fn refresh(
         .store
         .user_by_id(&session.user_id)
         .await?
+        .filter(|u| !u.disabled)
         .ok_or(ApiError::InvalidGrant)?;
     let access = access_token(&state, &user, &session.id, now)?;
     Ok(token_response(
@@ -357,10 +475,16 @@ pub async fn logout(
             });
         }
     };
+    let event = AuditEvent::new("logout")
+        .user(&claims.sub)
+        .session(&sid)
+        .ip(peer.ip())
+        .with("scope", scope);
     let ended = state
         .store
-        .revoke_sessions(&claims.sub, revoke, &format!("logout_{scope}"), now)
+        .revoke_sessions(&claims.sub, revoke, now, &event)
         .await?;
+    event.with("sessions_ended", ended.len()).log();
     if scope == "local" {
         // Also when the session row was already gone: the token must die.
         state.revocations.revoke_session(&sid, until).await;
@@ -374,7 +498,6 @@ pub async fn logout(
             .revoke_user_before(&claims.sub, now, until)
             .await;
     }
-    tracing::info!(target: "audit", event = "logout", scope, user_id = %claims.sub, session_id = %sid, sessions_ended = ended.len(), ip = %peer.ip());
     Ok(no_store(StatusCode::NO_CONTENT.into_response()))
 }
 
@@ -457,4 +580,347 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiE
     } else {
         Err(ApiError::Unavailable("database unreachable".into()))
     }
+}
+
+/// `GET /auth/sessions`: the caller's live sessions.
+pub async fn sessions(
+    State(state): State<Arc<AppState>>,
+    auth: Authenticated,
+) -> Result<Response, ApiError> {
+    let now = state.clock.now().as_secs();
+    let current = auth.claims.sid.clone().unwrap_or_default();
+    let sessions: Vec<Value> = state
+        .store
+        .list_sessions(&auth.claims.sub, now)
+        .await?
+        .into_iter()
+        .map(|s| {
+            json!({
+                "id": s.id, "created_at": s.created_at, "last_used_at": s.last_used_at,
+                "user_agent": s.user_agent, "ip": s.ip, "current": s.id == current,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "sessions": sessions })).into_response())
+}
+
+/// `DELETE /auth/sessions/{id}`: ends one of the caller's sessions.
+pub async fn end_session(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let now = state.clock.now().as_secs();
+    let event = AuditEvent::new("session_revoked")
+        .user(&auth.claims.sub)
+        .session(&id)
+        .ip(peer.ip())
+        .with("by", "user");
+    let ended = state
+        .store
+        .revoke_sessions(&auth.claims.sub, RevokeScope::Only(&id), now, &event)
+        .await?;
+    if ended.is_empty() {
+        // Not the caller's, already ended, or unknown: one answer for all.
+        return Err(ApiError::NotFound);
+    }
+    event.log();
+    state
+        .revocations
+        .revoke_session(&id, now + secs(state.settings.access_ttl))
+        .await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+pub struct PasswordChange {
+    current_password: Zeroizing<String>,
+    new_password: Zeroizing<String>,
+}
+
+/// `POST /auth/password`: changes the password, ends every other session.
+pub async fn change_password(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    auth: Authenticated,
+    ApiJson(body): ApiJson<PasswordChange>,
+) -> Result<Response, ApiError> {
+    let now = state.clock.now().as_secs();
+    let user = state
+        .store
+        .user_by_id(&auth.claims.sub)
+        .await?
+        .ok_or(ApiError::InvalidToken { presented: true })?;
+    let keys = [format!("acct:{}", user.email), format!("ip:{}", peer.ip())];
+    if let Some(retry_after) = state.throttle.blocked_for(&keys, now).await {
+        return Err(ApiError::TooManyRequests { retry_after });
+    }
+    let verdict = state
+        .hasher
+        .verify(&body.current_password, Some(&user.password_hash))
+        .await?;
+    if !verdict.matches {
+        state.throttle.record_failure(&keys, now).await;
+        state
+            .record(
+                AuditEvent::new("password_change_failed")
+                    .user(&user.id)
+                    .ip(peer.ip())
+                    .with("reason", "wrong_current_password"),
+            )
+            .await;
+        return Err(ApiError::InvalidCredentials);
+    }
+    let context: Vec<&str> = user
+        .email
+        .split(['@', '.', '_', '-', '+'])
+        .filter(|p| !p.is_empty())
+        .collect();
+    let new_password =
+        NewPassword::parse(&body.new_password, &context).map_err(|detail| ApiError::Invalid {
+            field: "new_password",
+            detail,
+        })?;
+    let hash = state.hasher.hash(new_password.expose()).await?;
+    let sid = auth.claims.sid.clone().unwrap_or_default();
+    let event = AuditEvent::new("password_changed")
+        .user(&user.id)
+        .session(&sid)
+        .ip(peer.ip());
+    let ended = state
+        .store
+        .change_password(&user.id, &hash, &sid, now, &event)
+        .await?;
+    event.with("sessions_ended", ended.len()).log();
+    let until = now + secs(state.settings.access_ttl);
+    for id in &ended {
+        state.revocations.revoke_session(id, until).await;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// An authenticated caller whose *current* roles (read from the database,
+/// not trusted from the token) include `admin`, and who is not disabled.
+pub struct Admin {
+    /// The admin's user id.
+    pub id: String,
+}
+
+async fn require_admin(state: &AppState, auth: &Authenticated) -> Result<Admin, ApiError> {
+    let user = state
+        .store
+        .user_by_id(&auth.claims.sub)
+        .await?
+        .filter(|u| !u.disabled)
+        .ok_or(ApiError::InvalidToken { presented: true })?;
+    if user.role_list().iter().any(|r| r == "admin") {
+        Ok(Admin { id: user.id })
+    } else {
+        Err(ApiError::Forbidden)
+    }
+}
+
+fn user_json(u: &User) -> Value {
+    json!({
+        "id": u.id, "email": u.email, "roles": u.role_list(),
+        "disabled": u.disabled, "created_at": u.created_at,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct UserListQuery {
+    email: Option<String>,
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /admin/users?email=&after=&limit=`.
+pub async fn admin_list_users(
+    State(state): State<Arc<AppState>>,
+    auth: Authenticated,
+    Query(q): Query<UserListQuery>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &auth).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let users = state
+        .store
+        .list_users(
+            q.email.as_deref().filter(|s| !s.is_empty()),
+            q.after.as_deref(),
+            limit,
+        )
+        .await?;
+    let next = if users.len() as i64 == limit {
+        users.last().map(|u| u.email.clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({
+        "users": users.iter().map(user_json).collect::<Vec<_>>(),
+        "next_after": next,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct NewUser {
+    email: String,
+    password: Zeroizing<String>,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+}
+
+/// `POST /admin/users`.
+pub async fn admin_create_user(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    auth: Authenticated,
+    ApiJson(body): ApiJson<NewUser>,
+) -> Result<Response, ApiError> {
+    let admin = require_admin(&state, &auth).await?;
+    let email = Email::parse(&body.email).map_err(|detail| ApiError::Invalid {
+        field: "email",
+        detail,
+    })?;
+    let roles = roles_text(body.roles.as_deref().unwrap_or(&["user".to_owned()]))?;
+    let context: Vec<&str> = email
+        .as_str()
+        .split(['@', '.', '_', '-', '+'])
+        .filter(|p| !p.is_empty())
+        .collect();
+    let password =
+        NewPassword::parse(&body.password, &context).map_err(|detail| ApiError::Invalid {
+            field: "password",
+            detail,
+        })?;
+    let hash = state.hasher.hash(password.expose()).await?;
+    let mut user = new_user(email.as_str(), hash, &roles)?;
+    let event = AuditEvent::new("admin_user_created")
+        .user(&user.id)
+        .ip(peer.ip())
+        .with("actor", admin.id.as_str())
+        .with("roles", roles.as_str());
+    create_user(&state, &user, event, peer).await?;
+    user.created_at = state.clock.now().as_secs();
+    Ok((StatusCode::CREATED, Json(user_json(&user))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+    #[serde(default)]
+    disabled: Option<bool>,
+}
+
+/// `PATCH /admin/users/{id}` {roles?, disabled?}.
+pub async fn admin_update_user(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UserPatch>,
+) -> Result<Response, ApiError> {
+    let admin = require_admin(&state, &auth).await?;
+    let roles = body.roles.as_deref().map(roles_text).transpose()?;
+    if roles.is_none() && body.disabled.is_none() {
+        return Err(ApiError::Invalid {
+            field: "body",
+            detail: "give roles and/or disabled".into(),
+        });
+    }
+    let mut event = AuditEvent::new("admin_user_updated")
+        .user(&id)
+        .ip(peer.ip())
+        .with("actor", admin.id.as_str());
+    if let Some(roles) = &roles {
+        event = event.with("roles", roles.as_str());
+    }
+    if let Some(disabled) = body.disabled {
+        event = event.with("disabled", disabled);
+    }
+    let now = state.clock.now().as_secs();
+    let (user, ended) = state
+        .store
+        .update_user(&id, roles.as_deref(), body.disabled, now, &event)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    event.with("sessions_ended", ended.len()).log();
+    if body.disabled == Some(true) {
+        let until = now + secs(state.settings.access_ttl);
+        for sid in &ended {
+            state.revocations.revoke_session(sid, until).await;
+        }
+        // Every access token issued so far, even of sessions already gone.
+        state
+            .revocations
+            .revoke_user_before(&id, now + 1, until)
+            .await;
+    }
+    Ok(Json(user_json(&user)).into_response())
+}
+
+/// `POST /admin/users/{id}/revoke-sessions`.
+pub async fn admin_revoke_sessions(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let admin = require_admin(&state, &auth).await?;
+    if state.store.user_by_id(&id).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let now = state.clock.now().as_secs();
+    let event = AuditEvent::new("admin_sessions_revoked")
+        .user(&id)
+        .ip(peer.ip())
+        .with("actor", admin.id.as_str());
+    let ended = state
+        .store
+        .revoke_sessions(&id, RevokeScope::All, now, &event)
+        .await?;
+    event.with("sessions_ended", ended.len()).log();
+    let until = now + secs(state.settings.access_ttl);
+    for sid in &ended {
+        state.revocations.revoke_session(sid, until).await;
+    }
+    state.revocations.revoke_user_before(&id, now, until).await;
+    Ok(Json(json!({ "sessions_ended": ended.len() })).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct AuditParams {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    user: Option<String>,
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /admin/audit?type=&user=&before=&limit=`: newest first, by cursor.
+pub async fn admin_audit(
+    State(state): State<Arc<AppState>>,
+    auth: Authenticated,
+    Query(q): Query<AuditParams>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &auth).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let rows = state
+        .store
+        .audit_page(&AuditQuery {
+            kind: q.kind.filter(|s| !s.is_empty()),
+            user_id: q.user.filter(|s| !s.is_empty()),
+            before: q.before,
+            limit,
+        })
+        .await?;
+    let next = if rows.len() as i64 == limit {
+        rows.last().map(|r| r.id)
+    } else {
+        None
+    };
+    Ok(Json(json!({ "events": rows, "next_before": next })).into_response())
 }

@@ -13,7 +13,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use governor::clock::{Clock as _, DefaultClock};
 use tower_http::timeout::TimeoutLayer;
 
@@ -33,6 +33,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/auth/refresh", post(handlers::refresh))
         .route("/auth/logout", post(handlers::logout))
         .route("/auth/me", get(handlers::me))
+        .route("/auth/sessions", get(handlers::sessions))
+        .route("/auth/sessions/{id}", delete(handlers::end_session))
+        .route("/auth/password", post(handlers::change_password))
+        .route(
+            "/admin/users",
+            get(handlers::admin_list_users).post(handlers::admin_create_user),
+        )
+        .route(
+            "/admin/users/{id}",
+            axum::routing::patch(handlers::admin_update_user),
+        )
+        .route(
+            "/admin/users/{id}/revoke-sessions",
+            post(handlers::admin_revoke_sessions),
+        )
+        .route("/admin/audit", get(handlers::admin_audit))
         .layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -11,6 +11,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
 
+use crate::audit::AuditEvent;
+
 /// A storage failure. Constraint violations the caller must handle have
 /// their own variants; everything else is `Database`.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,23 @@ macro_rules! with_pool {
     };
 }
 
+/// Writes an audit row inside the caller's transaction.
+macro_rules! insert_audit {
+    ($tx:expr, $event:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO audit_events (at, kind, user_id, session_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind($now)
+        .bind($event.kind)
+        .bind(&$event.user_id)
+        .bind(&$event.session_id)
+        .bind(&$event.ip)
+        .bind($event.detail_json())
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
 /// A user row.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -64,6 +83,10 @@ pub struct User {
     pub roles: String,
     /// Access tokens issued before this are rejected (global logout).
     pub not_before: Option<i64>,
+    /// A disabled user cannot log in or refresh.
+    pub disabled: bool,
+    /// Creation time.
+    pub created_at: i64,
 }
 
 impl User {
@@ -97,6 +120,103 @@ pub enum Rotation {
     SessionEnded,
     /// No such token, or it has expired.
     Invalid,
+}
+
+impl Rotation {
+    /// The audit event this outcome records (none for failures, which the
+    /// caller records on their own since nothing changed).
+    pub fn audit_event(&self, ip: &str) -> Option<AuditEvent> {
+        let (kind, session) = match self {
+            Rotation::Rotated(s) => ("refresh_rotated", s),
+            Rotation::Replayed(s) => ("refresh_replayed_within_interval", s),
+            Rotation::ReuseDetected(s) => ("refresh_reuse_detected", s),
+            Rotation::SessionEnded | Rotation::Invalid => return None,
+        };
+        let event = AuditEvent::new(kind)
+            .user(&session.user_id)
+            .session(&session.id)
+            .ip(ip);
+        Some(match self {
+            Rotation::ReuseDetected(_) => event.with("action", "session_revoked"),
+            _ => event,
+        })
+    }
+}
+
+/// Where a session was started from, shown in the session list.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// The `User-Agent` header, truncated.
+    pub user_agent: Option<String>,
+    /// The client address.
+    pub ip: Option<String>,
+}
+
+/// A live session, as the session list shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    /// Session id.
+    pub id: String,
+    /// Started.
+    pub created_at: i64,
+    /// Last refreshed.
+    pub last_used_at: i64,
+    /// Client software.
+    pub user_agent: Option<String>,
+    /// Client address.
+    pub ip: Option<String>,
+}
+
+/// A stored audit event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditRow {
+    /// Cursor id, increasing.
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Event kind.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// User concerned.
+    pub user_id: Option<String>,
+    /// Session concerned.
+    pub session_id: Option<String>,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Details.
+    pub detail: serde_json::Value,
+}
+
+/// Filters for [`Store::audit_page`].
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this user.
+    pub user_id: Option<String>,
+    /// Only ids below this cursor.
+    pub before: Option<i64>,
+    /// Page size.
+    pub limit: i64,
+}
+
+fn user_from_row<R: Row>(r: &R) -> Result<User, sqlx::Error>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    String: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+    i32: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(User {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        password_hash: r.try_get("password_hash")?,
+        roles: r.try_get("roles")?,
+        not_before: r.try_get("not_before")?,
+        disabled: r.try_get::<i32, _>("disabled")? != 0,
+        created_at: r.try_get("created_at")?,
+    })
 }
 
 /// Rules for one rotation.
@@ -190,21 +310,32 @@ impl Store {
         with_pool!(self, pool => pool.close().await)
     }
 
-    /// Inserts a user; `Conflict` if the email is taken.
-    pub async fn create_user(&self, user: &User, now: i64) -> Result<(), StoreError> {
-        let result = with_pool!(self, pool => sqlx::query(
-            "INSERT INTO users (id, email, password_hash, roles, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
-        )
-        .bind(&user.id)
-        .bind(&user.email)
-        .bind(&user.password_hash)
-        .bind(&user.roles)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(|_| ()));
+    /// Inserts a user and its audit row; `Conflict` if the email is taken
+    /// (and then no row is written).
+    pub async fn create_user(
+        &self,
+        user: &User,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let result: Result<(), sqlx::Error> = with_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO users (id, email, password_hash, roles, disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            )
+            .bind(&user.id)
+            .bind(&user.email)
+            .bind(&user.password_hash)
+            .bind(&user.roles)
+            .bind(i32::from(user.disabled))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            insert_audit!(tx, audit, now);
+            tx.commit().await
+        }.await);
         match result {
-            Ok(_) => Ok(()),
+            Ok(()) => Ok(()),
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
             Err(e) => Err(e.into()),
         }
@@ -227,42 +358,77 @@ impl Store {
     ) -> Result<Option<User>, StoreError> {
         let sql = match column {
             "email" => {
-                "SELECT id, email, password_hash, roles, not_before FROM users WHERE email = $1"
+                "SELECT id, email, password_hash, roles, not_before, disabled, created_at FROM users WHERE email = $1"
             }
-            _ => "SELECT id, email, password_hash, roles, not_before FROM users WHERE id = $1",
+            _ => {
+                "SELECT id, email, password_hash, roles, not_before, disabled, created_at FROM users WHERE id = $1"
+            }
         };
         let row = with_pool!(self, pool => sqlx::query(sql).bind(value).fetch_optional(pool).await?
-            .map(|r| -> Result<User, sqlx::Error> {
-                Ok(User {
-                    id: r.try_get("id")?,
-                    email: r.try_get("email")?,
-                    password_hash: r.try_get("password_hash")?,
-                    roles: r.try_get("roles")?,
-                    not_before: r.try_get("not_before")?,
-                })
-            })
+            .map(|r| user_from_row(&r))
             .transpose()?);
         Ok(row)
     }
 
-    /// Replaces a user's password hash (rehash on login).
+    /// Replaces a user's password hash (rehash on login), with its audit row.
     pub async fn set_password_hash(
         &self,
         user_id: &str,
         hash: &str,
         now: i64,
+        audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
-            .bind(hash)
-            .bind(now)
-            .bind(user_id)
-            .execute(pool)
-            .await
-            .map(|_| ())?);
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+                .bind(hash)
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            insert_audit!(tx, audit, now);
+            tx.commit().await?;
+        });
         Ok(())
     }
 
+    /// Changes a password and ends every other session of the user, in one
+    /// transaction with its audit row. Returns the sessions ended.
+    pub async fn change_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        keep_session: &str,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<Vec<String>, StoreError> {
+        let ids = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+                .bind(hash)
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            let rows = sqlx::query(
+                "UPDATE sessions SET revoked_at = $1, revoked_reason = 'password_changed' WHERE user_id = $2 AND revoked_at IS NULL AND id <> $3 RETURNING id",
+            )
+            .bind(now)
+            .bind(user_id)
+            .bind(keep_session)
+            .fetch_all(&mut *tx)
+            .await?;
+            let ids = rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<Vec<_>, _>>()?;
+            let event = audit.clone().with("sessions_ended", ids.len());
+            insert_audit!(tx, event, now);
+            tx.commit().await?;
+            ids
+        });
+        Ok(ids)
+    }
+
     /// Starts a session with its first refresh token, in one transaction.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create_session(
         &self,
         session: &SessionRef,
@@ -270,16 +436,20 @@ impl Store {
         now: i64,
         session_expires_at: i64,
         refresh_expires_at: i64,
+        client: &ClientInfo,
+        audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
-                "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at) VALUES ($1, $2, $3, $3, $4)",
+                "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip) VALUES ($1, $2, $3, $3, $4, $5, $6)",
             )
             .bind(&session.id)
             .bind(&session.user_id)
             .bind(now)
             .bind(session_expires_at)
+            .bind(&client.user_agent)
+            .bind(&client.ip)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -291,6 +461,7 @@ impl Store {
             .bind(refresh_expires_at.min(session_expires_at))
             .execute(&mut *tx)
             .await?;
+            insert_audit!(tx, audit, now);
             tx.commit().await?;
         });
         Ok(())
@@ -306,6 +477,7 @@ impl Store {
         hash: &str,
         child_hash: &str,
         rules: RotationRules,
+        ip: &str,
     ) -> Result<Rotation, StoreError> {
         let now = rules.now;
         let outcome = with_pool!(self, pool => {
@@ -381,12 +553,20 @@ impl Store {
                         .bind(&session_id)
                         .execute(&mut *tx)
                         .await?;
+                    let outcome = Rotation::Rotated(reference);
+                    if let Some(event) = outcome.audit_event(ip) {
+                        insert_audit!(tx, event, now);
+                    }
                     tx.commit().await?;
-                    Rotation::Rotated(reference)
+                    outcome
                 }
                 Some(used) if rules.reuse_interval > 0 && now - used <= rules.reuse_interval => {
+                    let outcome = Rotation::Replayed(reference);
+                    if let Some(event) = outcome.audit_event(ip) {
+                        insert_audit!(tx, event, now);
+                    }
                     tx.commit().await?;
-                    Rotation::Replayed(reference)
+                    outcome
                 }
                 Some(_) => {
                     sqlx::query(
@@ -396,8 +576,12 @@ impl Store {
                     .bind(&session_id)
                     .execute(&mut *tx)
                     .await?;
+                    let outcome = Rotation::ReuseDetected(reference);
+                    if let Some(event) = outcome.audit_event(ip) {
+                        insert_audit!(tx, event, now);
+                    }
                     tx.commit().await?;
-                    Rotation::ReuseDetected(reference)
+                    outcome
                 }
             }
         });
@@ -424,9 +608,10 @@ impl Store {
         &self,
         user_id: &str,
         scope: RevokeScope<'_>,
-        reason: &str,
         now: i64,
+        audit: &AuditEvent,
     ) -> Result<Vec<String>, StoreError> {
+        let reason = audit.kind;
         let (sql, arg) = match scope {
             RevokeScope::Only(sid) => (
                 "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL AND id = $4 RETURNING id",
@@ -457,8 +642,11 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            let ids = rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<Vec<_>, _>>()?;
+            let event = audit.clone().with("sessions_ended", ids.len());
+            insert_audit!(tx, event, now);
             tx.commit().await?;
-            rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<Vec<_>, _>>()?
+            ids
         });
         Ok(ids)
     }
@@ -530,6 +718,173 @@ impl Store {
             tx.commit().await?;
         });
         Ok(())
+    }
+
+    /// Records an event that changed nothing (a failure, a refusal).
+    pub async fn record_audit(&self, event: &AuditEvent, now: i64) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            let mut conn = pool.acquire().await?;
+            insert_audit!(conn, event, now);
+        });
+        Ok(())
+    }
+
+    /// The stored audit log, newest first, filtered and paged by cursor.
+    pub async fn audit_page(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = with_pool!(self, pool => sqlx::query(
+            "SELECT id, at, kind, user_id, session_id, ip, detail FROM audit_events \
+             WHERE (CAST($1 AS TEXT) IS NULL OR kind = $1) AND (CAST($2 AS TEXT) IS NULL OR user_id = $2) \
+             AND (CAST($3 AS BIGINT) IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+        )
+        .bind(&q.kind)
+        .bind(&q.user_id)
+        .bind(q.before)
+        .bind(q.limit)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let detail: String = r.try_get("detail")?;
+            Ok(AuditRow {
+                id: r.try_get("id")?,
+                at: r.try_get("at")?,
+                kind: r.try_get("kind")?,
+                user_id: r.try_get("user_id")?,
+                session_id: r.try_get("session_id")?,
+                ip: r.try_get("ip")?,
+                detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?);
+        Ok(rows)
+    }
+
+    /// Deletes audit events older than `before`; returns how many.
+    pub async fn prune_audit(&self, before: i64) -> Result<u64, StoreError> {
+        let n = with_pool!(self, pool => sqlx::query("DELETE FROM audit_events WHERE at < $1")
+            .bind(before)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n)
+    }
+
+    /// A user's live sessions, most recently used first.
+    pub async fn list_sessions(
+        &self,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Vec<SessionInfo>, StoreError> {
+        let sessions = with_pool!(self, pool => sqlx::query(
+            "SELECT id, created_at, last_used_at, user_agent, ip FROM sessions \
+             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY last_used_at DESC, created_at DESC",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| Ok(SessionInfo {
+            id: r.try_get("id")?,
+            created_at: r.try_get("created_at")?,
+            last_used_at: r.try_get("last_used_at")?,
+            user_agent: r.try_get("user_agent")?,
+            ip: r.try_get("ip")?,
+        }))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?);
+        Ok(sessions)
+    }
+
+    /// Users ordered by email, optionally those whose email contains
+    /// `search`, starting after the email `after`.
+    pub async fn list_users(
+        &self,
+        search: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<User>, StoreError> {
+        // LIKE with the user's text escaped, so % and _ match themselves.
+        let pattern = search.map(|s| {
+            format!(
+                "%{}%",
+                s.to_lowercase()
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
+        let users = with_pool!(self, pool => sqlx::query(
+            "SELECT id, email, password_hash, roles, not_before, disabled, created_at FROM users \
+             WHERE (CAST($1 AS TEXT) IS NULL OR email LIKE $1 ESCAPE '\\') AND (CAST($2 AS TEXT) IS NULL OR email > $2) \
+             ORDER BY email LIMIT $3",
+        )
+        .bind(&pattern)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(user_from_row)
+        .collect::<Result<Vec<_>, sqlx::Error>>()?);
+        Ok(users)
+    }
+
+    /// Changes a user's roles and/or disabled flag, with its audit row.
+    /// Disabling also ends every session and sets the user's not-before, in
+    /// the same transaction. Returns the user and the sessions ended, or
+    /// `None` if there is no such user.
+    pub async fn update_user(
+        &self,
+        user_id: &str,
+        roles: Option<&str>,
+        disabled: Option<bool>,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<Option<(User, Vec<String>)>, StoreError> {
+        let result = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE users SET roles = COALESCE(CAST($1 AS TEXT), roles), disabled = COALESCE(CAST($2 AS INTEGER), disabled), updated_at = $3 WHERE id = $4",
+            )
+            .bind(roles)
+            .bind(disabled.map(i32::from))
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Ok(None);
+            }
+            let mut ended = Vec::new();
+            if disabled == Some(true) {
+                let rows = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $1, revoked_reason = 'user_disabled' WHERE user_id = $2 AND revoked_at IS NULL RETURNING id",
+                )
+                .bind(now)
+                .bind(user_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                ended = rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<Vec<_>, _>>()?;
+                sqlx::query("UPDATE users SET not_before = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let event = audit.clone().with("sessions_ended", ended.len());
+            insert_audit!(tx, event, now);
+            let user = sqlx::query(
+                "SELECT id, email, password_hash, roles, not_before, disabled, created_at FROM users WHERE id = $1",
+            )
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let user = user_from_row(&user)?;
+            tx.commit().await?;
+            Some((user, ended))
+        });
+        Ok(result)
     }
 
     /// Counts rows, for tests and diagnostics: (users, sessions, refresh tokens).
