@@ -44,6 +44,7 @@ pub const KEYS: &[&str] = &[
     "argon2_parallelism",
     "password_hash_concurrency",
     "request_timeout",
+    "audit_retention",
     "log_format",
     "log_level",
 ];
@@ -76,6 +77,7 @@ fn default(key: &str) -> Option<&'static str> {
         "argon2_parallelism" => "1",
         "password_hash_concurrency" => "4",
         "request_timeout" => "30s",
+        "audit_retention" => "90d",
         "log_format" => "json",
         "log_level" => "info",
         _ => return None,
@@ -194,6 +196,8 @@ pub struct Settings {
     pub password_hash_concurrency: usize,
     /// Request timeout.
     pub request_timeout: Duration,
+    /// How long audit events are kept.
+    pub audit_retention: Duration,
     /// `json` or `pretty`.
     pub log_format: String,
     /// Tracing filter, e.g. `info` or `tokengate_server=debug`.
@@ -455,6 +459,7 @@ impl Settings {
             argon2_parallelism: m.number("argon2_parallelism")?,
             password_hash_concurrency: password_hash_concurrency.max(1),
             request_timeout: m.duration("request_timeout")?,
+            audit_retention: m.duration("audit_retention")?,
             log_format,
             log_level: m.string("log_level").unwrap_or_else(|| "info".into()),
             sources,
@@ -518,6 +523,7 @@ impl Settings {
                 self.password_hash_concurrency.to_string(),
             ),
             ("request_timeout", d(self.request_timeout)),
+            ("audit_retention", d(self.audit_retention)),
             ("log_format", self.log_format.clone()),
             ("log_level", self.log_level.clone()),
         ];

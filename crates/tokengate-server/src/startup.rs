@@ -119,11 +119,25 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let store = self.state.store.clone();
+        // Retention runs in the background, hourly, for as long as we serve.
+        let pruner = tokio::spawn({
+            let state = self.state.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = state.prune_audit().await {
+                        tracing::error!(cause = %e, "audit retention failed");
+                    }
+                }
+            }
+        });
         let app = api::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| StartupError(format!("server: {e}")))?;
+        pruner.abort();
         // Give the pool a moment to return connections, then close cleanly.
         tokio::time::timeout(Duration::from_secs(10), store.close())
             .await

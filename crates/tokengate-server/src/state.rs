@@ -55,6 +55,19 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Deletes audit events older than the retention; returns how many.
+    pub async fn prune_audit(&self) -> Result<u64, crate::storage::StoreError> {
+        let retention = i64::try_from(self.settings.audit_retention.as_secs()).unwrap_or(i64::MAX);
+        let cutoff = self.clock.now().as_secs().saturating_sub(retention);
+        let pruned = self.store.prune_audit(cutoff).await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "audit events past retention deleted");
+        }
+        Ok(pruned)
+    }
+}
+
 /// A per-IP budget of `per_minute` requests.
 pub fn budget(per_minute: u32) -> DefaultKeyedRateLimiter<IpAddr> {
     let per_minute = std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN);

@@ -484,7 +484,9 @@ pub async fn logout(
         .store
         .revoke_sessions(&claims.sub, revoke, now, &event)
         .await?;
-    event.with("sessions_ended", ended.len()).log();
+    if RevokeScope::changed(revoke, &ended) {
+        event.with("sessions_ended", ended.len()).log();
+    }
     if scope == "local" {
         // Also when the session row was already gone: the token must die.
         state.revocations.revoke_session(&sid, until).await;

@@ -643,8 +643,11 @@ impl Store {
                     .await?;
             }
             let ids = rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<Vec<_>, _>>()?;
-            let event = audit.clone().with("sessions_ended", ids.len());
-            insert_audit!(tx, event, now);
+            // A row records a change: none when nothing was revoked.
+            if RevokeScope::changed(scope, &ids) {
+                let event = audit.clone().with("sessions_ended", ids.len());
+                insert_audit!(tx, event, now);
+            }
             tx.commit().await?;
             ids
         });
@@ -898,6 +901,14 @@ impl Store {
             )
         });
         Ok(c)
+    }
+}
+
+impl RevokeScope<'_> {
+    /// Whether revoking `ended` under this scope changed anything: a global
+    /// revocation always does (it moves the user's not-before).
+    pub fn changed(scope: RevokeScope<'_>, ended: &[String]) -> bool {
+        !ended.is_empty() || matches!(scope, RevokeScope::All)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The server crate's one integration-test binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod accounts;
 mod app;
 mod cli;
 mod helpers;

@@ -1,0 +1,728 @@
+//! Users managing their sessions and password, admins managing users, and
+//! the stored audit log — over HTTP, on SQLite and PostgreSQL.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokengate_server::audit::AuditEvent;
+use tokengate_server::storage::{AuditQuery, User};
+
+use crate::app::{Backend, TestApp, Tokens, problem, spawn_app};
+use crate::both_backends;
+use crate::logs;
+
+both_backends!(
+    users_list_and_end_their_sessions,
+    password_change_ends_the_other_sessions,
+    admin_endpoints_refuse_non_admins,
+    admins_manage_users,
+    disabling_a_user_stops_their_live_tokens,
+    every_event_type_is_stored_and_rolled_back_changes_leave_no_row,
+    audit_log_pages_by_cursor_and_filters,
+    audit_retention_prunes_old_events,
+);
+
+const PW_SUFFIX: &str = "walks the long winding river road";
+
+fn password(email: &str) -> String {
+    format!("{email} {PW_SUFFIX}")
+}
+
+/// Creates an admin directly in storage (as `tokengate user add --role admin` will) and logs in.
+async fn admin(app: &TestApp) -> Tokens {
+    let pw = password("root@example.com");
+    let hash = app.state.hasher.hash(&pw).await.unwrap();
+    let user = User {
+        id: "admin-1".into(),
+        email: "root@example.com".into(),
+        password_hash: hash,
+        roles: "user admin".into(),
+        not_before: None,
+        disabled: false,
+        created_at: 0,
+    };
+    app.state
+        .store
+        .create_user(&user, 1, &AuditEvent::new("user_added").user("admin-1"))
+        .await
+        .unwrap();
+    logs::remember(&pw);
+    app.login_ok("root@example.com", &pw).await
+}
+
+async fn get(app: &TestApp, path: &str, access: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    access: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let request = app
+        .client
+        .request(method, app.url(path))
+        .bearer_auth(access);
+    let request = match body {
+        Some(b) => request.json(&b),
+        None => request,
+    };
+    request.send().await.unwrap()
+}
+
+async fn events(app: &TestApp, kind: &str) -> Vec<tokengate_server::storage::AuditRow> {
+    app.state
+        .store
+        .audit_page(&AuditQuery {
+            kind: Some(kind.into()),
+            limit: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn users_list_and_end_their_sessions(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let a = app.user("uma@example.com").await;
+    let b = {
+        let r = app
+            .client
+            .post(app.url("/auth/login"))
+            .header("user-agent", "PhoneApp/2.1")
+            .json(&json!({"email": "uma@example.com", "password": password("uma@example.com")}))
+            .send()
+            .await
+            .unwrap();
+        crate::app::tokens(r).await
+    };
+    let list: Value = get(&app, "/auth/sessions", &a.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
+    let phone = sessions
+        .iter()
+        .find(|s| s["user_agent"] == "PhoneApp/2.1")
+        .unwrap();
+    assert_eq!(phone["current"], false);
+    assert_eq!(phone["ip"], "127.0.0.1");
+    let phone_id = phone["id"].as_str().unwrap();
+
+    // Ending the phone's session kills its access and refresh tokens at once.
+    let r = send(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/auth/sessions/{phone_id}"),
+        &a.access,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.me(&b.access).await.status(), StatusCode::UNAUTHORIZED);
+    problem(app.refresh(&b.refresh).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(app.me(&a.access).await.status(), StatusCode::OK);
+    let list: Value = get(&app, "/auth/sessions", &a.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 1);
+
+    // Someone else's session, or an unknown id: 404, and nothing ends.
+    let other = app.user("victor2@example.com").await;
+    let theirs: Value = get(&app, "/auth/sessions", &other.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let their_id = theirs["sessions"][0]["id"].as_str().unwrap();
+    problem(
+        send(
+            &app,
+            reqwest::Method::DELETE,
+            &format!("/auth/sessions/{their_id}"),
+            &a.access,
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    problem(
+        send(
+            &app,
+            reqwest::Method::DELETE,
+            "/auth/sessions/nope",
+            &a.access,
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(app.me(&other.access).await.status(), StatusCode::OK);
+    assert_eq!(events(&app, "session_revoked").await.len(), 1);
+    logs::assert_clean();
+}
+
+async fn password_change_ends_the_other_sessions(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let email = "wendy@example.com";
+    let a = app.user(email).await;
+    let b = app.login_ok(email, &password(email)).await;
+    let new_pw = "an entirely different sentence about lighthouses";
+    logs::remember(new_pw);
+    let change =
+        |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    let r = send(
+        &app,
+        reqwest::Method::POST,
+        "/auth/password",
+        &a.access,
+        Some(change("not my password", new_pw)),
+    )
+    .await;
+    problem(r, StatusCode::UNAUTHORIZED).await;
+    let r = send(
+        &app,
+        reqwest::Method::POST,
+        "/auth/password",
+        &a.access,
+        Some(change(&password(email), "password1234")),
+    )
+    .await;
+    let body = problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["field"], "new_password");
+    let r = send(
+        &app,
+        reqwest::Method::POST,
+        "/auth/password",
+        &a.access,
+        Some(change(&password(email), new_pw)),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // This session stays; the other one is over, access and refresh alike.
+    assert_eq!(app.me(&a.access).await.status(), StatusCode::OK);
+    assert_eq!(app.refresh(&a.refresh).await.status(), StatusCode::OK);
+    assert_eq!(app.me(&b.access).await.status(), StatusCode::UNAUTHORIZED);
+    problem(app.refresh(&b.refresh).await, StatusCode::BAD_REQUEST).await;
+    problem(
+        app.login(email, &password(email)).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    app.login_ok(email, new_pw).await;
+    let changed = events(&app, "password_changed").await;
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].detail["sessions_ended"], 1);
+    assert_eq!(events(&app, "password_change_failed").await.len(), 1);
+    logs::assert_clean();
+}
+
+async fn admin_endpoints_refuse_non_admins(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let user = app.user("xavier@example.com").await;
+    let admin = admin(&app).await;
+    use reqwest::Method as M;
+    let calls = [
+        (M::GET, "/admin/users".to_owned(), None),
+        (
+            M::POST,
+            "/admin/users".to_owned(),
+            Some(json!({"email": "y@example.com", "password": "a long passphrase here ok"})),
+        ),
+        (
+            M::PATCH,
+            "/admin/users/admin-1".to_owned(),
+            Some(json!({"disabled": true})),
+        ),
+        (
+            M::POST,
+            "/admin/users/admin-1/revoke-sessions".to_owned(),
+            None,
+        ),
+        (M::GET, "/admin/audit".to_owned(), None),
+    ];
+    for (method, path, body) in calls {
+        problem(
+            send(&app, method.clone(), &path, &user.access, body.clone()).await,
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+        let r = app
+            .client
+            .request(method, app.url(&path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path} without a token"
+        );
+    }
+    // Roles are read from the database, not trusted from the token: an
+    // admin demoted a moment ago is refused with the token still in hand.
+    let r = send(
+        &app,
+        M::PATCH,
+        "/admin/users/admin-1",
+        &admin.access,
+        Some(json!({"roles": ["user"]})),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    problem(
+        get(&app, "/admin/users", &admin.access).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    logs::assert_clean();
+}
+
+async fn admins_manage_users(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = admin(&app).await;
+    for name in ["alpha", "bravo", "charlie", "delta_x"] {
+        app.user(&format!("{name}@example.com")).await;
+    }
+    // Search (with LIKE wildcards matched literally) and paging.
+    let r: Value = get(&app, "/admin/users?email=a_x", &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let emails: Vec<&str> = r["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, vec!["delta_x@example.com"]);
+    let page1: Value = get(&app, "/admin/users?limit=2", &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page1["users"].as_array().unwrap().len(), 2);
+    let after = page1["next_after"].as_str().unwrap().to_owned();
+    let page2: Value = get(
+        &app,
+        &format!("/admin/users?limit=2&after={after}"),
+        &admin.access,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let first_of_2 = page2["users"][0]["email"].as_str().unwrap();
+    assert!(first_of_2 > after.as_str());
+    assert!(
+        page1["users"][0].get("password_hash").is_none(),
+        "hashes never leave the server"
+    );
+
+    // Create, with roles and the registration password policy.
+    let body = json!({"email": "Echo@Example.com", "password": "echo sings over the quiet harbour", "roles": ["user", "support"]});
+    logs::remember("echo sings over the quiet harbour");
+    let r = send(
+        &app,
+        reqwest::Method::POST,
+        "/admin/users",
+        &admin.access,
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["email"], "echo@example.com");
+    assert_eq!(created["roles"], json!(["user", "support"]));
+    problem(
+        send(
+            &app,
+            reqwest::Method::POST,
+            "/admin/users",
+            &admin.access,
+            Some(body),
+        )
+        .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    let weak = json!({"email": "f@example.com", "password": "password1234"});
+    problem(
+        send(
+            &app,
+            reqwest::Method::POST,
+            "/admin/users",
+            &admin.access,
+            Some(weak),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+
+    // Patch roles; the next login's token carries them.
+    let id = created["id"].as_str().unwrap();
+    let r = send(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/admin/users/{id}"),
+        &admin.access,
+        Some(json!({"roles": ["user", "admin"]})),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let echo = app
+        .login_ok("echo@example.com", "echo sings over the quiet harbour")
+        .await;
+    let me: Value = app.me(&echo.access).await.json().await.unwrap();
+    assert_eq!(me["roles"], json!(["user", "admin"]));
+    for bad in [
+        json!({"roles": []}),
+        json!({"roles": ["has space"]}),
+        json!({}),
+        json!({"nope": 1}),
+    ] {
+        let r = send(
+            &app,
+            reqwest::Method::PATCH,
+            &format!("/admin/users/{id}"),
+            &admin.access,
+            Some(bad),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    problem(
+        send(
+            &app,
+            reqwest::Method::PATCH,
+            "/admin/users/nobody",
+            &admin.access,
+            Some(json!({"disabled": true})),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
+    // Revoke every session of a user.
+    let r = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/admin/users/{id}/revoke-sessions"),
+        &admin.access,
+        None,
+    )
+    .await;
+    let ended: Value = r.json().await.unwrap();
+    assert_eq!(ended["sessions_ended"], 1);
+    assert_eq!(
+        app.me(&echo.access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    logs::assert_clean();
+}
+
+async fn disabling_a_user_stops_their_live_tokens(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = admin(&app).await;
+    let email = "yara@example.com";
+    let t = app.user(email).await;
+    let me: Value = app.me(&t.access).await.json().await.unwrap();
+    let id = me["id"].as_str().unwrap().to_owned();
+    let r = send(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/admin/users/{id}"),
+        &admin.access,
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    let patched: Value = r.json().await.unwrap();
+    assert_eq!(patched["disabled"], true);
+    // The live access token is refused on the very next request.
+    assert_eq!(app.me(&t.access).await.status(), StatusCode::UNAUTHORIZED);
+    problem(app.refresh(&t.refresh).await, StatusCode::BAD_REQUEST).await;
+    // The right password learns the account is disabled; a wrong one learns nothing.
+    problem(
+        app.login(email, &password(email)).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    problem(
+        app.login(email, "wrong wrong wrong").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    // Enabled again (a second later): logins work, the old token stays dead.
+    app.clock.advance(2);
+    send(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/admin/users/{id}"),
+        &admin.access,
+        Some(json!({"disabled": false})),
+    )
+    .await;
+    let fresh = app.login_ok(email, &password(email)).await;
+    assert_eq!(app.me(&fresh.access).await.status(), StatusCode::OK);
+    assert_eq!(app.me(&t.access).await.status(), StatusCode::UNAUTHORIZED);
+    logs::assert_clean();
+}
+
+async fn every_event_type_is_stored_and_rolled_back_changes_leave_no_row(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = admin(&app).await;
+    let email = "zoe@example.com";
+    let t = app.user(email).await;
+    // A duplicate registration rolls back: no second user_registered row.
+    problem(
+        app.register(email, &password(email)).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    problem(
+        app.login(email, "not it at all").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    app.clock.advance(1);
+    let t2 = crate::app::tokens(app.refresh(&t.refresh).await).await;
+    app.clock.advance(30);
+    problem(app.refresh(&t.refresh).await, StatusCode::BAD_REQUEST).await; // reuse detected
+    problem(
+        app.refresh("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let t3 = app.login_ok(email, &password(email)).await;
+    let me: Value = app.me(&t3.access).await.json().await.unwrap();
+    let id = me["id"].as_str().unwrap().to_owned();
+    let new_pw = "zoe keeps bees beside the old mill";
+    logs::remember(new_pw);
+    send(
+        &app,
+        reqwest::Method::POST,
+        "/auth/password",
+        &t3.access,
+        Some(json!({"current_password": password(email), "new_password": new_pw})),
+    )
+    .await;
+    let t4 = app.login_ok(email, new_pw).await;
+    let sessions: Value = get(&app, "/auth/sessions", &t4.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let other = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == false)
+        .map(|s| s["id"].as_str().unwrap().to_owned());
+    if let Some(other) = other {
+        send(
+            &app,
+            reqwest::Method::DELETE,
+            &format!("/auth/sessions/{other}"),
+            &t4.access,
+            None,
+        )
+        .await;
+    }
+    send(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/admin/users/{id}"),
+        &admin.access,
+        Some(json!({"roles": ["user", "ops"]})),
+    )
+    .await;
+    send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/admin/users/{id}/revoke-sessions"),
+        &admin.access,
+        None,
+    )
+    .await;
+    let t5 = app.login_ok(email, new_pw).await;
+    app.logout(&t5.access, Some("global")).await;
+    for _ in 0..5 {
+        app.login(email, "still not it").await;
+    }
+    let _ = t2;
+    for kind in [
+        "user_registered",
+        "register_rejected",
+        "login_succeeded",
+        "login_failed",
+        "refresh_rotated",
+        "refresh_reuse_detected",
+        "refresh_failed",
+        "password_changed",
+        "admin_user_updated",
+        "admin_sessions_revoked",
+        "logout",
+        "login_rate_limited",
+    ] {
+        assert!(!events(&app, kind).await.is_empty(), "no {kind} row");
+    }
+    let registered = events(&app, "user_registered").await;
+    assert_eq!(
+        registered
+            .iter()
+            .filter(|e| e.user_id.as_deref() == Some(id.as_str()))
+            .count(),
+        1
+    );
+    let reuse = &events(&app, "refresh_reuse_detected").await[0];
+    assert_eq!(reuse.detail["action"], "session_revoked");
+    assert_eq!(reuse.user_id.as_deref(), Some(id.as_str()));
+    let failed = &events(&app, "login_failed").await;
+    assert!(failed.iter().all(|e| e.ip.as_deref() == Some("127.0.0.1")));
+    // No row ever holds a secret.
+    let all = app
+        .state
+        .store
+        .audit_page(&AuditQuery {
+            limit: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&all).unwrap();
+    for secret in [
+        password(email).as_str(),
+        new_pw,
+        t.refresh.as_str(),
+        t.access.as_str(),
+    ] {
+        assert!(!text.contains(secret));
+    }
+    logs::assert_clean();
+}
+
+async fn audit_log_pages_by_cursor_and_filters(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = admin(&app).await;
+    for i in 0..7 {
+        app.login(&format!("ghost{i}@example.com"), "whatever it is")
+            .await;
+    }
+    let page: Value = get(
+        &app,
+        "/admin/audit?type=login_failed&limit=3",
+        &admin.access,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let ids: Vec<i64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    assert_eq!(page["events"][0]["type"], "login_failed");
+    let mut seen = ids.clone();
+    let mut before = page["next_before"].as_i64().unwrap();
+    loop {
+        let p: Value = get(
+            &app,
+            &format!("/admin/audit?type=login_failed&limit=3&before={before}"),
+            &admin.access,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        seen.extend(
+            p["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_i64().unwrap()),
+        );
+        match p["next_before"].as_i64() {
+            Some(next) => before = next,
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        5,
+        "the IP limit stops failures after 5: {seen:?}"
+    );
+    let rate: Value = get(&app, "/admin/audit?type=login_rate_limited", &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rate["events"].as_array().unwrap().len(), 2);
+    let by_user: Value = get(&app, "/admin/audit?user=admin-1", &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        by_user["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["user_id"] == "admin-1")
+    );
+    assert!(!by_user["events"].as_array().unwrap().is_empty());
+    logs::assert_clean();
+}
+
+async fn audit_retention_prunes_old_events(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.login("old@example.com", "whatever it is").await;
+    app.clock.advance(60 * 86_400);
+    app.login("new@example.com", "whatever it is").await;
+    assert_eq!(
+        app.state.prune_audit().await.unwrap(),
+        0,
+        "nothing is 90 days old yet"
+    );
+    app.clock.advance(31 * 86_400);
+    assert_eq!(app.state.prune_audit().await.unwrap(), 1);
+    let left = events(&app, "login_failed").await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].detail["email"], "new@example.com");
+}
