@@ -23,6 +23,9 @@ enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit (serve also applies them).
     Migrate(DataArgs),
+    /// Administer accounts directly in the database.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Generate signing keys and publish their public halves as a JWKS.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -56,6 +59,74 @@ pub struct ServeArgs {
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// `tokengate user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account; prints its id. The password is typed twice
+    /// without echo, or read from standard input with --password-stdin.
+    Add {
+        /// Email address.
+        #[arg(long)]
+        email: String,
+        /// An extra role (repeatable), e.g. --role admin. Everyone has `user`.
+        #[arg(long)]
+        role: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List accounts (optionally those whose email contains --email).
+    List {
+        /// Email substring to search for.
+        #[arg(long)]
+        email: Option<String>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Disable an account: no login or refresh; its sessions end and a
+    /// running server rejects its access tokens within seconds.
+    Disable {
+        /// Email address.
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Enable a disabled account.
+    Enable {
+        /// Email address.
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Replace an account's roles.
+    SetRoles {
+        /// Email address.
+        #[arg(long)]
+        email: String,
+        /// The roles, e.g. --roles user,admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Import accounts from a CSV with columns email, password_hash (bcrypt
+    /// $2a/$2b/$2y$ or argon2 PHC) and optionally roles. All or nothing:
+    /// any bad row is reported by line number and nothing is imported.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// Leave emails that already have accounts alone instead of refusing.
+        #[arg(long)]
+        skip_existing: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 /// `tokengate keys …`.
@@ -195,6 +266,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => commands::serve::serve(args),
         Command::Migrate(args) => commands::serve::migrate(args),
+        Command::User(cmd) => commands::user::run(cmd),
         Command::Keys(cmd) => commands::keys::run(cmd),
         Command::Token(cmd) => commands::token::run(cmd),
         Command::Secret(SecretCommand::Generate { bytes }) => commands::secret::generate(bytes),

@@ -98,9 +98,45 @@ impl fmt::Debug for NewPassword {
     }
 }
 
+/// Validates role names (letters, digits, `-_.:`, at most 64 characters
+/// each, at least one) and returns them space-separated, without repeats.
+pub fn roles_text<S: AsRef<str>>(roles: &[S]) -> Result<String, String> {
+    let valid = roles.iter().all(|r| {
+        let r = r.as_ref();
+        !r.is_empty()
+            && r.len() <= 64
+            && r.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    });
+    if roles.is_empty() || !valid {
+        return Err(
+            "roles must be a non-empty list of names made of letters, digits, '-', '_', '.' or ':'"
+                .into(),
+        );
+    }
+    let mut unique: Vec<&str> = Vec::new();
+    for r in roles {
+        if !unique.contains(&r.as_ref()) {
+            unique.push(r.as_ref());
+        }
+    }
+    Ok(unique.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_are_checked_and_deduplicated() {
+        assert_eq!(
+            roles_text(&["user", "admin", "user"]),
+            Ok("user admin".into())
+        );
+        assert!(roles_text::<&str>(&[]).is_err());
+        assert!(roles_text(&["a b"]).is_err());
+        assert!(roles_text(&[""]).is_err());
+    }
 
     #[test]
     fn emails_are_normalised() {

@@ -14,9 +14,13 @@ use crate::config::Settings;
 use crate::keystore;
 use crate::password::Hasher;
 use crate::ratelimit::InProcessThrottle;
-use crate::revocation::{InProcessRevocations, Revocations};
+use crate::revocation::InProcessRevocations;
 use crate::state::{AppState, budget};
 use crate::storage::Store;
+
+/// How often revocations recorded in the database are loaded into the
+/// in-process denylist.
+pub const REVOCATION_SYNC: Duration = Duration::from_secs(2);
 
 /// A start-up failure: one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -62,22 +66,6 @@ impl Application {
         )
         .map_err(|e| StartupError(e.to_string()))?;
         let revocations = Arc::new(InProcessRevocations::default());
-        let access_ttl = i64::try_from(settings.access_ttl.as_secs()).unwrap_or(i64::MAX);
-        let since = now.as_secs() - access_ttl - 1;
-        let (sessions, users) = store
-            .revocations_since(since)
-            .await
-            .map_err(|e| StartupError(format!("storage: {e}")))?;
-        for (sid, revoked_at) in &sessions {
-            revocations
-                .revoke_session(sid, revoked_at + access_ttl)
-                .await;
-        }
-        for (user, before) in &users {
-            revocations
-                .revoke_user_before(user, *before, before + access_ttl)
-                .await;
-        }
         let window = i64::try_from(settings.login_failure_window.as_secs()).unwrap_or(i64::MAX);
         let jwks_json = serde_json::to_string(&loaded.ring.jwks())
             .map_err(|e| StartupError(format!("jwks: {e}")))?;
@@ -97,6 +85,11 @@ impl Application {
             revocations,
             jwks_json,
         });
+        let access_ttl = i64::try_from(state.settings.access_ttl.as_secs()).unwrap_or(i64::MAX);
+        state
+            .sync_revocations(now.as_secs() - access_ttl - 1)
+            .await
+            .map_err(|e| StartupError(format!("storage: {e}")))?;
         Ok(Application { listener, state })
     }
 
@@ -132,12 +125,31 @@ impl Application {
                 }
             }
         });
+        // Revocations made elsewhere (the CLI, other instances) reach this
+        // process's denylist within REVOCATION_SYNC.
+        let syncer = tokio::spawn({
+            let state = self.state.clone();
+            async move {
+                let mut tick = tokio::time::interval(REVOCATION_SYNC);
+                let mut since = state.clock.now().as_secs();
+                loop {
+                    tick.tick().await;
+                    let now = state.clock.now().as_secs();
+                    // Overlap by a few seconds: rows committed late still count.
+                    match state.sync_revocations(since - 5).await {
+                        Ok(()) => since = now,
+                        Err(e) => tracing::error!(cause = %e, "revocation sync failed"),
+                    }
+                }
+            }
+        });
         let app = api::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| StartupError(format!("server: {e}")))?;
         pruner.abort();
+        syncer.abort();
         // Give the pool a moment to return connections, then close cleanly.
         tokio::time::timeout(Duration::from_secs(10), store.close())
             .await

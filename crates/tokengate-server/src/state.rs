@@ -56,6 +56,27 @@ impl AppState {
 }
 
 impl AppState {
+    /// Loads revocations recorded in the database since `since` (by this
+    /// process, another instance, or the `user` CLI) into the denylist, for
+    /// as long as an access token issued before them could live. Start-up
+    /// calls it for one access-token lifetime back; a background task then
+    /// calls it every few seconds.
+    pub async fn sync_revocations(&self, since: i64) -> Result<(), crate::storage::StoreError> {
+        let access_ttl = i64::try_from(self.settings.access_ttl.as_secs()).unwrap_or(i64::MAX);
+        let (sessions, users) = self.store.revocations_since(since).await?;
+        for (sid, revoked_at) in &sessions {
+            self.revocations
+                .revoke_session(sid, revoked_at + access_ttl)
+                .await;
+        }
+        for (user, before) in &users {
+            self.revocations
+                .revoke_user_before(user, *before, before + access_ttl)
+                .await;
+        }
+        Ok(())
+    }
+
     /// Deletes audit events older than the retention; returns how many.
     pub async fn prune_audit(&self) -> Result<u64, crate::storage::StoreError> {
         let retention = i64::try_from(self.settings.audit_retention.as_secs()).unwrap_or(i64::MAX);

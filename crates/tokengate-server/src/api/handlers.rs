@@ -139,25 +139,10 @@ async fn create_user(
 }
 
 fn roles_text(roles: &[String]) -> Result<String, ApiError> {
-    let valid = roles.iter().all(|r| {
-        !r.is_empty()
-            && r.len() <= 64
-            && r.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-    });
-    if roles.is_empty() || !valid {
-        return Err(ApiError::Invalid {
-            field: "roles",
-            detail: "roles must be a non-empty list of names made of letters, digits, '-', '_', '.' or ':'".into(),
-        });
-    }
-    let mut unique: Vec<&str> = Vec::new();
-    for r in roles {
-        if !unique.contains(&r.as_str()) {
-            unique.push(r);
-        }
-    }
-    Ok(unique.join(" "))
+    crate::domain::roles_text(roles).map_err(|detail| ApiError::Invalid {
+        field: "roles",
+        detail,
+    })
 }
 
 /// Signs an access token for `user` in session `sid`.

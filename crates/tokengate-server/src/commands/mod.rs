@@ -5,3 +5,4 @@ pub mod keys;
 pub mod secret;
 pub mod serve;
 pub mod token;
+pub mod user;

@@ -890,6 +890,70 @@ impl Store {
         Ok(result)
     }
 
+    /// Which of these emails already have accounts.
+    pub async fn existing_emails(
+        &self,
+        emails: &[String],
+    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let mut found = std::collections::BTreeSet::new();
+        for email in emails {
+            let row = with_pool!(self, pool => sqlx::query("SELECT 1 AS x FROM users WHERE email = $1")
+                .bind(email)
+                .fetch_optional(pool)
+                .await?
+                .is_some());
+            if row {
+                found.insert(email.clone());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Inserts users all-or-nothing in one transaction with one audit row.
+    /// With `skip_existing`, emails that already exist are left alone
+    /// (`ON CONFLICT DO NOTHING`); otherwise any of them aborts the whole
+    /// import. `progress` is called after each row. Returns how many were
+    /// inserted.
+    pub async fn import_users(
+        &self,
+        users: &[User],
+        skip_existing: bool,
+        now: i64,
+        audit: &AuditEvent,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64, StoreError> {
+        let sql = if skip_existing {
+            "INSERT INTO users (id, email, password_hash, roles, disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, 0, $5, $5) ON CONFLICT (email) DO NOTHING"
+        } else {
+            "INSERT INTO users (id, email, password_hash, roles, disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, 0, $5, $5)"
+        };
+        let result: Result<u64, sqlx::Error> = with_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let mut inserted = 0u64;
+            for user in users {
+                inserted += sqlx::query(sql)
+                    .bind(&user.id)
+                    .bind(&user.email)
+                    .bind(&user.password_hash)
+                    .bind(&user.roles)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                progress(1);
+            }
+            let event = audit.clone().with("imported", inserted).with("skipped", users.len() as u64 - inserted);
+            insert_audit!(tx, event, now);
+            tx.commit().await?;
+            Ok(inserted)
+        }.await);
+        match result {
+            Ok(n) => Ok(n),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Counts rows, for tests and diagnostics: (users, sessions, refresh tokens).
     pub async fn counts(&self) -> Result<(i64, i64, i64), StoreError> {
         let c = with_pool!(self, pool => {

@@ -8,3 +8,4 @@ mod helpers;
 mod logs;
 mod process;
 mod service;
+mod users_cli;

@@ -14,7 +14,7 @@ use tempfile::TempDir;
 use crate::app::{Backend, create_pg_database, drop_pg_database};
 use crate::logs;
 
-struct Server {
+pub struct Server {
     child: Child,
     base: String,
     stdout: Arc<Mutex<String>>,
@@ -39,7 +39,7 @@ fn command(data_dir: &Path, database_url: Option<&str>) -> Command {
 }
 
 /// Starts the binary and waits for its "listening" line.
-fn start(data_dir: &Path, database_url: Option<&str>) -> Server {
+pub fn start(data_dir: &Path, database_url: Option<&str>) -> Server {
     let mut child = command(data_dir, database_url)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -75,7 +75,7 @@ fn start(data_dir: &Path, database_url: Option<&str>) -> Server {
 }
 
 impl Server {
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 }

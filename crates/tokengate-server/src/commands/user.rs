@@ -1,0 +1,373 @@
+//! `tokengate user add|list|disable|enable|set-roles|import`: account
+//! administration straight on the database, for operators.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal};
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+use crate::audit::AuditEvent;
+use crate::cli::{Failure, UserCommand};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Overrides, Settings};
+use crate::domain::{Email, NewPassword, roles_text};
+use crate::password::Hasher;
+use crate::storage::{Store, User};
+
+fn input(e: impl std::fmt::Display) -> Failure {
+    Failure::Input(e.to_string())
+}
+
+/// Runs a `user` subcommand.
+pub fn run(cmd: UserCommand) -> Result<(), Failure> {
+    let data = match &cmd {
+        UserCommand::Add { data, .. }
+        | UserCommand::List { data, .. }
+        | UserCommand::Disable { data, .. }
+        | UserCommand::Enable { data, .. }
+        | UserCommand::SetRoles { data, .. }
+        | UserCommand::Import { data, .. } => data.clone(),
+    };
+    let settings = Settings::load(&Overrides {
+        config_file: data.config.clone(),
+        addr: None,
+        data_dir: data.data_dir.clone(),
+    })
+    .map_err(input)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(input)?;
+    runtime.block_on(async move {
+        let store = Store::connect(settings.database_url.expose())
+            .await
+            .map_err(input)?;
+        let result = dispatch(cmd, &settings, &store).await;
+        store.close().await;
+        result
+    })
+}
+
+async fn dispatch(cmd: UserCommand, settings: &Settings, store: &Store) -> Result<(), Failure> {
+    let now = SystemClock.now().as_secs();
+    match cmd {
+        UserCommand::Add {
+            email,
+            role,
+            password_stdin,
+            ..
+        } => {
+            let email = Email::parse(&email).map_err(input)?;
+            let mut roles = vec!["user".to_owned()];
+            roles.extend(role);
+            let roles = roles_text(&roles).map_err(input)?;
+            let password = read_password(password_stdin)?;
+            let context: Vec<&str> = email
+                .as_str()
+                .split(['@', '.', '_', '-', '+'])
+                .filter(|p| !p.is_empty())
+                .collect();
+            let password = NewPassword::parse(&password, &context).map_err(input)?;
+            let hash = hasher(settings)?
+                .hash(password.expose())
+                .await
+                .map_err(input)?;
+            let user = new_user(email.as_str(), hash, &roles)?;
+            let event = AuditEvent::new("user_added")
+                .user(&user.id)
+                .with("actor", "cli")
+                .with("roles", roles.as_str());
+            match store.create_user(&user, now, &event).await {
+                Ok(()) => {
+                    println!("{}", user.id);
+                    Ok(())
+                }
+                Err(crate::storage::StoreError::Conflict) => {
+                    Err(input(format!("{email} already has an account")))
+                }
+                Err(e) => Err(input(e)),
+            }
+        }
+        UserCommand::List { email, .. } => {
+            let mut after: Option<String> = None;
+            println!(
+                "{:<24} {:<36} {:<20} {:<9} created",
+                "id", "email", "roles", "disabled"
+            );
+            loop {
+                let page = store
+                    .list_users(email.as_deref(), after.as_deref(), 500)
+                    .await
+                    .map_err(input)?;
+                for u in &page {
+                    println!(
+                        "{:<24} {:<36} {:<20} {:<9} {}",
+                        u.id,
+                        u.email,
+                        u.roles,
+                        if u.disabled { "yes" } else { "no" },
+                        date(u.created_at)
+                    );
+                }
+                match page.last() {
+                    Some(last) if page.len() == 500 => after = Some(last.email.clone()),
+                    _ => return Ok(()),
+                }
+            }
+        }
+        UserCommand::Disable { email, .. } => update(store, &email, None, Some(true), now).await,
+        UserCommand::Enable { email, .. } => update(store, &email, None, Some(false), now).await,
+        UserCommand::SetRoles { email, roles, .. } => {
+            let roles = roles_text(&roles).map_err(input)?;
+            update(store, &email, Some(&roles), None, now).await
+        }
+        UserCommand::Import {
+            file,
+            skip_existing,
+            ..
+        } => import(store, &file, skip_existing, now).await,
+    }
+}
+
+fn hasher(settings: &Settings) -> Result<Hasher, Failure> {
+    Hasher::new(
+        settings.argon2_memory_kib,
+        settings.argon2_iterations,
+        settings.argon2_parallelism,
+        1,
+    )
+    .map_err(input)
+}
+
+fn new_user(email: &str, password_hash: String, roles: &str) -> Result<User, Failure> {
+    let mut id = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut id).map_err(|_| input("random generator failed"))?;
+    Ok(User {
+        id: tokengate::b64::encode(id),
+        email: email.to_owned(),
+        password_hash,
+        roles: roles.to_owned(),
+        not_before: None,
+        disabled: false,
+        created_at: 0,
+    })
+}
+
+fn date(t: i64) -> String {
+    u64::try_from(t)
+        .map(|s| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+            )
+            .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// The password from stdin (`--password-stdin`), or typed twice without echo.
+fn read_password(from_stdin: bool) -> Result<Zeroizing<String>, Failure> {
+    if from_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(input)?;
+        return Ok(Zeroizing::new(
+            line.trim_end_matches(['\n', '\r']).to_owned(),
+        ));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(input(
+            "no terminal to type the password on: pipe it with --password-stdin",
+        ));
+    }
+    let first = Zeroizing::new(rpassword::prompt_password("Password: ").map_err(input)?);
+    let second = Zeroizing::new(rpassword::prompt_password("Again: ").map_err(input)?);
+    if *first != *second {
+        return Err(input("the passwords differ"));
+    }
+    Ok(first)
+}
+
+async fn update(
+    store: &Store,
+    email: &str,
+    roles: Option<&str>,
+    disabled: Option<bool>,
+    now: i64,
+) -> Result<(), Failure> {
+    let email = Email::parse(email).map_err(input)?;
+    let user = store
+        .user_by_email(email.as_str())
+        .await
+        .map_err(input)?
+        .ok_or_else(|| input(format!("no user {email}")))?;
+    let mut event = AuditEvent::new("admin_user_updated")
+        .user(&user.id)
+        .with("actor", "cli");
+    if let Some(roles) = roles {
+        event = event.with("roles", roles);
+    }
+    if let Some(disabled) = disabled {
+        event = event.with("disabled", disabled);
+    }
+    let (updated, ended) = store
+        .update_user(&user.id, roles, disabled, now, &event)
+        .await
+        .map_err(input)?
+        .ok_or_else(|| input(format!("no user {email}")))?;
+    println!(
+        "{}: roles {}, {}{}",
+        updated.email,
+        updated.roles,
+        if updated.disabled {
+            "disabled"
+        } else {
+            "enabled"
+        },
+        if ended.is_empty() {
+            String::new()
+        } else {
+            format!(", {} sessions ended", ended.len())
+        }
+    );
+    Ok(())
+}
+
+/// A stored hash tokengate can verify: bcrypt (`$2a$`, `$2b$`, `$2y$`) or
+/// an argon2 PHC string.
+fn check_hash(hash: &str) -> Result<(), &'static str> {
+    if ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) {
+        return hash
+            .parse::<bcrypt::HashParts>()
+            .map(|_| ())
+            .map_err(|_| "malformed bcrypt hash");
+    }
+    if hash.starts_with("$argon2") {
+        return argon2::PasswordHash::new(hash)
+            .map(|_| ())
+            .map_err(|_| "malformed argon2 hash");
+    }
+    Err("password_hash must be a bcrypt ($2a$/$2b$/$2y$) or argon2 PHC hash")
+}
+
+async fn import(store: &Store, file: &Path, skip_existing: bool, now: i64) -> Result<(), Failure> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(file)
+        .map_err(|e| input(format!("{}: {e}", file.display())))?;
+    let headers = reader.headers().map_err(input)?.clone();
+    let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let (Some(email_col), Some(hash_col)) = (column("email"), column("password_hash")) else {
+        return Err(input(format!(
+            "{}: needs the columns email, password_hash (and optionally roles)",
+            file.display()
+        )));
+    };
+    let roles_col = column("roles");
+    let mut users = Vec::new();
+    let mut lines = Vec::new();
+    let mut rejected: Vec<String> = Vec::new();
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    for (index, record) in reader.records().enumerate() {
+        // Line 1 is the header.
+        let line = index as u64 + 2;
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                rejected.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        let email = match Email::parse(record.get(email_col).unwrap_or_default()) {
+            Ok(e) => e,
+            Err(e) => {
+                rejected.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        if let Some(first) = seen.insert(email.as_str().to_owned(), line) {
+            rejected.push(format!("line {line}: {email} repeats line {first}"));
+            continue;
+        }
+        let hash = record.get(hash_col).unwrap_or_default();
+        if let Err(e) = check_hash(hash) {
+            rejected.push(format!("line {line}: {e}"));
+            continue;
+        }
+        let roles_field = roles_col.and_then(|c| record.get(c)).unwrap_or_default();
+        let roles: Vec<&str> = roles_field
+            .split([' ', ';', ','])
+            .filter(|r| !r.is_empty())
+            .collect();
+        let roles = if roles.is_empty() {
+            Ok("user".to_owned())
+        } else {
+            roles_text(&roles)
+        };
+        let roles = match roles {
+            Ok(r) => r,
+            Err(e) => {
+                rejected.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        users.push(new_user(email.as_str(), hash.to_owned(), &roles)?);
+        lines.push(line);
+    }
+    if !skip_existing {
+        let emails: Vec<String> = users.iter().map(|u| u.email.clone()).collect();
+        let existing = store.existing_emails(&emails).await.map_err(input)?;
+        for (user, line) in users.iter().zip(&lines) {
+            if existing.contains(&user.email) {
+                rejected.push(format!(
+                    "line {line}: {} already has an account (use --skip-existing)",
+                    user.email
+                ));
+            }
+        }
+    }
+    if !rejected.is_empty() {
+        rejected.sort_by_key(|r| {
+            r.split(':')
+                .next()
+                .and_then(|l| l.trim_start_matches("line ").parse::<u64>().ok())
+        });
+        for r in &rejected {
+            eprintln!("{r}");
+        }
+        return Err(input(format!(
+            "{} rows rejected; nothing imported",
+            rejected.len()
+        )));
+    }
+    let bar = indicatif::ProgressBar::new(users.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} users")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let event = AuditEvent::new("users_imported")
+        .with("actor", "cli")
+        .with("file", file.display().to_string());
+    let inserted = store
+        .import_users(&users, skip_existing, now, &event, &|n| bar.inc(n))
+        .await
+        .map_err(|e| match e {
+            crate::storage::StoreError::Conflict => {
+                input("an email was taken while importing; nothing imported")
+            }
+            other => input(other),
+        })?;
+    bar.finish_and_clear();
+    let skipped = users.len() as u64 - inserted;
+    println!(
+        "imported {inserted} users{}",
+        if skipped > 0 {
+            format!(" ({skipped} already existed and were skipped)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

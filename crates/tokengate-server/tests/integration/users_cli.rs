@@ -1,0 +1,270 @@
+//! `tokengate user …` run as the real binary against a data directory.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::logs;
+use crate::process::start;
+
+fn user(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .arg("user")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("TOKENGATE_ARGON2_MEMORY_KIB", "1024")
+        .env("TOKENGATE_ARGON2_ITERATIONS", "1")
+        .env_remove("TOKENGATE_CONFIG")
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+async fn login(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    logs::remember(password);
+    client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn add_list_set_roles_disable_and_enable() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let pw = "operators pick long sentences too";
+    let (code, id, err) = user(
+        d,
+        &[
+            "add",
+            "--email",
+            "Ops@Example.com",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        &format!("{pw}\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(id.trim().len(), 22, "prints the id");
+    let (code, _, err) = user(
+        d,
+        &["add", "--email", "ops@example.com", "--password-stdin"],
+        &format!("{pw}\n"),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("already has an account"), "{err}");
+    let (code, _, err) = user(
+        d,
+        &["add", "--email", "weak@example.com", "--password-stdin"],
+        "password1234\n",
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("unrelated words"), "{err}");
+    let (code, _, err) = user(d, &["add", "--email", "tty@example.com"], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("--password-stdin"), "{err}");
+    let (_, list, _) = user(d, &["list"], "");
+    assert!(
+        list.contains("ops@example.com") && list.contains("user admin"),
+        "{list}"
+    );
+    let (code, out, _) = user(
+        d,
+        &[
+            "set-roles",
+            "--email",
+            "ops@example.com",
+            "--roles",
+            "user,support",
+        ],
+        "",
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("roles user support"), "{out}");
+
+    // A running server rejects the user's live token within seconds of a CLI disable.
+    let server = start(d, None);
+    let client = reqwest::Client::new();
+    let r = login(&client, &server.url(""), "ops@example.com", pw).await;
+    let body: Value = r.json().await.unwrap();
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    logs::remember(&access);
+    let me = |token: String| {
+        let client = client.clone();
+        let url = server.url("/auth/me");
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(me(access.clone()).await, StatusCode::OK);
+    let (code, out, err) = user(d, &["disable", "--email", "ops@example.com"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("disabled, 1 sessions ended"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while me(access.clone()).await == StatusCode::OK {
+        assert!(
+            Instant::now() < deadline,
+            "the running server never learned of the CLI disable"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        login(&client, &server.url(""), "ops@example.com", pw)
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    user(d, &["enable", "--email", "ops@example.com"], "");
+    assert_eq!(
+        login(&client, &server.url(""), "ops@example.com", pw)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let (code, _, err) = user(d, &["disable", "--email", "nobody@example.com"], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("no user"), "{err}");
+}
+
+#[tokio::test]
+async fn import_of_ten_thousand_rows_is_all_or_nothing() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    // Three bcrypt hashes (as the seeds' Express/Flask apps stored them),
+    // shared by the rows; one argon2 PHC hash.
+    let passwords = [
+        "legacy password alpha",
+        "legacy password bravo",
+        "legacy password charlie",
+    ];
+    let hashes: Vec<String> = passwords
+        .iter()
+        .map(|p| bcrypt::hash(p, 4).unwrap())
+        .collect();
+    for p in passwords {
+        logs::remember(p);
+    }
+    let mut csv = String::from("email,password_hash,roles\n");
+    for i in 0..10_000 {
+        let roles = if i % 1000 == 0 { "user admin" } else { "user" };
+        csv.push_str(&format!("user{i}@example.com,{},{roles}\n", hashes[i % 3]));
+    }
+    let good = csv.clone();
+    // A few bad rows, at known lines (line = row index + 2).
+    let mut lines: Vec<String> = csv.lines().map(str::to_owned).collect();
+    lines[10] =
+        "not-an-email,$2b$04$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234,user".into();
+    lines[500] = format!("broken@example.com,{},user", "plaintext-password");
+    lines[7000] = lines[6999].clone();
+    let bad = lines.join("\n") + "\n";
+    let file = d.join("users.csv");
+    std::fs::write(&file, &bad).unwrap();
+    let (code, _, err) = user(d, &["import", file.to_str().unwrap()], "");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("line 11:"), "{err}");
+    assert!(err.contains("line 501: password_hash must be"), "{err}");
+    assert!(
+        err.contains("line 7001: user6998@example.com repeats line 7000"),
+        "{err}"
+    );
+    assert!(err.contains("3 rows rejected; nothing imported"), "{err}");
+    let (_, list, _) = user(d, &["list"], "");
+    assert_eq!(list.lines().count(), 1, "nothing imported: {list}");
+
+    // Fixed: everything goes in.
+    std::fs::write(&file, &good).unwrap();
+    let (code, out, err) = user(d, &["import", file.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "imported 10000 users");
+    // Re-running is refused, or a no-op with --skip-existing.
+    let (code, _, err) = user(d, &["import", file.to_str().unwrap()], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("already has an account (use --skip-existing)"));
+    let (code, out, _) = user(
+        d,
+        &["import", "--skip-existing", file.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        "imported 0 users (10000 already existed and were skipped)"
+    );
+
+    // A bcrypt user logs in; their hash becomes argon2id.
+    let server = start(d, None);
+    let client = reqwest::Client::new();
+    let r = login(&client, &server.url(""), "user4@example.com", passwords[1]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = login(&client, &server.url(""), "user4@example.com", passwords[0]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let hash = stored_hash(&d.join("tokengate.db"), "user4@example.com").await;
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let untouched = stored_hash(&d.join("tokengate.db"), "user5@example.com").await;
+    assert!(untouched.starts_with("$2b$"), "{untouched}");
+    let r = login(
+        &client,
+        &server.url(""),
+        "user1000@example.com",
+        passwords[1],
+    )
+    .await;
+    let body: Value = r.json().await.unwrap();
+    let me: Value = client
+        .get(server.url("/auth/me"))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["roles"], json!(["user", "admin"]));
+}
+
+async fn stored_hash(db: &Path, email: &str) -> String {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT password_hash FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
