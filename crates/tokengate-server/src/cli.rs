@@ -153,6 +153,24 @@ pub enum KeysCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Rotate the service's signing key: the new key is published in the
+    /// JWKS at once, signs after key_publish_delay, and the old key verifies
+    /// until its last token has expired. Running servers pick it up.
+    Rotate {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List the service's signing keys: kid, algorithm, state, created,
+    /// activates, retires.
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Print the JWKS of the service's live keys (for air-gapped verifiers).
+    ExportPublic {
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 /// `tokengate token …`.

@@ -45,6 +45,8 @@ pub const KEYS: &[&str] = &[
     "password_hash_concurrency",
     "request_timeout",
     "audit_retention",
+    "key_publish_delay",
+    "key_rotation_interval",
     "log_format",
     "log_level",
 ];
@@ -78,6 +80,7 @@ fn default(key: &str) -> Option<&'static str> {
         "password_hash_concurrency" => "4",
         "request_timeout" => "30s",
         "audit_retention" => "90d",
+        "key_publish_delay" => "5m",
         "log_format" => "json",
         "log_level" => "info",
         _ => return None,
@@ -198,6 +201,10 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// How long audit events are kept.
     pub audit_retention: Duration,
+    /// How long a new key is published before it signs (the JWKS max-age).
+    pub key_publish_delay: Duration,
+    /// Rotate the signing key this often (off when unset).
+    pub key_rotation_interval: Option<Duration>,
     /// `json` or `pretty`.
     pub log_format: String,
     /// Tracing filter, e.g. `info` or `tokengate_server=debug`.
@@ -460,6 +467,11 @@ impl Settings {
             password_hash_concurrency: password_hash_concurrency.max(1),
             request_timeout: m.duration("request_timeout")?,
             audit_retention: m.duration("audit_retention")?,
+            key_publish_delay: m.duration("key_publish_delay")?,
+            key_rotation_interval: match m.text("key_rotation_interval") {
+                Some((t, _)) if !t.trim().is_empty() => Some(m.duration("key_rotation_interval")?),
+                _ => None,
+            },
             log_format,
             log_level: m.string("log_level").unwrap_or_else(|| "info".into()),
             sources,
@@ -524,6 +536,11 @@ impl Settings {
             ),
             ("request_timeout", d(self.request_timeout)),
             ("audit_retention", d(self.audit_retention)),
+            ("key_publish_delay", d(self.key_publish_delay)),
+            (
+                "key_rotation_interval",
+                self.key_rotation_interval.map(d).unwrap_or_default(),
+            ),
             ("log_format", self.log_format.clone()),
             ("log_level", self.log_level.clone()),
         ];

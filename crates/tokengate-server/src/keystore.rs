@@ -126,108 +126,343 @@ fn context(kid: &str, alg: &str) -> String {
     format!("tokengate signing key|{kid}|{alg}")
 }
 
-/// What start-up needs: the ring, and the refresh derivation key.
-pub struct LoadedKeys {
-    /// Active signing key plus older keys that still verify.
-    pub ring: KeyRing,
-    /// Derives child refresh tokens.
-    pub refresh_key: hmac::Key,
-    /// Lines to log about what was created.
-    pub notes: Vec<String>,
+/// Where a stored key is in its life at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Published in the JWKS, not signing yet (caches are catching up).
+    Pending,
+    /// Signs new tokens.
+    Signing,
+    /// Superseded; verifies the tokens it signed until they expire.
+    Verifying,
+    /// Gone from the JWKS; verifies nothing.
+    Retired,
 }
 
-/// Loads the signing keys (decrypting them), creating the master key and a
-/// signing key of `signing_alg` on first start.
-pub async fn load(
-    settings: &Settings,
-    store: &Store,
-    now: i64,
-) -> Result<LoadedKeys, KeyStoreError> {
-    let (master, created_master) = MasterKey::load_or_create(settings)?;
-    let mut notes = Vec::new();
-    if created_master {
-        notes.push(format!(
-            "created master key {} (mode 0600): it encrypts the signing keys; back it up with the database",
-            master_key_path(&settings.data_dir).display()
-        ));
-    }
-    let mut ring = KeyRing::new();
-    if settings.signing_alg == Algorithm::HS256 {
-        let secret = settings
-            .hs_secret
-            .as_ref()
-            .ok_or_else(|| KeyStoreError("HS256 needs hs_secret".into()))?;
-        // A stable kid that reveals nothing usable about the secret.
-        let tag = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes()),
-            b"kid",
-        );
-        let kid = Kid::new(format!("hs-{}", &b64::encode(tag.as_ref())[..16]))
-            .map_err(|e| KeyStoreError(e.to_string()))?;
-        let key = SigningKey::from_hmac_secret(Algorithm::HS256, secret.expose().as_bytes(), kid)
-            .map_err(|e| KeyStoreError(format!("hs_secret: {e}")))?;
-        ring.add_signing_key(key)
-            .map_err(|e| KeyStoreError(e.to_string()))?;
-    }
-    let stored = store
-        .signing_keys()
-        .await
-        .map_err(|e| KeyStoreError(format!("cannot read signing keys: {e}")))?;
-    let mut active_matches = false;
-    for row in &stored {
-        let alg = Algorithm::from_name(&row.alg)
-            .map_err(|e| KeyStoreError(format!("key {}: {e}", row.kid)))?;
-        let der = master
-            .open(&row.encrypted_key, &context(&row.kid, &row.alg))
-            .map_err(|e| KeyStoreError(format!("signing key {}: {e}", row.kid)))?;
-        let kid = Kid::new(row.kid.clone()).map_err(|e| KeyStoreError(e.to_string()))?;
-        let key = SigningKey::from_pkcs8_der(&der, Some(alg), Some(kid))
-            .map_err(|e| KeyStoreError(format!("signing key {}: {e}", row.kid)))?;
-        if settings.signing_alg == Algorithm::HS256 {
-            ring.add_verifying_key(key.verifying_key().clone())
-                .map_err(|e| KeyStoreError(e.to_string()))?;
-        } else {
-            ring.add_signing_key(key)
-                .map_err(|e| KeyStoreError(e.to_string()))?;
-            if row.active && alg == settings.signing_alg {
-                ring.set_active(&row.kid)
-                    .map_err(|e| KeyStoreError(e.to_string()))?;
-                active_matches = true;
-            }
+impl KeyState {
+    /// Lower-case name, for listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyState::Pending => "pending",
+            KeyState::Signing => "signing",
+            KeyState::Verifying => "verifying",
+            KeyState::Retired => "retired",
         }
     }
-    if settings.signing_alg != Algorithm::HS256 && !active_matches {
-        let key = SigningKey::generate(settings.signing_alg, None)
+}
+
+/// The state of each stored key at `now`: the newest key whose activation
+/// time has come signs; older live keys verify; keys past `retired_at` are
+/// retired. With `hs_active`, the HS256 secret signs and every stored key
+/// only verifies.
+pub fn key_states(keys: &[StoredKey], now: i64, hs_active: bool) -> Vec<KeyState> {
+    let live = |k: &StoredKey| k.retired_at.is_none_or(|r| r > now);
+    let signer = if hs_active {
+        None
+    } else {
+        keys.iter()
+            .enumerate()
+            .filter(|(_, k)| live(k) && k.activates_at <= now)
+            .max_by_key(|(_, k)| (k.activates_at, k.created_at))
+            .map(|(i, _)| i)
+    };
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            if !live(k) {
+                KeyState::Retired
+            } else if Some(i) == signer {
+                KeyState::Signing
+            } else if k.activates_at > now && !hs_active {
+                KeyState::Pending
+            } else {
+                KeyState::Verifying
+            }
+        })
+        .collect()
+}
+
+/// The keys in force: the ring that signs and verifies, and its JWKS.
+pub struct KeySet {
+    /// Signing key plus the keys that still verify.
+    pub ring: KeyRing,
+    /// The JWKS document, rendered once per set.
+    pub jwks_json: String,
+    /// What this set was built from; a change means rebuild.
+    fingerprint: String,
+}
+
+/// Owns the keys of a running service: builds the [`KeySet`] from storage,
+/// rebuilds it when a rotation (by the CLI, another instance, or the
+/// automatic schedule) or a scheduled transition happens.
+pub struct KeyManager {
+    master: MasterKey,
+    hs_key: Option<(Kid, Zeroizing<Vec<u8>>)>,
+    signing_alg: Algorithm,
+    publish_delay: i64,
+    retire_after: i64,
+    rotation_interval: Option<i64>,
+    current: std::sync::RwLock<std::sync::Arc<KeySet>>,
+}
+
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+impl KeyManager {
+    /// Loads the master key (creating it on first start), creates the first
+    /// signing key if there is none, and builds the key set. Returns the
+    /// manager, the HMAC key that derives refresh tokens, and notes to log.
+    pub async fn start(
+        settings: &Settings,
+        store: &Store,
+        now: i64,
+    ) -> Result<(KeyManager, hmac::Key, Vec<String>), KeyStoreError> {
+        let (master, created_master) = MasterKey::load_or_create(settings)?;
+        let mut notes = Vec::new();
+        if created_master {
+            notes.push(format!(
+                "created master key {} (mode 0600): it encrypts the signing keys; back it up with the database",
+                master_key_path(&settings.data_dir).display()
+            ));
+        }
+        let hs_key = match (&settings.hs_secret, settings.signing_alg) {
+            (Some(secret), Algorithm::HS256) => {
+                // A stable kid that reveals nothing usable about the secret.
+                let tag = hmac::sign(
+                    &hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes()),
+                    b"kid",
+                );
+                let kid = Kid::new(format!("hs-{}", &b64::encode(tag.as_ref())[..16]))
+                    .map_err(|e| KeyStoreError(e.to_string()))?;
+                Some((kid, Zeroizing::new(secret.expose().as_bytes().to_vec())))
+            }
+            _ => None,
+        };
+        let refresh_key = master.refresh_derivation_key();
+        let manager = KeyManager {
+            master,
+            hs_key,
+            signing_alg: settings.signing_alg,
+            publish_delay: secs(settings.key_publish_delay),
+            retire_after: secs(settings.access_ttl) + secs(settings.leeway),
+            rotation_interval: settings.key_rotation_interval.map(secs),
+            current: std::sync::RwLock::new(std::sync::Arc::new(KeySet {
+                ring: KeyRing::new(),
+                jwks_json: "{\"keys\":[]}".into(),
+                fingerprint: String::new(),
+            })),
+        };
+        let stored = store
+            .signing_keys()
+            .await
+            .map_err(|e| KeyStoreError(format!("cannot read signing keys: {e}")))?;
+        let states = key_states(&stored, now, manager.hs_key.is_some());
+        if manager.hs_key.is_none()
+            && !states.contains(&KeyState::Signing)
+            && !states.contains(&KeyState::Pending)
+        {
+            // First start (or every key retired): a key that signs at once.
+            let kid = manager.create(store, now, now, None, "created").await?;
+            notes.push(format!(
+                "created {} signing key {kid}; its private key is stored encrypted with the master key",
+                manager.signing_alg
+            ));
+        }
+        manager.refresh(store, now).await?;
+        Ok((manager, refresh_key, notes))
+    }
+
+    /// The keys in force.
+    pub fn current(&self) -> std::sync::Arc<KeySet> {
+        match self.current.read() {
+            Ok(set) => set.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    async fn create(
+        &self,
+        store: &Store,
+        now: i64,
+        activates_at: i64,
+        retire_others_at: Option<i64>,
+        how: &str,
+    ) -> Result<String, KeyStoreError> {
+        let key = SigningKey::generate(self.signing_alg, None)
             .map_err(|e| KeyStoreError(format!("key generation: {e}")))?;
         let kid = key.kid().as_str().to_owned();
         let alg = key.alg().name().to_owned();
         let der = key
             .to_pkcs8_der()
             .map_err(|e| KeyStoreError(e.to_string()))?;
-        let sealed = master.seal(&der, &context(&kid, &alg))?;
-        store
-            .add_active_signing_key(
-                &StoredKey {
-                    kid: kid.clone(),
-                    alg: alg.clone(),
-                    encrypted_key: sealed,
-                    active: true,
-                },
-                now,
-            )
+        let sealed = self.master.seal(&der, &context(&kid, &alg))?;
+        let audit = crate::audit::AuditEvent::new("key_rotated")
+            .with("kid", kid.as_str())
+            .with("alg", alg.as_str())
+            .with("how", how)
+            .with("activates_at", activates_at);
+        let row = StoredKey {
+            kid: kid.clone(),
+            alg,
+            encrypted_key: sealed,
+            created_at: now,
+            activates_at,
+            retired_at: None,
+        };
+        let added = store
+            .add_signing_key(&row, retire_others_at, now, &audit)
             .await
             .map_err(|e| KeyStoreError(format!("cannot store the signing key: {e}")))?;
-        ring.add_signing_key(key)
-            .map_err(|e| KeyStoreError(e.to_string()))?;
-        ring.set_active(&kid)
-            .map_err(|e| KeyStoreError(e.to_string()))?;
-        notes.push(format!(
-            "created {alg} signing key {kid}; its private key is stored encrypted with the master key"
-        ));
+        if !added {
+            return Err(KeyStoreError(
+                "a rotation is already pending: wait until its key activates".into(),
+            ));
+        }
+        audit.log();
+        Ok(kid)
     }
-    Ok(LoadedKeys {
-        ring,
-        refresh_key: master.refresh_derivation_key(),
-        notes,
-    })
+
+    /// Rotates: a new key is published now, signs after the publish delay,
+    /// and the keys it replaces retire once the last token they signed has
+    /// expired. Returns the new kid.
+    pub async fn rotate(
+        &self,
+        store: &Store,
+        now: i64,
+        how: &str,
+    ) -> Result<String, KeyStoreError> {
+        if self.hs_key.is_some() {
+            return Err(KeyStoreError(
+                "signing_alg is HS256: its key is hs_secret; rotate by changing hs_secret".into(),
+            ));
+        }
+        let activates_at = now + self.publish_delay;
+        let kid = self
+            .create(
+                store,
+                now,
+                activates_at,
+                Some(activates_at + self.retire_after),
+                how,
+            )
+            .await?;
+        self.refresh(store, now).await?;
+        Ok(kid)
+    }
+
+    /// Rebuilds the key set if the stored keys or their states at `now`
+    /// changed, and rotates on schedule when `key_rotation_interval` is set.
+    pub async fn refresh(&self, store: &Store, now: i64) -> Result<(), KeyStoreError> {
+        let stored = store
+            .signing_keys()
+            .await
+            .map_err(|e| KeyStoreError(format!("cannot read signing keys: {e}")))?;
+        let hs = self.hs_key.is_some();
+        let states = key_states(&stored, now, hs);
+        if let (Some(interval), false) = (self.rotation_interval, hs) {
+            let newest = stored.iter().map(|k| k.activates_at).max().unwrap_or(0);
+            if newest + interval <= now && !states.contains(&KeyState::Pending) {
+                match self.rotate_inner(store, now).await {
+                    Ok(_) => return Box::pin(self.refresh(store, now)).await,
+                    Err(e) => tracing::warn!(cause = %e, "scheduled key rotation skipped"),
+                }
+            }
+        }
+        let fingerprint: String = stored
+            .iter()
+            .zip(&states)
+            .map(|(k, s)| format!("{}:{}:{:?};", k.kid, s.name(), k.retired_at))
+            .collect();
+        if fingerprint == self.current().fingerprint {
+            return Ok(());
+        }
+        let mut ring = KeyRing::new();
+        if let Some((kid, secret)) = &self.hs_key {
+            let key = SigningKey::from_hmac_secret(Algorithm::HS256, secret, kid.clone())
+                .map_err(|e| KeyStoreError(format!("hs_secret: {e}")))?;
+            ring.add_signing_key(key)
+                .map_err(|e| KeyStoreError(e.to_string()))?;
+        }
+        let mut signer = None;
+        for (row, state) in stored.iter().zip(&states) {
+            if *state == KeyState::Retired {
+                continue;
+            }
+            let alg = Algorithm::from_name(&row.alg)
+                .map_err(|e| KeyStoreError(format!("key {}: {e}", row.kid)))?;
+            let der = self
+                .master
+                .open(&row.encrypted_key, &context(&row.kid, &row.alg))
+                .map_err(|e| KeyStoreError(format!("signing key {}: {e}", row.kid)))?;
+            let kid = Kid::new(row.kid.clone()).map_err(|e| KeyStoreError(e.to_string()))?;
+            let key = SigningKey::from_pkcs8_der(&der, Some(alg), Some(kid))
+                .map_err(|e| KeyStoreError(format!("signing key {}: {e}", row.kid)))?;
+            ring.add_signing_key(key)
+                .map_err(|e| KeyStoreError(e.to_string()))?;
+            if *state == KeyState::Signing {
+                signer = Some(row.kid.clone());
+            }
+        }
+        if let Some(kid) = signer {
+            ring.set_active(&kid)
+                .map_err(|e| KeyStoreError(e.to_string()))?;
+        }
+        let jwks_json =
+            serde_json::to_string(&ring.jwks()).map_err(|e| KeyStoreError(e.to_string()))?;
+        let set = std::sync::Arc::new(KeySet {
+            ring,
+            jwks_json,
+            fingerprint,
+        });
+        match self.current.write() {
+            Ok(mut current) => *current = set,
+            Err(poisoned) => *poisoned.into_inner() = set,
+        }
+        Ok(())
+    }
+
+    async fn rotate_inner(&self, store: &Store, now: i64) -> Result<String, KeyStoreError> {
+        let activates_at = now + self.publish_delay;
+        self.create(
+            store,
+            now,
+            activates_at,
+            Some(activates_at + self.retire_after),
+            "scheduled",
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(kid: &str, activates_at: i64, retired_at: Option<i64>) -> StoredKey {
+        StoredKey {
+            kid: kid.into(),
+            alg: "ES256".into(),
+            encrypted_key: String::new(),
+            created_at: activates_at - 300,
+            activates_at,
+            retired_at,
+        }
+    }
+
+    #[test]
+    fn a_rotation_moves_through_its_states_with_the_clock() {
+        // k1 signed from 0; k2 published at 700, signs from 1000; k1 retires at 1930.
+        let keys = [key("k1", 0, Some(1930)), key("k2", 1000, None)];
+        use KeyState::*;
+        assert_eq!(key_states(&keys, 999, false), vec![Signing, Pending]);
+        assert_eq!(key_states(&keys, 1000, false), vec![Verifying, Signing]);
+        assert_eq!(key_states(&keys, 1929, false), vec![Verifying, Signing]);
+        assert_eq!(key_states(&keys, 1930, false), vec![Retired, Signing]);
+        assert_eq!(
+            key_states(&keys, 500, true),
+            vec![Verifying, Verifying],
+            "HS256 signs; stored keys verify"
+        );
+    }
 }

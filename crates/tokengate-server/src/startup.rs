@@ -18,8 +18,8 @@ use crate::revocation::InProcessRevocations;
 use crate::state::{AppState, budget};
 use crate::storage::Store;
 
-/// How often revocations recorded in the database are loaded into the
-/// in-process denylist.
+/// How often revocations and signing keys recorded in the database are
+/// loaded into this process.
 pub const REVOCATION_SYNC: Duration = Duration::from_secs(2);
 
 /// A start-up failure: one line for the operator.
@@ -44,11 +44,12 @@ impl Application {
             .await
             .map_err(|e| StartupError(format!("storage: {e}")))?;
         let now = clock.now();
-        let loaded = keystore::load(&settings, &store, now.as_secs())
-            .await
-            .map_err(|e| StartupError(format!("keys: {e}")))?;
-        for note in &loaded.notes {
-            tracing::info!(target: "audit", event = "key_created", detail = %note);
+        let (keys, refresh_key, notes) =
+            keystore::KeyManager::start(&settings, &store, now.as_secs())
+                .await
+                .map_err(|e| StartupError(format!("keys: {e}")))?;
+        for note in &notes {
+            tracing::info!(note = %note, "key store");
         }
         let policy = VerifyPolicy::builder()
             .issuer(settings.issuer.clone())
@@ -67,8 +68,6 @@ impl Application {
         .map_err(|e| StartupError(e.to_string()))?;
         let revocations = Arc::new(InProcessRevocations::default());
         let window = i64::try_from(settings.login_failure_window.as_secs()).unwrap_or(i64::MAX);
-        let jwks_json = serde_json::to_string(&loaded.ring.jwks())
-            .map_err(|e| StartupError(format!("jwks: {e}")))?;
         let listener = TcpListener::bind(settings.addr)
             .await
             .map_err(|e| StartupError(format!("cannot listen on {}: {e}", settings.addr)))?;
@@ -77,13 +76,12 @@ impl Application {
             budget: budget(settings.auth_requests_per_minute),
             settings,
             store,
-            keys: loaded.ring,
+            keys,
             policy,
-            refresh_key: loaded.refresh_key,
+            refresh_key,
             hasher,
             clock,
             revocations,
-            jwks_json,
         });
         let access_ttl = i64::try_from(state.settings.access_ttl.as_secs()).unwrap_or(i64::MAX);
         state
@@ -139,6 +137,11 @@ impl Application {
                     match state.sync_revocations(since - 5).await {
                         Ok(()) => since = now,
                         Err(e) => tracing::error!(cause = %e, "revocation sync failed"),
+                    }
+                    // Rotations by the CLI or another instance, scheduled
+                    // activations and retirements, automatic rotation.
+                    if let Err(e) = state.keys.refresh(&state.store, now).await {
+                        tracing::error!(cause = %e, "key refresh failed");
                     }
                 }
             }

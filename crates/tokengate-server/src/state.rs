@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use aws_lc_rs::hmac;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokengate::{KeyRing, VerifyPolicy};
+use tokengate::VerifyPolicy;
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -20,8 +20,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Storage.
     pub store: Store,
-    /// Signing and verification keys.
-    pub keys: KeyRing,
+    /// Signing and verification keys, rebuilt on rotation.
+    pub keys: crate::keystore::KeyManager,
     /// How access tokens are verified.
     pub policy: VerifyPolicy,
     /// Derives child refresh tokens.
@@ -36,8 +36,6 @@ pub struct AppState {
     pub throttle: Arc<dyn LoginThrottle>,
     /// Per-IP request budget on `/auth/*`.
     pub budget: DefaultKeyedRateLimiter<IpAddr>,
-    /// The JWKS document, rendered once.
-    pub jwks_json: String,
 }
 
 impl AppState {

@@ -68,6 +68,8 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
         let now = state.clock.now();
         let verified = state
             .keys
+            .current()
+            .ring
             .verify::<AccessClaims>(token, &state.policy, now)
             .map_err(|e| {
                 tracing::info!(target: "audit", event = "access_token_rejected", reason = %e);

@@ -166,6 +166,8 @@ fn access_token(
     };
     state
         .keys
+        .current()
+        .ring
         .sign(
             &claims,
             &SignOptions::access_token(state.settings.access_ttl),
@@ -511,7 +513,7 @@ pub async fn me(
 
 /// `GET /.well-known/jwks.json`.
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
-    let mut response = state.jwks_json.clone().into_response();
+    let mut response = state.keys.current().jwks_json.clone().into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -529,6 +531,8 @@ pub async fn discovery(State(state): State<Arc<AppState>>) -> Response {
     let base = &state.settings.public_url;
     let algs: Vec<String> = state
         .keys
+        .current()
+        .ring
         .active()
         .map(|k| vec![k.alg().name().to_owned()])
         .unwrap_or_default();

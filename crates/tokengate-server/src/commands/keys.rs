@@ -13,7 +13,125 @@ pub fn run(cmd: KeysCommand) -> Result<(), Failure> {
     match cmd {
         KeysCommand::Generate { alg, kid, out } => generate(alg, kid, &out),
         KeysCommand::Jwks { paths } => jwks(&paths),
+        KeysCommand::Rotate { data } => service_keys(&data, ServiceKeys::Rotate),
+        KeysCommand::List { data } => service_keys(&data, ServiceKeys::List),
+        KeysCommand::ExportPublic { data } => service_keys(&data, ServiceKeys::ExportPublic),
     }
+}
+
+enum ServiceKeys {
+    Rotate,
+    List,
+    ExportPublic,
+}
+
+fn date(t: i64) -> String {
+    u64::try_from(t)
+        .map(|s| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+            )
+            .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// The keys of the service's data directory / database.
+fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Failure> {
+    use crate::clock::{Clock, SystemClock};
+    use crate::keystore::{KeyManager, key_states};
+    let settings = crate::config::Settings::load(&crate::config::Overrides {
+        config_file: data.config.clone(),
+        addr: None,
+        data_dir: data.data_dir.clone(),
+    })
+    .map_err(|e| Failure::Input(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Input(e.to_string()))?;
+    runtime.block_on(async move {
+        let store = crate::storage::Store::connect(settings.database_url.expose())
+            .await
+            .map_err(|e| Failure::Input(e.to_string()))?;
+        let now = SystemClock.now().as_secs();
+        let stored = store
+            .signing_keys()
+            .await
+            .map_err(|e| Failure::Input(e.to_string()))?;
+        let result = match what {
+            ServiceKeys::List => {
+                let states = key_states(
+                    &stored,
+                    now,
+                    settings.signing_alg == tokengate::Algorithm::HS256,
+                );
+                println!(
+                    "{:<44} {:<6} {:<10} {:<21} {:<21} retires",
+                    "kid", "alg", "state", "created", "activates"
+                );
+                for (k, state) in stored.iter().zip(states) {
+                    println!(
+                        "{:<44} {:<6} {:<10} {:<21} {:<21} {}",
+                        k.kid,
+                        k.alg,
+                        state.name(),
+                        date(k.created_at),
+                        date(k.activates_at),
+                        k.retired_at.map(date).unwrap_or_else(|| "-".into())
+                    );
+                }
+                Ok(())
+            }
+            ServiceKeys::ExportPublic if stored.is_empty() => Err(Failure::Input(
+                "no signing keys yet: start the service once".into(),
+            )),
+            ServiceKeys::Rotate => {
+                let first = stored.is_empty();
+                let (manager, _, _) = KeyManager::start(&settings, &store, now)
+                    .await
+                    .map_err(|e| Failure::Input(e.to_string()))?;
+                if first {
+                    println!(
+                        "created the first signing key: {}",
+                        manager
+                            .current()
+                            .ring
+                            .active()
+                            .map(|k| k.kid().to_string())
+                            .unwrap_or_default()
+                    );
+                    Ok(())
+                } else {
+                    let kid = manager
+                        .rotate(&store, now, "cli")
+                        .await
+                        .map_err(|e| Failure::Input(e.to_string()))?;
+                    println!(
+                        "{kid}: published now, signs from {}",
+                        date(
+                            now + i64::try_from(settings.key_publish_delay.as_secs()).unwrap_or(0)
+                        )
+                    );
+                    Ok(())
+                }
+            }
+            ServiceKeys::ExportPublic => {
+                let (manager, _, _) = KeyManager::start(&settings, &store, now)
+                    .await
+                    .map_err(|e| Failure::Input(e.to_string()))?;
+                let jwks = manager.current().ring.jwks();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&jwks)
+                        .map_err(|e| Failure::Input(e.to_string()))?
+                );
+                Ok(())
+            }
+        };
+        store.close().await;
+        result
+    })
 }
 
 /// A kid becomes a file name, so it must not be able to leave the directory.

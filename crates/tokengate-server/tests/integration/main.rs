@@ -7,5 +7,6 @@ mod cli;
 mod helpers;
 mod logs;
 mod process;
+mod rotation;
 mod service;
 mod users_cli;

@@ -402,3 +402,45 @@ fn a_wrong_master_key_refuses_to_start() {
     assert!(err.contains("cannot decrypt"), "{err}");
     assert_eq!(err.lines().count(), 1);
 }
+
+#[tokio::test]
+async fn cli_rotation_reaches_a_running_server_without_restart() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let server = start(dir.path(), None);
+    let client = reqwest::Client::new();
+    let jwks = || async {
+        let v: Value = client
+            .get(server.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["keys"].as_array().unwrap().len()
+    };
+    assert_eq!(jwks().await, 1);
+    let (code, out, err) = run(&["keys", "rotate", "--data-dir", d], &[], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("published now, signs from"), "{out}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while jwks().await != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never published the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, out, _) = run(&["keys", "list", "--data-dir", d], &[], dir.path());
+    assert_eq!(code, 0);
+    assert!(out.contains("signing") && out.contains("pending"), "{out}");
+    let (code, _, err) = run(&["keys", "rotate", "--data-dir", d], &[], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("already pending"), "{err}");
+    let (code, out, _) = run(&["keys", "export-public", "--data-dir", d], &[], dir.path());
+    assert_eq!(code, 0);
+    let exported: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(exported["keys"].as_array().unwrap().len(), 2);
+    assert!(!out.contains("\"d\""), "no private member: {out}");
+}
