@@ -46,6 +46,8 @@ pub const KEYS: &[&str] = &[
     "request_timeout",
     "audit_retention",
     "key_publish_delay",
+    "metrics",
+    "metrics_addr",
     "key_rotation_interval",
     "log_format",
     "log_level",
@@ -81,6 +83,7 @@ fn default(key: &str) -> Option<&'static str> {
         "request_timeout" => "30s",
         "audit_retention" => "90d",
         "key_publish_delay" => "5m",
+        "metrics" => "true",
         "log_format" => "json",
         "log_level" => "info",
         _ => return None,
@@ -205,6 +208,10 @@ pub struct Settings {
     pub key_publish_delay: Duration,
     /// Rotate the signing key this often (off when unset).
     pub key_rotation_interval: Option<Duration>,
+    /// Serve Prometheus metrics at `/metrics`.
+    pub metrics: bool,
+    /// Serve `/metrics` on this separate address instead of `addr`.
+    pub metrics_addr: Option<SocketAddr>,
     /// `json` or `pretty`.
     pub log_format: String,
     /// Tracing filter, e.g. `info` or `tokengate_server=debug`.
@@ -468,6 +475,15 @@ impl Settings {
             request_timeout: m.duration("request_timeout")?,
             audit_retention: m.duration("audit_retention")?,
             key_publish_delay: m.duration("key_publish_delay")?,
+            metrics: m.parse("metrics", "true or false", |t| t.parse().ok())?,
+            metrics_addr: match m.string("metrics_addr") {
+                Some(_) => Some(m.parse(
+                    "metrics_addr",
+                    "an address like 127.0.0.1:9090",
+                    |t| t.parse().ok(),
+                )?),
+                None => None,
+            },
             key_rotation_interval: match m.text("key_rotation_interval") {
                 Some((t, _)) if !t.trim().is_empty() => Some(m.duration("key_rotation_interval")?),
                 _ => None,
@@ -537,6 +553,11 @@ impl Settings {
             ("request_timeout", d(self.request_timeout)),
             ("audit_retention", d(self.audit_retention)),
             ("key_publish_delay", d(self.key_publish_delay)),
+            ("metrics", self.metrics.to_string()),
+            (
+                "metrics_addr",
+                self.metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
+            ),
             (
                 "key_rotation_interval",
                 self.key_rotation_interval.map(d).unwrap_or_default(),

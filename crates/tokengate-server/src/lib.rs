@@ -13,6 +13,7 @@ pub mod config;
 pub mod domain;
 pub mod keyfile;
 pub mod keystore;
+pub mod metrics;
 pub mod password;
 pub mod ratelimit;
 pub mod revocation;

@@ -30,6 +30,7 @@ pub struct StartupError(pub String);
 /// A built application, bound to its port, not yet serving.
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: Arc<AppState>,
 }
 
@@ -40,6 +41,9 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Application, StartupError> {
+        if settings.metrics {
+            crate::metrics::init();
+        }
         let store = Store::connect(settings.database_url.expose())
             .await
             .map_err(|e| StartupError(format!("storage: {e}")))?;
@@ -71,6 +75,13 @@ impl Application {
         let listener = TcpListener::bind(settings.addr)
             .await
             .map_err(|e| StartupError(format!("cannot listen on {}: {e}", settings.addr)))?;
+        let metrics_listener =
+            match (settings.metrics, settings.metrics_addr) {
+                (true, Some(addr)) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                    StartupError(format!("cannot listen on {addr} for metrics: {e}"))
+                })?),
+                _ => None,
+            };
         let state = Arc::new(AppState {
             throttle: Arc::new(InProcessThrottle::new(settings.login_max_failures, window)),
             budget: budget(settings.auth_requests_per_minute),
@@ -88,7 +99,11 @@ impl Application {
             .sync_revocations(now.as_secs() - access_ttl - 1)
             .await
             .map_err(|e| StartupError(format!("storage: {e}")))?;
-        Ok(Application { listener, state })
+        Ok(Application {
+            listener,
+            metrics_listener,
+            state,
+        })
     }
 
     /// The bound address (the real port when 0 was asked for).
@@ -96,6 +111,13 @@ impl Application {
         self.listener
             .local_addr()
             .map_err(|e| StartupError(e.to_string()))
+    }
+
+    /// The metrics listener's address, when `metrics_addr` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The shared state (tests inspect storage through it).
@@ -146,6 +168,14 @@ impl Application {
                 }
             }
         });
+        let metrics_server = self.metrics_listener.map(|listener| {
+            let app = api::metrics_router(self.state.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(cause = %e, "metrics listener stopped");
+                }
+            })
+        });
         let app = api::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
@@ -153,6 +183,9 @@ impl Application {
             .map_err(|e| StartupError(format!("server: {e}")))?;
         pruner.abort();
         syncer.abort();
+        if let Some(server) = metrics_server {
+            server.abort();
+        }
         // Give the pool a moment to return connections, then close cleanly.
         tokio::time::timeout(Duration::from_secs(10), store.close())
             .await

@@ -196,6 +196,33 @@ pub enum Error {
 }
 
 impl Error {
+    /// A stable snake_case name of the failed check, for metrics labels and
+    /// structured logs (`expired`, `bad_signature`, `unknown_kid`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::TooLarge { .. } => "too_large",
+            Error::Malformed(_) => "malformed",
+            Error::UnsupportedAlgorithm(_) => "unsupported_algorithm",
+            Error::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
+            Error::AlgorithmMismatch { .. } => "algorithm_mismatch",
+            Error::MissingKid => "missing_kid",
+            Error::UnknownKid(_) => "unknown_kid",
+            Error::UnsupportedCritical => "unsupported_critical",
+            Error::UnencodedPayload => "unencoded_payload",
+            Error::BadSignature => "bad_signature",
+            Error::InvalidType { .. } => "invalid_type",
+            Error::Expired => "expired",
+            Error::NotYetValid => "not_yet_valid",
+            Error::IssuedInFuture => "issued_in_future",
+            Error::TooOld => "too_old",
+            Error::InvalidIssuer => "invalid_issuer",
+            Error::InvalidAudience => "invalid_audience",
+            Error::MissingClaim(_) => "missing_claim",
+            Error::InvalidClaimType(_) => "invalid_claim_type",
+            Error::InvalidClaims(_) => "invalid_claims",
+        }
+    }
+
     /// The deliberately vague text to show an HTTP client: it never says which
     /// check failed, so a probing client learns nothing. Log the `Display` form.
     pub fn public_message(&self) -> &'static str {

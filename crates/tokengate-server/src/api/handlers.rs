@@ -217,6 +217,8 @@ pub async fn login(
     let now = state.clock.now();
     let keys = [format!("acct:{email}"), format!("ip:{ip}")];
     if let Some(retry_after) = state.throttle.blocked_for(&keys, now.as_secs()).await {
+        crate::metrics::login("rate_limited");
+        crate::metrics::rate_limited("login");
         state
             .record(
                 AuditEvent::new("login_rate_limited")
@@ -244,6 +246,7 @@ pub async fn login(
         } else {
             "unknown_user"
         };
+        crate::metrics::login(reason);
         state
             .record(
                 AuditEvent::new("login_failed")
@@ -255,6 +258,7 @@ pub async fn login(
         return Err(ApiError::InvalidCredentials);
     };
     if user.disabled {
+        crate::metrics::login("disabled");
         // Only after the right password: a disabled account is no secret to its owner.
         state
             .record(
@@ -314,6 +318,7 @@ pub async fn login(
         .await?;
     event.log();
     let access = access_token(&state, &user, &session.id, now)?;
+    crate::metrics::login("success");
     Ok(token_response(
         &state,
         &access,
@@ -373,6 +378,13 @@ pub async fn refresh(
     if let Some(event) = outcome.audit_event(&ip) {
         event.log();
     }
+    crate::metrics::refresh(match &outcome {
+        Rotation::Rotated(_) => "rotated",
+        Rotation::Replayed(_) => "replayed",
+        Rotation::ReuseDetected(_) => "reuse_detected",
+        Rotation::SessionEnded => "session_ended",
+        Rotation::Invalid => "invalid",
+    });
     let session = match outcome {
         Rotation::Rotated(session) | Rotation::Replayed(session) => session,
         Rotation::ReuseDetected(session) => {
@@ -914,4 +926,21 @@ pub async fn admin_audit(
         None
     };
     Ok(Json(json!({ "events": rows, "next_before": next })).into_response())
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let handle = crate::metrics::init()
+        .ok_or_else(|| ApiError::Internal("metrics recorder not installed".into()))?;
+    let live = state
+        .store
+        .count_active_sessions(state.clock.now().as_secs())
+        .await?;
+    crate::metrics::active_sessions(live);
+    let mut response = handle.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
 }

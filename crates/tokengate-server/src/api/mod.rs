@@ -55,8 +55,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             request_budget,
         ))
         .layer(middleware::from_fn(no_store));
-    Router::new()
-        .merge(auth)
+    let mut router = Router::new().merge(auth);
+    if state.settings.metrics && state.settings.metrics_addr.is_none() {
+        router = router.route("/metrics", get(handlers::metrics));
+    }
+    router
         .route("/.well-known/jwks.json", get(handlers::jwks))
         .route(
             "/.well-known/openid-configuration",
@@ -74,7 +77,35 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .max(Duration::from_millis(100)),
         ))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(observe))
         .with_state(state)
+}
+
+/// The router for a separate metrics listener (`metrics_addr`).
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(handlers::metrics))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// Records each request's latency by route template (never the raw path,
+/// which could carry ids) and status.
+async fn observe(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    crate::metrics::request(
+        route,
+        method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 async fn not_found() -> Response {
@@ -144,6 +175,7 @@ async fn request_budget(
         Ok(()) => next.run(request).await,
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
+            crate::metrics::rate_limited("budget");
             let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             tracing::warn!(target: "audit", event = "request_budget_exceeded", ip = %peer.ip(), path = %request.uri().path(), retry_after);
             ApiError::TooManyRequests {

@@ -978,6 +978,17 @@ impl Store {
         }
     }
 
+    /// Live sessions (not revoked, not expired).
+    pub async fn count_active_sessions(&self, now: i64) -> Result<i64, StoreError> {
+        let n = with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .fetch_one(pool)
+        .await?);
+        Ok(n)
+    }
+
     /// Counts rows, for tests and diagnostics: (users, sessions, refresh tokens).
     pub async fn counts(&self) -> Result<(i64, i64, i64), StoreError> {
         let c = with_pool!(self, pool => {

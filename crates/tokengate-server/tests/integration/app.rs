@@ -20,6 +20,7 @@ pub enum Backend {
 
 pub struct TestApp {
     pub base: String,
+    pub metrics_base: Option<String>,
     pub client: Client,
     pub clock: ManualClock,
     pub state: Arc<AppState>,
@@ -151,6 +152,7 @@ async fn start(
         .await
         .expect("application builds");
     let addr = app.local_addr().expect("addr");
+    let metrics_base = app.metrics_addr().map(|a| format!("http://{a}"));
     let state = app.state();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until(async move {
@@ -158,6 +160,7 @@ async fn start(
     }));
     TestApp {
         base: format!("http://{addr}"),
+        metrics_base,
         client: Client::new(),
         clock,
         state,
@@ -195,6 +198,9 @@ impl TestApp {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let mut settings = self.settings.clone();
         settings.addr = "127.0.0.1:0".parse().expect("addr");
+        settings.metrics_addr = settings
+            .metrics_addr
+            .map(|_| "127.0.0.1:0".parse().expect("addr"));
         let dir = TempDir::new().expect("tempdir");
         let old_dir = std::mem::replace(&mut self.dir, dir);
         let pg = self.pg_database.take();

@@ -6,6 +6,7 @@ mod app;
 mod cli;
 mod helpers;
 mod logs;
+mod metrics;
 mod process;
 mod rotation;
 mod service;
