@@ -56,6 +56,12 @@ pub struct ServeArgs {
     pub addr: Option<String>,
     #[command(flatten)]
     pub data: DataArgs,
+    /// TLS certificate chain (PEM); with --tls-key, serve HTTPS (reloaded on SIGHUP).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,

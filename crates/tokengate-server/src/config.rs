@@ -48,6 +48,8 @@ pub const KEYS: &[&str] = &[
     "key_publish_delay",
     "metrics",
     "metrics_addr",
+    "tls_cert",
+    "tls_key",
     "key_rotation_interval",
     "log_format",
     "log_level",
@@ -145,6 +147,10 @@ pub struct Overrides {
     pub addr: Option<String>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The effective, validated settings.
@@ -212,6 +218,10 @@ pub struct Settings {
     pub metrics: bool,
     /// Serve `/metrics` on this separate address instead of `addr`.
     pub metrics_addr: Option<SocketAddr>,
+    /// TLS certificate chain (PEM); with `tls_key`, serve HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
     /// `json` or `pretty`.
     pub log_format: String,
     /// Tracing filter, e.g. `info` or `tokengate_server=debug`.
@@ -346,6 +356,17 @@ impl Settings {
                 (dir.display().to_string(), Source::Flag("--data-dir".into())),
             );
         }
+        for (key, flag, value) in [
+            ("tls_cert", "--tls-cert", &overrides.tls_cert),
+            ("tls_key", "--tls-key", &overrides.tls_key),
+        ] {
+            if let Some(path) = value {
+                merged.insert(
+                    key.into(),
+                    (path.display().to_string(), Source::Flag(flag.into())),
+                );
+            }
+        }
         let m = Merged(merged);
 
         let addr: SocketAddr =
@@ -365,9 +386,15 @@ impl Settings {
                 "database_url must start with sqlite:, postgres:// or postgresql://".into(),
             ));
         }
+        let tls_cert = m.string("tls_cert").map(PathBuf::from);
+        let tls_key = m.string("tls_key").map(PathBuf::from);
+        if tls_cert.is_some() != tls_key.is_some() {
+            return Err(ConfigError("TLS needs both tls_cert and tls_key".into()));
+        }
+        let scheme = if tls_cert.is_some() { "https" } else { "http" };
         let public_url = m
             .string("public_url")
-            .unwrap_or_else(|| format!("http://{addr}"))
+            .unwrap_or_else(|| format!("{scheme}://{addr}"))
             .trim_end_matches('/')
             .to_owned();
         let issuer = m.string("issuer").unwrap_or_else(|| public_url.clone());
@@ -476,6 +503,8 @@ impl Settings {
             audit_retention: m.duration("audit_retention")?,
             key_publish_delay: m.duration("key_publish_delay")?,
             metrics: m.parse("metrics", "true or false", |t| t.parse().ok())?,
+            tls_cert,
+            tls_key,
             metrics_addr: match m.string("metrics_addr") {
                 Some(_) => Some(m.parse(
                     "metrics_addr",
@@ -557,6 +586,20 @@ impl Settings {
             (
                 "metrics_addr",
                 self.metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
+            ),
+            (
+                "tls_cert",
+                self.tls_cert
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "tls_key",
+                self.tls_key
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
             ),
             (
                 "key_rotation_interval",

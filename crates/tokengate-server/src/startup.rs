@@ -27,9 +27,30 @@ pub const REVOCATION_SYNC: Duration = Duration::from_secs(2);
 #[error("{0}")]
 pub struct StartupError(pub String);
 
+/// The TLS configuration and where it is reloaded from.
+#[derive(Clone)]
+pub struct Tls {
+    /// The live rustls configuration; reloading swaps it for new connections.
+    pub config: axum_server::tls_rustls::RustlsConfig,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl Tls {
+    /// Reads the certificate chain and key again; on failure the current
+    /// ones stay in use.
+    pub async fn reload(&self) -> Result<(), StartupError> {
+        self.config
+            .reload_from_pem_file(&self.cert, &self.key)
+            .await
+            .map_err(|e| StartupError(format!("TLS reload: {e}")))
+    }
+}
+
 /// A built application, bound to its port, not yet serving.
 pub struct Application {
     listener: TcpListener,
+    tls: Option<Tls>,
     metrics_listener: Option<TcpListener>,
     state: Arc<AppState>,
 }
@@ -75,6 +96,22 @@ impl Application {
         let listener = TcpListener::bind(settings.addr)
             .await
             .map_err(|e| StartupError(format!("cannot listen on {}: {e}", settings.addr)))?;
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls {
+                config: axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .map_err(|e| {
+                        StartupError(format!(
+                            "TLS: cannot use {} / {}: {e}",
+                            cert.display(),
+                            key.display()
+                        ))
+                    })?,
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
         let metrics_listener =
             match (settings.metrics, settings.metrics_addr) {
                 (true, Some(addr)) => Some(TcpListener::bind(addr).await.map_err(|e| {
@@ -101,6 +138,7 @@ impl Application {
             .map_err(|e| StartupError(format!("storage: {e}")))?;
         Ok(Application {
             listener,
+            tls,
             metrics_listener,
             state,
         })
@@ -118,6 +156,11 @@ impl Application {
         self.metrics_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The TLS configuration, when serving HTTPS.
+    pub fn tls(&self) -> Option<Tls> {
+        self.tls.clone()
     }
 
     /// The shared state (tests inspect storage through it).
@@ -177,10 +220,34 @@ impl Application {
             })
         });
         let app = api::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| StartupError(format!("server: {e}")))?;
+        match self.tls {
+            None => axum::serve(self.listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(|e| StartupError(format!("server: {e}")))?,
+            Some(tls) => {
+                let reloader = tokio::spawn(reload_on_sighup(tls.clone()));
+                let listener = self
+                    .listener
+                    .into_std()
+                    .map_err(|e| StartupError(format!("server: {e}")))?;
+                let handle = axum_server::Handle::new();
+                tokio::spawn({
+                    let handle = handle.clone();
+                    async move {
+                        shutdown.await;
+                        handle.graceful_shutdown(Some(Duration::from_secs(30)));
+                    }
+                });
+                axum_server::from_tcp_rustls(listener, tls.config)
+                    .map_err(|e| StartupError(format!("server: {e}")))?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+                    .map_err(|e| StartupError(format!("server: {e}")))?;
+                reloader.abort();
+            }
+        }
         pruner.abort();
         syncer.abort();
         if let Some(server) = metrics_server {
@@ -192,6 +259,28 @@ impl Application {
             .map_err(|_| StartupError("database did not close in 10 s".into()))?;
         Ok(())
     }
+}
+
+/// Reloads the certificate and key on each SIGHUP, for certificate renewal
+/// without a restart.
+async fn reload_on_sighup(tls: Tls) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match tls.reload().await {
+                Ok(()) => tracing::info!(cert = %tls.cert.display(), "TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(cause = %e, "TLS reload failed; the previous certificate stays in use")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 /// Resolves on SIGINT or SIGTERM.

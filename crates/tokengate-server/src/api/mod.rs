@@ -76,7 +76,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .request_timeout
                 .max(Duration::from_millis(100)),
         ))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .layer(middleware::from_fn(observe))
         .with_state(state)
 }
@@ -85,7 +88,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub fn metrics_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(handlers::metrics))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .with_state(state)
 }
 
@@ -120,10 +126,20 @@ async fn not_found() -> Response {
     response
 }
 
-/// Headers on every response, errors included.
-async fn security_headers(request: Request, next: Next) -> Response {
+/// Headers on every response, errors included; HSTS when serving TLS.
+async fn security_headers(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    if state.settings.tls_cert.is_some() {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
     for (name, value) in [
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),

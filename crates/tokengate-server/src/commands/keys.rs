@@ -44,6 +44,7 @@ fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Fa
         config_file: data.config.clone(),
         addr: None,
         data_dir: data.data_dir.clone(),
+        ..Default::default()
     })
     .map_err(|e| Failure::Input(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -9,10 +9,21 @@ use crate::startup::{Application, shutdown_signal};
 use crate::storage::Store;
 
 fn settings(args: &DataArgs, addr: Option<String>) -> Result<Settings, Failure> {
+    settings_with_tls(args, addr, None, None)
+}
+
+fn settings_with_tls(
+    args: &DataArgs,
+    addr: Option<String>,
+    tls_cert: Option<std::path::PathBuf>,
+    tls_key: Option<std::path::PathBuf>,
+) -> Result<Settings, Failure> {
     Settings::load(&Overrides {
         config_file: args.config.clone(),
         addr,
         data_dir: args.data_dir.clone(),
+        tls_cert,
+        tls_key,
     })
     .map_err(|e| Failure::Input(e.to_string()))
 }
@@ -26,7 +37,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 /// Runs the service until SIGINT/SIGTERM.
 pub fn serve(args: ServeArgs) -> Result<(), Failure> {
-    let settings = settings(&args.data, args.addr.clone())?;
+    let settings = settings_with_tls(
+        &args.data,
+        args.addr.clone(),
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+    )?;
     if args.print_config {
         print!("{}", settings.render());
         return Ok(());
@@ -34,6 +50,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     crate::telemetry::init(&settings.log_format, &settings.log_level, std::io::stdout);
     runtime()?.block_on(async move {
         let public_url = settings.public_url.clone();
+        let scheme = if settings.tls_cert.is_some() { "https" } else { "http" };
         let storage = if settings.is_postgres() { "PostgreSQL" } else { "SQLite" };
         let app = Application::build(settings, Arc::new(SystemClock))
             .await
@@ -41,7 +58,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         let addr = app.local_addr().map_err(|e| Failure::Input(e.to_string()))?;
         tracing::info!(%addr, storage, "tokengate listening");
         eprintln!(
-            "tokengate is listening on http://{addr} ({storage}).\nRegister the first user:\n  curl -s {public_url}/auth/register -H 'content-type: application/json' -d '{{\"email\":\"you@example.com\",\"password\":\"a long passphrase of your own\"}}'"
+            "tokengate is listening on {scheme}://{addr} ({storage}).\nRegister the first user:\n  curl -s {public_url}/auth/register -H 'content-type: application/json' -d '{{\"email\":\"you@example.com\",\"password\":\"a long passphrase of your own\"}}'"
         );
         app.run_until(shutdown_signal())
             .await

@@ -33,6 +33,7 @@ pub fn run(cmd: UserCommand) -> Result<(), Failure> {
         config_file: data.config.clone(),
         addr: None,
         data_dir: data.data_dir.clone(),
+        ..Default::default()
     })
     .map_err(input)?;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -10,4 +10,5 @@ mod metrics;
 mod process;
 mod rotation;
 mod service;
+mod tls;
 mod users_cli;

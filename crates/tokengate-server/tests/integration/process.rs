@@ -40,7 +40,13 @@ fn command(data_dir: &Path, database_url: Option<&str>) -> Command {
 
 /// Starts the binary and waits for its "listening" line.
 pub fn start(data_dir: &Path, database_url: Option<&str>) -> Server {
+    start_with(data_dir, database_url, &[])
+}
+
+/// [`start`] with extra `serve` arguments.
+pub fn start_with(data_dir: &Path, database_url: Option<&str>, args: &[&str]) -> Server {
     let mut child = command(data_dir, database_url)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -75,6 +81,10 @@ pub fn start(data_dir: &Path, database_url: Option<&str>) -> Server {
 }
 
 impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
