@@ -73,7 +73,7 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             .verify::<AccessClaims>(token, &state.policy, now)
             .map_err(|e| {
                 crate::metrics::token_rejected(e.code());
-                tracing::info!(target: "audit", event = "access_token_rejected", reason = %e);
+                tracing::info!(event = "access_token_rejected", reason = %e);
                 ApiError::InvalidToken { presented: true }
             })?;
         let claims = verified.claims;
@@ -88,7 +88,7 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             .await
         {
             crate::metrics::token_rejected("revoked");
-            tracing::info!(target: "audit", event = "access_token_rejected", reason = "revoked", user_id = %claims.sub, session_id = claims.sid.as_deref().unwrap_or(""));
+            tracing::info!(event = "access_token_rejected", reason = "revoked", user_id = %claims.sub, session_id = claims.sid.as_deref().unwrap_or(""));
             return Err(ApiError::InvalidToken { presented: true });
         }
         Ok(Authenticated { claims })

@@ -193,7 +193,14 @@ async fn request_budget(
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             crate::metrics::rate_limited("budget");
             let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            tracing::warn!(target: "audit", event = "request_budget_exceeded", ip = %peer.ip(), path = %request.uri().path(), retry_after);
+            state
+                .record(
+                    crate::audit::AuditEvent::new("request_budget_exceeded")
+                        .ip(peer.ip())
+                        .with("path", request.uri().path())
+                        .with("retry_after", retry_after),
+                )
+                .await;
             ApiError::TooManyRequests {
                 retry_after: retry_after.max(1),
             }

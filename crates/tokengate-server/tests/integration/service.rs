@@ -303,6 +303,18 @@ async fn request_budget_answers_429_with_retry_after(backend: Backend) {
         .await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(r.headers().contains_key("retry-after"));
+    let rows = app
+        .state
+        .store
+        .audit_page(&tokengate_server::storage::AuditQuery {
+            kind: Some("request_budget_exceeded".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].detail["path"], "/auth/refresh");
     // Outside /auth the budget does not apply.
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
