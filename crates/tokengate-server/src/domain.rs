@@ -98,6 +98,23 @@ impl fmt::Debug for NewPassword {
     }
 }
 
+/// The words of an email address (local part and domain labels), which a
+/// password must not lean on.
+pub fn email_words(email: &str) -> Vec<&str> {
+    email
+        .split(['@', '.', '_', '-', '+'])
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// A random 128-bit id, base64url (user, session and token ids); `None` only
+/// if the system random generator fails.
+pub fn random_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(tokengate::b64::encode(bytes))
+}
+
 /// Validates role names (letters, digits, `-_.:`, at most 64 characters
 /// each, at least one) and returns them space-separated, without repeats.
 pub fn roles_text<S: AsRef<str>>(roles: &[S]) -> Result<String, String> {

@@ -190,6 +190,10 @@ pub struct KeySet {
     pub jwks_json: String,
     /// What this set was built from; a change means rebuild.
     fingerprint: String,
+    /// The time the states were computed for. A refresh for an earlier time
+    /// (a background tick that read the clock before a newer refresh ran)
+    /// never replaces a set built for a later one.
+    built_for: i64,
 }
 
 /// Owns the keys of a running service: builds the [`KeySet`] from storage,
@@ -251,6 +255,7 @@ impl KeyManager {
                 ring: KeyRing::new(),
                 jwks_json: "{\"keys\":[]}".into(),
                 fingerprint: String::new(),
+                built_for: i64::MIN,
             })),
         };
         let stored = store
@@ -374,7 +379,8 @@ impl KeyManager {
             .zip(&states)
             .map(|(k, s)| format!("{}:{}:{:?};", k.kid, s.name(), k.retired_at))
             .collect();
-        if fingerprint == self.current().fingerprint {
+        let current = self.current();
+        if now < current.built_for || fingerprint == current.fingerprint {
             return Ok(());
         }
         let mut ring = KeyRing::new();
@@ -414,10 +420,15 @@ impl KeyManager {
             ring,
             jwks_json,
             fingerprint,
+            built_for: now,
         });
-        match self.current.write() {
-            Ok(mut current) => *current = set,
-            Err(poisoned) => *poisoned.into_inner() = set,
+        let mut current = match self.current.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Checked again under the lock: another refresh may have finished first.
+        if now >= current.built_for {
+            *current = set;
         }
         Ok(())
     }

@@ -23,9 +23,7 @@ use crate::storage::{
 };
 
 fn random_id() -> Result<String, ApiError> {
-    let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::Internal("rng".into()))?;
-    Ok(b64::encode(bytes))
+    crate::domain::random_id().ok_or_else(|| ApiError::Internal("random generator failed".into()))
 }
 
 fn random_token() -> Result<Zeroizing<String>, ApiError> {
@@ -73,11 +71,7 @@ pub async fn register(
         field: "email",
         detail,
     })?;
-    let context: Vec<&str> = email
-        .as_str()
-        .split(['@', '.', '_', '-', '+'])
-        .filter(|p| !p.is_empty())
-        .collect();
+    let context = crate::domain::email_words(email.as_str());
     let password =
         NewPassword::parse(&body.password, &context).map_err(|detail| ApiError::Invalid {
             field: "password",
@@ -98,15 +92,8 @@ pub async fn register(
 }
 
 fn new_user(email: &str, password_hash: String, roles: &str) -> Result<User, ApiError> {
-    Ok(User {
-        id: random_id()?,
-        email: email.to_owned(),
-        password_hash,
-        roles: roles.to_owned(),
-        not_before: None,
-        disabled: false,
-        created_at: 0,
-    })
+    User::new(email, password_hash, roles)
+        .ok_or_else(|| ApiError::Internal("random generator failed".into()))
 }
 
 /// Stores a new user with its audit row; a taken email is refused and
@@ -675,11 +662,7 @@ pub async fn change_password(
             .await;
         return Err(ApiError::InvalidCredentials);
     }
-    let context: Vec<&str> = user
-        .email
-        .split(['@', '.', '_', '-', '+'])
-        .filter(|p| !p.is_empty())
-        .collect();
+    let context = crate::domain::email_words(&user.email);
     let new_password =
         NewPassword::parse(&body.new_password, &context).map_err(|detail| ApiError::Invalid {
             field: "new_password",
@@ -787,11 +770,7 @@ pub async fn admin_create_user(
         detail,
     })?;
     let roles = roles_text(body.roles.as_deref().unwrap_or(&["user".to_owned()]))?;
-    let context: Vec<&str> = email
-        .as_str()
-        .split(['@', '.', '_', '-', '+'])
-        .filter(|p| !p.is_empty())
-        .collect();
+    let context = crate::domain::email_words(email.as_str());
     let password =
         NewPassword::parse(&body.password, &context).map_err(|detail| ApiError::Invalid {
             field: "password",

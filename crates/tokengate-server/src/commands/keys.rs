@@ -25,17 +25,6 @@ enum ServiceKeys {
     ExportPublic,
 }
 
-fn date(t: i64) -> String {
-    u64::try_from(t)
-        .map(|s| {
-            humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
-            )
-            .to_string()
-        })
-        .unwrap_or_default()
-}
-
 /// The keys of the service's data directory / database.
 fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Failure> {
     use crate::clock::{Clock, SystemClock};
@@ -77,9 +66,11 @@ fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Fa
                         k.kid,
                         k.alg,
                         state.name(),
-                        date(k.created_at),
-                        date(k.activates_at),
-                        k.retired_at.map(date).unwrap_or_else(|| "-".into())
+                        super::rfc3339(k.created_at),
+                        super::rfc3339(k.activates_at),
+                        k.retired_at
+                            .map(super::rfc3339)
+                            .unwrap_or_else(|| "-".into())
                     );
                 }
                 Ok(())
@@ -110,7 +101,7 @@ fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Fa
                         .map_err(|e| Failure::Input(e.to_string()))?;
                     println!(
                         "{kid}: published now, signs from {}",
-                        date(
+                        super::rfc3339(
                             now + i64::try_from(settings.key_publish_delay.as_secs()).unwrap_or(0)
                         )
                     );

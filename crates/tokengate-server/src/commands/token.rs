@@ -1,7 +1,7 @@
 //! `tokengate token sign|verify|decode`.
 
 use std::io::Read;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::Value;
 use tokengate::{KeyRing, SignOptions, UnixTime, VerifyPolicy};
@@ -115,19 +115,9 @@ fn decode(arg: &str) -> Result<(), Failure> {
         let Some(t) = decoded.payload.get(name).and_then(Value::as_i64) else {
             continue;
         };
-        println!("{name}: {} ({})", human_date(t), relative(name, t, now));
+        println!("{name}: {} ({})", super::rfc3339(t), relative(name, t, now));
     }
     Ok(())
-}
-
-fn human_date(t: i64) -> String {
-    match u64::try_from(t) {
-        Ok(secs) => {
-            humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-                .to_string()
-        }
-        Err(_) => format!("{t} (before 1970)"),
-    }
 }
 
 fn span(secs: u64) -> String {
@@ -162,6 +152,7 @@ mod tests {
         assert_eq!(relative("exp", 1_000 + 90, 1_000), "expires in 1 min");
         assert_eq!(relative("iat", 1_000, 1_030), "30 s ago");
         assert_eq!(relative("nbf", 10_000, 1_000), "not valid for another 2 h");
-        assert_eq!(human_date(0), "1970-01-01T00:00:00Z");
+        assert_eq!(crate::commands::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(crate::commands::rfc3339(-1), "-1 (before 1970)");
     }
 }

@@ -64,11 +64,7 @@ async fn dispatch(cmd: UserCommand, settings: &Settings, store: &Store) -> Resul
             roles.extend(role);
             let roles = roles_text(&roles).map_err(input)?;
             let password = read_password(password_stdin)?;
-            let context: Vec<&str> = email
-                .as_str()
-                .split(['@', '.', '_', '-', '+'])
-                .filter(|p| !p.is_empty())
-                .collect();
+            let context = crate::domain::email_words(email.as_str());
             let password = NewPassword::parse(&password, &context).map_err(input)?;
             let hash = hasher(settings)?
                 .hash(password.expose())
@@ -108,7 +104,7 @@ async fn dispatch(cmd: UserCommand, settings: &Settings, store: &Store) -> Resul
                         u.email,
                         u.roles,
                         if u.disabled { "yes" } else { "no" },
-                        date(u.created_at)
+                        super::rfc3339(u.created_at)
                     );
                 }
                 match page.last() {
@@ -142,28 +138,7 @@ fn hasher(settings: &Settings) -> Result<Hasher, Failure> {
 }
 
 fn new_user(email: &str, password_hash: String, roles: &str) -> Result<User, Failure> {
-    let mut id = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut id).map_err(|_| input("random generator failed"))?;
-    Ok(User {
-        id: tokengate::b64::encode(id),
-        email: email.to_owned(),
-        password_hash,
-        roles: roles.to_owned(),
-        not_before: None,
-        disabled: false,
-        created_at: 0,
-    })
-}
-
-fn date(t: i64) -> String {
-    u64::try_from(t)
-        .map(|s| {
-            humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
-            )
-            .to_string()
-        })
-        .unwrap_or_default()
+    User::new(email, password_hash, roles).ok_or_else(|| input("random generator failed"))
 }
 
 /// The password from stdin (`--password-stdin`), or typed twice without echo.

@@ -90,6 +90,20 @@ pub struct User {
 }
 
 impl User {
+    /// A new, enabled user with a random id; `None` if the system random
+    /// generator fails.
+    pub fn new(email: &str, password_hash: String, roles: &str) -> Option<User> {
+        Some(User {
+            id: crate::domain::random_id()?,
+            email: email.to_owned(),
+            password_hash,
+            roles: roles.to_owned(),
+            not_before: None,
+            disabled: false,
+            created_at: 0,
+        })
+    }
+
     /// Roles as a list.
     pub fn role_list(&self) -> Vec<String> {
         self.roles.split_whitespace().map(str::to_owned).collect()

@@ -79,7 +79,10 @@ async fn rotation_without_logging_anyone_out(backend: Backend) {
     let t2 = app.login_ok("rot@example.com", pw).await;
     assert_eq!(kid_of(&t2.access), new_kid);
     let refreshed: Value = app.refresh(&before.refresh).await.json().await.unwrap();
-    assert_eq!(kid_of(refreshed["access_token"].as_str().unwrap()), new_kid);
+    let access = refreshed["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("refresh failed: {refreshed}"));
+    assert_eq!(kid_of(access), new_kid);
     assert_eq!(app.me(&t.access).await.status(), StatusCode::OK);
     // A resource server holding the JWKS verifies tokens of both keys.
     let (ring, _) = KeyRing::from_jwks(&jwks(&app).await);
