@@ -268,3 +268,67 @@ async fn stored_hash(db: &Path, email: &str) -> String {
         .await
         .unwrap()
 }
+
+/// Runs `tokengate user add` under a pseudo-terminal (util-linux `script`),
+/// typing `first` and `second` at its two prompts.
+fn add_on_a_terminal(dir: &Path, email: &str, first: &str, second: &str) -> Option<String> {
+    let bin = env!("CARGO_BIN_EXE_tokengate");
+    let command = format!(
+        "{bin} user add --email {email} --data-dir {}",
+        dir.display()
+    );
+    let mut child = match Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TOKENGATE_ARGON2_MEMORY_KIB", "1024")
+        .env("TOKENGATE_ARGON2_ITERATIONS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!(
+                "\n*** SKIPPING the terminal prompt test: util-linux `script` is not available ({e}) ***\n"
+            );
+            return None;
+        }
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    // Type like a person: wait for each prompt's no-echo mode to be set.
+    std::thread::sleep(Duration::from_millis(700));
+    writeln!(stdin, "{first}").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    writeln!(stdin, "{second}").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    Some(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn add_prompts_for_the_password_without_echo() {
+    let dir = TempDir::new().unwrap();
+    let pw = "typed at the terminal and never shown";
+    let Some(screen) = add_on_a_terminal(dir.path(), "tty@example.com", pw, pw) else {
+        return;
+    };
+    assert!(
+        screen.contains("Password:") && screen.contains("Again:"),
+        "{screen:?}"
+    );
+    assert!(!screen.contains(pw), "the password was echoed: {screen:?}");
+    let (_, list, _) = user(dir.path(), &["list"], "");
+    assert!(list.contains("tty@example.com"), "{list}");
+
+    let Some(screen) = add_on_a_terminal(
+        dir.path(),
+        "typo@example.com",
+        pw,
+        "something else entirely",
+    ) else {
+        return;
+    };
+    assert!(screen.contains("the passwords differ"), "{screen:?}");
+    let (_, list, _) = user(dir.path(), &["list"], "");
+    assert!(!list.contains("typo@example.com"));
+}
