@@ -324,6 +324,11 @@ impl Merged {
 }
 
 impl Settings {
+    /// Wraps a secret value (for settings built in code, e.g. tests).
+    pub fn secret(value: String) -> Secret {
+        Secret(Zeroizing::new(value))
+    }
+
     /// Loads the settings: defaults, then the config file (`--config`, else
     /// `TOKENGATE_CONFIG`, else `./tokengate.toml` if present), then the
     /// environment, then `overrides`; then validates them.

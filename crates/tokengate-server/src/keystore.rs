@@ -254,7 +254,8 @@ impl KeyManager {
             current: std::sync::RwLock::new(std::sync::Arc::new(KeySet {
                 ring: KeyRing::new(),
                 jwks_json: "{\"keys\":[]}".into(),
-                fingerprint: String::new(),
+                // Matches no real set, so the first refresh always builds.
+                fingerprint: "unbuilt".into(),
                 built_for: i64::MIN,
             })),
         };
@@ -374,10 +375,18 @@ impl KeyManager {
                 }
             }
         }
-        let fingerprint: String = stored
-            .iter()
-            .zip(&states)
-            .map(|(k, s)| format!("{}:{}:{:?};", k.kid, s.name(), k.retired_at))
+        let hs_part = self
+            .hs_key
+            .as_ref()
+            .map(|(kid, _)| format!("hs:{kid};"))
+            .unwrap_or_default();
+        let fingerprint: String = std::iter::once(hs_part)
+            .chain(
+                stored
+                    .iter()
+                    .zip(&states)
+                    .map(|(k, s)| format!("{}:{}:{:?};", k.kid, s.name(), k.retired_at)),
+            )
             .collect();
         let current = self.current();
         if now < current.built_for || fingerprint == current.fingerprint {

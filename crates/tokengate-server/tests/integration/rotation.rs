@@ -11,7 +11,11 @@ use crate::app::{Backend, TestApp, spawn_app, spawn_app_with};
 use crate::both_backends;
 use crate::logs;
 
-both_backends!(rotation_without_logging_anyone_out, scheduled_rotation);
+both_backends!(
+    rotation_without_logging_anyone_out,
+    scheduled_rotation,
+    hs256_service_signs_with_the_shared_secret
+);
 
 async fn jwks(app: &TestApp) -> JwkSet {
     app.client
@@ -143,4 +147,48 @@ async fn scheduled_rotation(backend: Backend) {
     );
     sync(&app).await;
     assert_eq!(jwks(&app).await.keys.len(), 2, "and only one");
+}
+
+async fn hs256_service_signs_with_the_shared_secret(backend: Backend) {
+    let secret = tokengate::generate_secret(32).unwrap();
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.signing_alg = tokengate::Algorithm::HS256;
+        s.hs_secret = Some(tokengate_server::config::Settings::secret(secret.clone()));
+    })
+    .await
+    else {
+        return;
+    };
+    let t = app.user("hmac@example.com").await;
+    assert_eq!(app.me(&t.access).await.status(), StatusCode::OK);
+    // The secret is never published; verifiers that share it check the token.
+    assert!(jwks(&app).await.keys.is_empty());
+    let key = tokengate::VerifyingKey::from_hmac_secret(
+        tokengate::Algorithm::HS256,
+        secret.as_bytes(),
+        tokengate::Kid::new(kid_of(&t.access)).unwrap(),
+    )
+    .unwrap();
+    let policy = VerifyPolicy::builder()
+        .issuer("https://auth.test")
+        .audience("tokengate")
+        .typ("at+jwt")
+        .build()
+        .unwrap();
+    let claims = KeyRing::with_verifying_key(key)
+        .verify::<AccessClaims>(&t.access, &policy, app.clock.now())
+        .unwrap()
+        .claims;
+    assert!(claims.sid.is_some());
+    // Rotation is refused with the reason: the key is hs_secret.
+    let err = app
+        .state
+        .keys
+        .rotate(&app.state.store, app.clock.now().as_secs(), "test")
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("hs_secret"), "{err}");
+    logs::remember(&secret);
+    logs::assert_clean();
 }
