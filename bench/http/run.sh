@@ -31,19 +31,19 @@ TOKEN=$(curl -s localhost:18181/auth/login -H 'content-type: application/json' \
 [ "$(curl -s -o /dev/null -w '%{http_code}' localhost:18182/protected -H "authorization: Bearer $TOKEN")" = 200 ]
 [ "$(curl -s -o /dev/null -w '%{http_code}' localhost:18181/auth/me -H "authorization: Bearer $TOKEN")" = 200 ]
 
-measure() { # name url
-  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -H "authorization: Bearer $TOKEN" "$2" >"$WORK/$1.txt"
+measure() { # slug label url
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -H "authorization: Bearer $TOKEN" "$3" >"$WORK/$1.txt"
   local rps p50 p99 errors
   rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$1.txt")
   p50=$(awk '$1=="50%" {print $2}' "$WORK/$1.txt")
   p99=$(awk '$1=="99%" {print $2}' "$WORK/$1.txt")
   errors=$(awk '/Non-2xx/ {print $5}' "$WORK/$1.txt")
-  printf '%-36s %12s %10s %10s %8s\n' "$1" "$rps" "$p50" "$p99" "${errors:-0}"
+  printf '%-36s %12s %10s %10s %8s\n' "$2" "$rps" "$p50" "$p99" "${errors:-0}"
   echo "$rps" >"$WORK/$1.rps"
 }
 echo "wrk -t2 -c$CONNECTIONS -d$DURATION on $(nproc) cores; same token, same HS256 secret"
 printf '%-36s %12s %10s %10s %8s\n' route req/s p50 p99 non-2xx
-measure "express+jsonwebtoken /protected" http://127.0.0.1:18182/protected
-measure "tokengate /auth/me" http://127.0.0.1:18181/auth/me
-awk -v a="$(cat "$WORK/tokengate /auth/me.rps")" -v b="$(cat "$WORK/express+jsonwebtoken /protected.rps")" \
+measure express "express+jsonwebtoken GET /protected" http://127.0.0.1:18182/protected
+measure tokengate "tokengate GET /auth/me" http://127.0.0.1:18181/auth/me
+awk -v a="$(cat "$WORK/tokengate.rps")" -v b="$(cat "$WORK/express.rps")" \
   'BEGIN { printf "ratio tokengate / express: %.2fx\n", a / b }'
