@@ -45,8 +45,19 @@ pub fn start(data_dir: &Path, database_url: Option<&str>) -> Server {
 
 /// [`start`] with extra `serve` arguments.
 pub fn start_with(data_dir: &Path, database_url: Option<&str>, args: &[&str]) -> Server {
+    start_with_env(data_dir, database_url, args, &[])
+}
+
+/// [`start_with`] with extra environment.
+pub fn start_with_env(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Server {
     let mut child = command(data_dir, database_url)
         .args(args)
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -267,9 +278,29 @@ crate::both_backends!(kill_during_a_burst_of_refreshes_loses_and_duplicates_noth
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
     let dir = TempDir::new().unwrap();
-    let mut server = start(dir.path(), None);
+    // A registration that takes a while (heavy argon2), so SIGTERM lands mid-request.
+    let mut server = start_with_env(
+        dir.path(),
+        None,
+        &[],
+        &[
+            ("TOKENGATE_ARGON2_MEMORY_KIB", "65536"),
+            ("TOKENGATE_ARGON2_ITERATIONS", "6"),
+        ],
+    );
     let client = reqwest::Client::new();
-    // A registration is slow (argon2); send SIGTERM while it runs.
+    // Warm up one keep-alive connection: the slow request reuses it, so it
+    // is in flight on an accepted connection when the signal arrives.
+    assert_eq!(
+        client
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let started = std::time::Instant::now();
     let request = tokio::spawn({
         let client = client.clone();
         let url = server.url("/auth/register");
@@ -279,7 +310,7 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
                 .map(|r| r.status())
         }
     });
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let pid = server.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -289,6 +320,10 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
             .success()
     );
     assert_eq!(request.await.unwrap().unwrap(), StatusCode::CREATED);
+    assert!(
+        started.elapsed() > Duration::from_millis(100),
+        "the request outlived the signal"
+    );
     let status = tokio::task::spawn_blocking(move || {
         let status = server.child.wait().unwrap();
         (status, server)
@@ -298,6 +333,7 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
     assert!(status.0.success(), "exit status {:?}", status.0);
     let out = status.1.stdout.lock().unwrap().clone();
     assert!(out.contains("stopped cleanly"), "{out}");
+    assert!(out.contains("shutdown signal received"), "{out}");
     // WAL checkpointed and closed: no -wal file left behind.
     assert!(!dir.path().join("tokengate.db-wal").exists());
 }

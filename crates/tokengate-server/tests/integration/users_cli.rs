@@ -295,14 +295,45 @@ fn add_on_a_terminal(dir: &Path, email: &str, first: &str, second: &str) -> Opti
         }
     };
     let mut stdin = child.stdin.take().unwrap();
-    // Type like a person: wait for each prompt's no-echo mode to be set.
-    std::thread::sleep(Duration::from_millis(700));
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let screen = screen.clone();
+        let mut stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                screen
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    // Type like a person: only once each prompt is on the screen (echo is
+    // off by then), however slowly the command starts.
+    let wait_for = |prompt: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !screen.lock().unwrap().contains(prompt) {
+            assert!(
+                Instant::now() < deadline,
+                "no {prompt:?} prompt: {:?}",
+                screen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("Password:");
     writeln!(stdin, "{first}").unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    wait_for("Again:");
     writeln!(stdin, "{second}").unwrap();
     drop(stdin);
     let out = child.wait_with_output().unwrap();
-    Some(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    reader.join().unwrap();
+    let text = screen.lock().unwrap().clone();
+    Some(text + &String::from_utf8_lossy(&out.stderr))
 }
 
 #[test]
