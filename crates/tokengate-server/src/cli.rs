@@ -26,7 +26,7 @@ enum Command {
     /// Administer accounts directly in the database.
     #[command(subcommand)]
     User(UserCommand),
-    /// Generate signing keys and publish their public halves as a JWKS.
+    /// Signing keys: key files (generate, jwks) and the service's keys (rotate, list, export-public).
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Sign, verify and inspect tokens.
