@@ -510,6 +510,14 @@ pub async fn me(
     ))
 }
 
+/// Caches may keep the JWKS at most as long as a new key waits before it
+/// signs, so every verifier has it in time (capped at a day).
+fn jwks_cache_control(state: &AppState) -> HeaderValue {
+    let max_age = state.settings.key_publish_delay.as_secs().min(86_400);
+    HeaderValue::from_str(&format!("public, max-age={max_age}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("no-cache"))
+}
+
 /// `GET /.well-known/jwks.json`.
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     let mut response = state.keys.current().jwks_json.clone().into_response();
@@ -518,10 +526,7 @@ pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/jwk-set+json"),
     );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
+    headers.insert(header::CACHE_CONTROL, jwks_cache_control(&state));
     response
 }
 
@@ -551,10 +556,9 @@ pub async fn discovery(State(state): State<Arc<AppState>>) -> Response {
         "access_token_signing_alg_values_supported": algs,
     }))
     .into_response();
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, jwks_cache_control(&state));
     response
 }
 

@@ -14,7 +14,8 @@ use crate::logs;
 both_backends!(
     rotation_without_logging_anyone_out,
     scheduled_rotation,
-    hs256_service_signs_with_the_shared_secret
+    hs256_service_signs_with_the_shared_secret,
+    jwks_cache_lifetime_follows_the_publish_delay
 );
 
 async fn jwks(app: &TestApp) -> JwkSet {
@@ -191,4 +192,21 @@ async fn hs256_service_signs_with_the_shared_secret(backend: Backend) {
     assert!(err.to_string().contains("hs_secret"), "{err}");
     logs::remember(&secret);
     logs::assert_clean();
+}
+
+async fn jwks_cache_lifetime_follows_the_publish_delay(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.key_publish_delay = std::time::Duration::from_secs(60)
+    })
+    .await
+    else {
+        return;
+    };
+    for path in [
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+    ] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.headers()["cache-control"], "public, max-age=60", "{path}");
+    }
 }
