@@ -58,6 +58,12 @@ pub const KEYS: &[&str] = &[
 /// Keys whose values are secrets: never printed, never logged.
 const SECRET_KEYS: &[&str] = &["hs_secret", "master_key"];
 
+/// A duration in whole seconds as the `i64` Unix times are kept in,
+/// saturating (settings never come near the limit).
+pub fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// The longest access-token lifetime accepted.
 pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(24 * 3600);
 

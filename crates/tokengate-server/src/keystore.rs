@@ -209,9 +209,7 @@ pub struct KeyManager {
     current: std::sync::RwLock<std::sync::Arc<KeySet>>,
 }
 
-fn secs(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
+use crate::config::secs;
 
 impl KeyManager {
     /// Loads the master key (creating it on first start), creates the first
@@ -343,16 +341,7 @@ impl KeyManager {
                 "signing_alg is HS256: its key is hs_secret; rotate by changing hs_secret".into(),
             ));
         }
-        let activates_at = now + self.publish_delay;
-        let kid = self
-            .create(
-                store,
-                now,
-                activates_at,
-                Some(activates_at + self.retire_after),
-                how,
-            )
-            .await?;
+        let kid = self.schedule_rotation(store, now, how).await?;
         self.refresh(store, now).await?;
         Ok(kid)
     }
@@ -369,7 +358,7 @@ impl KeyManager {
         if let (Some(interval), false) = (self.rotation_interval, hs) {
             let newest = stored.iter().map(|k| k.activates_at).max().unwrap_or(0);
             if newest + interval <= now && !states.contains(&KeyState::Pending) {
-                match self.rotate_inner(store, now).await {
+                match self.schedule_rotation(store, now, "scheduled").await {
                     Ok(_) => return Box::pin(self.refresh(store, now)).await,
                     Err(e) => tracing::warn!(cause = %e, "scheduled key rotation skipped"),
                 }
@@ -442,14 +431,21 @@ impl KeyManager {
         Ok(())
     }
 
-    async fn rotate_inner(&self, store: &Store, now: i64) -> Result<String, KeyStoreError> {
+    /// Stores a new key that signs after the publish delay and schedules
+    /// the retirement of the keys it replaces.
+    async fn schedule_rotation(
+        &self,
+        store: &Store,
+        now: i64,
+        how: &str,
+    ) -> Result<String, KeyStoreError> {
         let activates_at = now + self.publish_delay;
         self.create(
             store,
             now,
             activates_at,
             Some(activates_at + self.retire_after),
-            "scheduled",
+            how,
         )
         .await
     }

@@ -92,7 +92,7 @@ impl Application {
         )
         .map_err(|e| StartupError(e.to_string()))?;
         let revocations = Arc::new(InProcessRevocations::default());
-        let window = i64::try_from(settings.login_failure_window.as_secs()).unwrap_or(i64::MAX);
+        let window = crate::config::secs(settings.login_failure_window);
         let listener = TcpListener::bind(settings.addr)
             .await
             .map_err(|e| StartupError(format!("cannot listen on {}: {e}", settings.addr)))?;
@@ -131,7 +131,7 @@ impl Application {
             clock,
             revocations,
         });
-        let access_ttl = i64::try_from(state.settings.access_ttl.as_secs()).unwrap_or(i64::MAX);
+        let access_ttl = crate::config::secs(state.settings.access_ttl);
         state
             .sync_revocations(now.as_secs() - access_ttl - 1)
             .await

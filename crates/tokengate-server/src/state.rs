@@ -51,16 +51,14 @@ impl AppState {
             tracing::error!(cause = %e, kind = event.kind, "audit row not stored");
         }
     }
-}
 
-impl AppState {
     /// Loads revocations recorded in the database since `since` (by this
     /// process, another instance, or the `user` CLI) into the denylist, for
     /// as long as an access token issued before them could live. Start-up
     /// calls it for one access-token lifetime back; a background task then
     /// calls it every few seconds.
     pub async fn sync_revocations(&self, since: i64) -> Result<(), crate::storage::StoreError> {
-        let access_ttl = i64::try_from(self.settings.access_ttl.as_secs()).unwrap_or(i64::MAX);
+        let access_ttl = crate::config::secs(self.settings.access_ttl);
         let (sessions, users) = self.store.revocations_since(since).await?;
         for (sid, revoked_at) in &sessions {
             self.revocations
@@ -77,7 +75,7 @@ impl AppState {
 
     /// Deletes audit events older than the retention; returns how many.
     pub async fn prune_audit(&self) -> Result<u64, crate::storage::StoreError> {
-        let retention = i64::try_from(self.settings.audit_retention.as_secs()).unwrap_or(i64::MAX);
+        let retention = crate::config::secs(self.settings.audit_retention);
         let cutoff = self.clock.now().as_secs().saturating_sub(retention);
         let pruned = self.store.prune_audit(cutoff).await?;
         if pruned > 0 {

@@ -40,17 +40,7 @@ fn token_hash(token: &str) -> String {
     ))
 }
 
-fn secs(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
-/// Marks a response that carries tokens as never cacheable.
-fn no_store(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    response
-}
+use crate::config::secs;
 
 #[derive(Deserialize)]
 pub struct Credentials {
@@ -169,16 +159,14 @@ fn token_response(
     refresh: &str,
     refresh_expires_in: i64,
 ) -> Response {
-    no_store(
-        Json(json!({
-            "access_token": access,
-            "token_type": "Bearer",
-            "expires_in": secs(state.settings.access_ttl),
-            "refresh_token": refresh,
-            "refresh_expires_in": refresh_expires_in,
-        }))
-        .into_response(),
-    )
+    Json(json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": secs(state.settings.access_ttl),
+        "refresh_token": refresh,
+        "refresh_expires_in": refresh_expires_in,
+    }))
+    .into_response()
 }
 
 /// `POST /auth/login`.
@@ -486,7 +474,7 @@ pub async fn logout(
             .revoke_user_before(&claims.sub, now, until)
             .await;
     }
-    Ok(no_store(StatusCode::NO_CONTENT.into_response()))
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /auth/me`.
@@ -499,15 +487,13 @@ pub async fn me(
         .user_by_id(&auth.claims.sub)
         .await?
         .ok_or(ApiError::InvalidToken { presented: true })?;
-    Ok(no_store(
-        Json(json!({
-            "id": user.id,
-            "email": user.email,
-            "roles": user.role_list(),
-            "session_id": auth.claims.sid,
-        }))
-        .into_response(),
-    ))
+    Ok(Json(json!({
+        "id": user.id,
+        "email": user.email,
+        "roles": user.role_list(),
+        "session_id": auth.claims.sid,
+    }))
+    .into_response())
 }
 
 /// Caches may keep the JWKS at most as long as a new key waits before it

@@ -159,12 +159,12 @@ async fn security_headers(
 }
 
 /// Nothing under `/auth/` may be cached: those responses carry tokens or
-/// personal data.
+/// personal data (`Pragma` for HTTP/1.0 caches, as RFC 6749 §5.1 asks).
 async fn no_store(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     response
 }
 

@@ -29,18 +29,8 @@ enum ServiceKeys {
 fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Failure> {
     use crate::clock::{Clock, SystemClock};
     use crate::keystore::{KeyManager, key_states};
-    let settings = crate::config::Settings::load(&crate::config::Overrides {
-        config_file: data.config.clone(),
-        addr: None,
-        data_dir: data.data_dir.clone(),
-        ..Default::default()
-    })
-    .map_err(|e| Failure::Input(e.to_string()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::Input(e.to_string()))?;
-    runtime.block_on(async move {
+    let settings = super::load_settings(data, crate::config::Overrides::default())?;
+    super::block_on(async move {
         let store = crate::storage::Store::connect(settings.database_url.expose())
             .await
             .map_err(|e| Failure::Input(e.to_string()))?;
@@ -101,9 +91,7 @@ fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Fa
                         .map_err(|e| Failure::Input(e.to_string()))?;
                     println!(
                         "{kid}: published now, signs from {}",
-                        super::rfc3339(
-                            now + i64::try_from(settings.key_publish_delay.as_secs()).unwrap_or(0)
-                        )
+                        super::rfc3339(now + crate::config::secs(settings.key_publish_delay))
                     );
                     Ok(())
                 }
@@ -123,7 +111,7 @@ fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Fa
         };
         store.close().await;
         result
-    })
+    })?
 }
 
 /// A kid becomes a file name, so it must not be able to leave the directory.

@@ -4,29 +4,9 @@ use std::sync::Arc;
 
 use crate::cli::{DataArgs, Failure, ServeArgs};
 use crate::clock::SystemClock;
-use crate::config::{Overrides, Settings};
+use crate::config::Overrides;
 use crate::startup::{Application, shutdown_signal};
 use crate::storage::Store;
-
-fn settings(args: &DataArgs, addr: Option<String>) -> Result<Settings, Failure> {
-    settings_with_tls(args, addr, None, None)
-}
-
-fn settings_with_tls(
-    args: &DataArgs,
-    addr: Option<String>,
-    tls_cert: Option<std::path::PathBuf>,
-    tls_key: Option<std::path::PathBuf>,
-) -> Result<Settings, Failure> {
-    Settings::load(&Overrides {
-        config_file: args.config.clone(),
-        addr,
-        data_dir: args.data_dir.clone(),
-        tls_cert,
-        tls_key,
-    })
-    .map_err(|e| Failure::Input(e.to_string()))
-}
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
@@ -37,11 +17,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 /// Runs the service until SIGINT/SIGTERM.
 pub fn serve(args: ServeArgs) -> Result<(), Failure> {
-    let settings = settings_with_tls(
+    let settings = super::load_settings(
         &args.data,
-        args.addr.clone(),
-        args.tls_cert.clone(),
-        args.tls_key.clone(),
+        Overrides {
+            addr: args.addr.clone(),
+            tls_cert: args.tls_cert.clone(),
+            tls_key: args.tls_key.clone(),
+            ..Overrides::default()
+        },
     )?;
     if args.print_config {
         print!("{}", settings.render());
@@ -70,13 +53,13 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
 
 /// Applies pending migrations and exits.
 pub fn migrate(args: DataArgs) -> Result<(), Failure> {
-    let settings = settings(&args, None)?;
-    runtime()?.block_on(async move {
+    let settings = super::load_settings(&args, Overrides::default())?;
+    super::block_on(async move {
         let store = Store::connect(settings.database_url.expose())
             .await
             .map_err(|e| Failure::Input(format!("storage: {e}")))?;
         store.close().await;
         println!("migrations applied");
         Ok(())
-    })
+    })?
 }

@@ -29,25 +29,15 @@ pub fn run(cmd: UserCommand) -> Result<(), Failure> {
         | UserCommand::SetRoles { data, .. }
         | UserCommand::Import { data, .. } => data.clone(),
     };
-    let settings = Settings::load(&Overrides {
-        config_file: data.config.clone(),
-        addr: None,
-        data_dir: data.data_dir.clone(),
-        ..Default::default()
-    })
-    .map_err(input)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(input)?;
-    runtime.block_on(async move {
+    let settings = super::load_settings(&data, Overrides::default())?;
+    super::block_on(async move {
         let store = Store::connect(settings.database_url.expose())
             .await
             .map_err(input)?;
         let result = dispatch(cmd, &settings, &store).await;
         store.close().await;
         result
-    })
+    })?
 }
 
 async fn dispatch(cmd: UserCommand, settings: &Settings, store: &Store) -> Result<(), Failure> {

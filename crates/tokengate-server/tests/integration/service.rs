@@ -46,6 +46,7 @@ async fn full_life_cycle(backend: Backend) {
     let response = app.refresh(&t.refresh).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(response.headers()["pragma"], "no-cache");
     let t2 = tokens(response).await;
     assert_ne!(t2.refresh, t.refresh);
     let me2: Value = app.me(&t2.access).await.json().await.unwrap();
