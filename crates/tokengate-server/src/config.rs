@@ -28,6 +28,7 @@ pub const KEYS: &[&str] = &[
     "signing_alg",
     "hs_secret",
     "master_key",
+    "master_key_file",
     "access_ttl",
     "access_scope",
     "refresh_ttl",
@@ -38,7 +39,14 @@ pub const KEYS: &[&str] = &[
     "registration",
     "login_max_failures",
     "login_failure_window",
+    "login_ip_max_failures",
+    "login_account_max_failures",
     "auth_requests_per_minute",
+    "trusted_proxies",
+    "client_ip_header",
+    "ipv6_prefix_len",
+    "header_read_timeout",
+    "max_connections",
     "argon2_memory_kib",
     "argon2_iterations",
     "argon2_parallelism",
@@ -48,6 +56,7 @@ pub const KEYS: &[&str] = &[
     "key_publish_delay",
     "metrics",
     "metrics_addr",
+    "metrics_token",
     "tls_cert",
     "tls_key",
     "key_rotation_interval",
@@ -56,7 +65,7 @@ pub const KEYS: &[&str] = &[
 ];
 
 /// Keys whose values are secrets: never printed, never logged.
-const SECRET_KEYS: &[&str] = &["hs_secret", "master_key"];
+const SECRET_KEYS: &[&str] = &["hs_secret", "master_key", "metrics_token"];
 
 /// A duration in whole seconds as the `i64` Unix times are kept in,
 /// saturating (settings never come near the limit).
@@ -83,7 +92,13 @@ fn default(key: &str) -> Option<&'static str> {
         "registration" => "true",
         "login_max_failures" => "5",
         "login_failure_window" => "15m",
+        "login_ip_max_failures" => "20",
+        "login_account_max_failures" => "10",
         "auth_requests_per_minute" => "120",
+        "client_ip_header" => "x-forwarded-for",
+        "ipv6_prefix_len" => "64",
+        "header_read_timeout" => "10s",
+        "max_connections" => "4096",
         "argon2_memory_kib" => "19456",
         "argon2_iterations" => "2",
         "argon2_parallelism" => "1",
@@ -92,6 +107,7 @@ fn default(key: &str) -> Option<&'static str> {
         "audit_retention" => "90d",
         "key_publish_delay" => "5m",
         "metrics" => "true",
+        "metrics_addr" => "127.0.0.1:9464",
         "log_format" => "json",
         "log_level" => "info",
         _ => return None,
@@ -144,6 +160,41 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Which forwarding header names the client behind a trusted proxy. Only
+/// one is read: a proxy that appends to one passes the other through as the
+/// client sent it, so reading both would let a client forge its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+}
+
+impl ClientIpHeader {
+    /// The header's name, as configured.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientIpHeader::XForwardedFor => "x-forwarded-for",
+            ClientIpHeader::Forwarded => "forwarded",
+        }
+    }
+}
+
+/// OWASP's argon2id minimums: (memory KiB, iterations) pairs of equal
+/// strength, with one lane. A configuration must reach one of them.
+pub const ARGON2_MINIMUMS: &[(u32, u32)] = &[
+    (47_104, 1),
+    (19_456, 2),
+    (12_288, 3),
+    (9_216, 4),
+    (7_168, 5),
+];
+
+/// The longest refresh reuse interval accepted: a used token answering for
+/// longer is a stolen token's window, not a second tab's.
+pub const MAX_REFRESH_REUSE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Command-line overrides (the flags of `serve` and the data commands).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -182,6 +233,9 @@ pub struct Settings {
     pub hs_secret: Option<Secret>,
     /// Master key (base64url, 32 bytes) instead of `data_dir/master.key`.
     pub master_key: Option<Secret>,
+    /// Where the master key file lives, when not `data_dir/master.key`
+    /// (keep it apart from the database and its backups).
+    pub master_key_file: Option<PathBuf>,
     /// Access-token lifetime.
     pub access_ttl: Duration,
     /// `scope` claim of access tokens.
@@ -198,12 +252,30 @@ pub struct Settings {
     pub leeway: Duration,
     /// Whether `POST /auth/register` is open.
     pub registration: bool,
-    /// Failed logins allowed per account and per IP in the window.
+    /// Wrong passwords checked per account from one client address in the
+    /// window; further attempts get 429 without reaching the hasher.
     pub login_max_failures: u32,
     /// The failed-login window.
     pub login_failure_window: Duration,
-    /// Overall per-IP request budget on `/auth/*`.
+    /// Wrong passwords checked per client address, whatever the account.
+    pub login_ip_max_failures: u32,
+    /// Wrong passwords per account from all addresses before exponential
+    /// back-off starts (1 s, 2 s, 4 s, … up to the window): an attacker
+    /// elsewhere can slow the owner down but not lock them out.
+    pub login_account_max_failures: u32,
+    /// Overall per-client request budget on `/auth/*`.
     pub auth_requests_per_minute: u32,
+    /// Peers whose forwarding header is believed (CIDR list; empty: none).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The forwarding header read from a trusted proxy.
+    pub client_ip_header: ClientIpHeader,
+    /// IPv6 clients are limited per prefix of this length (a /64 is one
+    /// subscriber's network; per address would let it rotate freely).
+    pub ipv6_prefix_len: u8,
+    /// A client must send its request headers within this time.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further ones wait in the backlog.
+    pub max_connections: usize,
     /// Argon2id memory cost (KiB).
     pub argon2_memory_kib: u32,
     /// Argon2id iterations.
@@ -222,8 +294,11 @@ pub struct Settings {
     pub key_rotation_interval: Option<Duration>,
     /// Serve Prometheus metrics at `/metrics`.
     pub metrics: bool,
-    /// Serve `/metrics` on this separate address instead of `addr`.
+    /// Serve `/metrics` on this separate address (loopback by default).
     pub metrics_addr: Option<SocketAddr>,
+    /// Bearer token `/metrics` requires; with `metrics_addr` unset, it is
+    /// then served on the API port.
+    pub metrics_token: Option<Secret>,
     /// TLS certificate chain (PEM); with `tls_key`, serve HTTPS.
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
@@ -258,11 +333,18 @@ fn file_layer(path: &Path, required: bool) -> Result<Layer, ConfigError> {
         }
         let text = match value {
             toml::Value::String(s) => s,
+            // Lists (trusted_proxies) are kept as comma-separated text, as
+            // the environment gives them.
+            toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
+                .iter()
+                .filter_map(toml::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
             other => {
                 return Err(ConfigError(format!(
-                    "{}: {key} must be a string, number or boolean, not {}",
+                    "{}: {key} must be a string, number, boolean or list of strings, not {}",
                     path.display(),
                     other.type_str()
                 )));
@@ -473,6 +555,101 @@ impl Settings {
                 "auth_requests_per_minute must be at least 1".into(),
             ));
         }
+        let login_ip_max_failures: u32 = m.number("login_ip_max_failures")?;
+        let login_account_max_failures: u32 = m.number("login_account_max_failures")?;
+        if login_ip_max_failures < login_max_failures
+            || login_account_max_failures < login_max_failures
+        {
+            return Err(ConfigError(format!(
+                "login_ip_max_failures ({login_ip_max_failures}) and login_account_max_failures ({login_account_max_failures}) must be at least login_max_failures ({login_max_failures})"
+            )));
+        }
+        let argon2_memory_kib: u32 = m.number("argon2_memory_kib")?;
+        let argon2_iterations: u32 = m.number("argon2_iterations")?;
+        if !ARGON2_MINIMUMS
+            .iter()
+            .any(|(mem, t)| argon2_memory_kib >= *mem && argon2_iterations >= *t)
+        {
+            return Err(ConfigError(format!(
+                "argon2_memory_kib = {argon2_memory_kib} with argon2_iterations = {argon2_iterations} is below OWASP's minimum (19456 KiB with 2 iterations, or 47104/1, 12288/3, 9216/4, 7168/5)"
+            )));
+        }
+        let refresh_reuse_interval = m.duration("refresh_reuse_interval")?;
+        if refresh_reuse_interval > MAX_REFRESH_REUSE_INTERVAL {
+            return Err(ConfigError(format!(
+                "refresh_reuse_interval of {} is over the 60s maximum: a used refresh token must not keep working",
+                humantime::format_duration(refresh_reuse_interval)
+            )));
+        }
+        let session_lifetime = m.duration("session_lifetime")?;
+        if session_lifetime < refresh_ttl {
+            return Err(ConfigError(format!(
+                "session_lifetime ({}) is shorter than refresh_ttl ({})",
+                humantime::format_duration(session_lifetime),
+                humantime::format_duration(refresh_ttl)
+            )));
+        }
+        let trusted_proxies = match m.string("trusted_proxies") {
+            None => Vec::new(),
+            Some(_) => m.parse(
+                "trusted_proxies",
+                "a comma-separated list of addresses or CIDR ranges like 10.0.0.0/8, ::1",
+                parse_cidrs,
+            )?,
+        };
+        let client_ip_header = m.parse(
+            "client_ip_header",
+            "x-forwarded-for or forwarded",
+            |t| match t.to_ascii_lowercase().as_str() {
+                "x-forwarded-for" => Some(ClientIpHeader::XForwardedFor),
+                "forwarded" => Some(ClientIpHeader::Forwarded),
+                _ => None,
+            },
+        )?;
+        let ipv6_prefix_len: u8 =
+            m.parse("ipv6_prefix_len", "a prefix length from 1 to 128", |t| {
+                t.parse().ok().filter(|n| (1..=128).contains(n))
+            })?;
+        let header_read_timeout = m.duration("header_read_timeout")?;
+        if header_read_timeout.is_zero() {
+            return Err(ConfigError("header_read_timeout must be positive".into()));
+        }
+        let max_connections: usize = m.number("max_connections")?;
+        if max_connections == 0 {
+            return Err(ConfigError("max_connections must be at least 1".into()));
+        }
+        let metrics: bool = m.parse("metrics", "true or false", |t| t.parse().ok())?;
+        let metrics_addr: Option<SocketAddr> = match m.string("metrics_addr") {
+            Some(_) => Some(
+                m.parse("metrics_addr", "an address like 127.0.0.1:9464", |t| {
+                    t.parse().ok()
+                })?,
+            ),
+            None => None,
+        };
+        let metrics_token = m.secret("metrics_token");
+        if let Some(token) = &metrics_token
+            && token.expose().len() < 32
+        {
+            return Err(ConfigError(
+                "metrics_token must be at least 32 characters (make one with `tokengate secret generate`)".into(),
+            ));
+        }
+        if metrics && metrics_token.is_none() {
+            match metrics_addr {
+                None => {
+                    return Err(ConfigError(
+                        "metrics = true needs metrics_addr (a loopback address) or metrics_token (to serve /metrics on the API port behind a bearer token)".into(),
+                    ));
+                }
+                Some(addr) if !addr.ip().is_loopback() => {
+                    return Err(ConfigError(format!(
+                        "metrics_addr {addr} is reachable from the network: set metrics_token, or bind it to a loopback address"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
         let password_hash_concurrency: usize = m.number("password_hash_concurrency")?;
         let log_format = m.string("log_format").unwrap_or_default();
         if !matches!(log_format.as_str(), "json" | "pretty") {
@@ -495,35 +672,37 @@ impl Settings {
             signing_alg,
             hs_secret,
             master_key: m.secret("master_key"),
+            master_key_file: m.string("master_key_file").map(PathBuf::from),
             access_ttl,
             access_scope: m.string("access_scope").unwrap_or_default(),
             refresh_ttl,
-            refresh_reuse_interval: m.duration("refresh_reuse_interval")?,
-            session_lifetime: m.duration("session_lifetime")?,
+            refresh_reuse_interval,
+            session_lifetime,
             session_idle_timeout: m.duration("session_idle_timeout")?,
             leeway,
             registration: m.parse("registration", "true or false", |t| t.parse().ok())?,
             login_max_failures,
             login_failure_window: m.duration("login_failure_window")?,
+            login_ip_max_failures,
+            login_account_max_failures,
             auth_requests_per_minute,
-            argon2_memory_kib: m.number("argon2_memory_kib")?,
-            argon2_iterations: m.number("argon2_iterations")?,
+            trusted_proxies,
+            client_ip_header,
+            ipv6_prefix_len,
+            header_read_timeout,
+            max_connections,
+            argon2_memory_kib,
+            argon2_iterations,
             argon2_parallelism: m.number("argon2_parallelism")?,
             password_hash_concurrency: password_hash_concurrency.max(1),
             request_timeout: m.duration("request_timeout")?,
             audit_retention: m.duration("audit_retention")?,
             key_publish_delay: m.duration("key_publish_delay")?,
-            metrics: m.parse("metrics", "true or false", |t| t.parse().ok())?,
+            metrics,
             tls_cert,
             tls_key,
-            metrics_addr: match m.string("metrics_addr") {
-                Some(_) => Some(m.parse(
-                    "metrics_addr",
-                    "an address like 127.0.0.1:9090",
-                    |t| t.parse().ok(),
-                )?),
-                None => None,
-            },
+            metrics_addr,
+            metrics_token,
             key_rotation_interval: match m.text("key_rotation_interval") {
                 Some((t, _)) if !t.trim().is_empty() => Some(m.duration("key_rotation_interval")?),
                 _ => None,
@@ -569,6 +748,13 @@ impl Settings {
                     String::new()
                 },
             ),
+            (
+                "master_key_file",
+                self.master_key_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
             ("access_ttl", d(self.access_ttl)),
             ("access_scope", self.access_scope.clone()),
             ("refresh_ttl", d(self.refresh_ttl)),
@@ -580,9 +766,29 @@ impl Settings {
             ("login_max_failures", self.login_max_failures.to_string()),
             ("login_failure_window", d(self.login_failure_window)),
             (
+                "login_ip_max_failures",
+                self.login_ip_max_failures.to_string(),
+            ),
+            (
+                "login_account_max_failures",
+                self.login_account_max_failures.to_string(),
+            ),
+            (
                 "auth_requests_per_minute",
                 self.auth_requests_per_minute.to_string(),
             ),
+            (
+                "trusted_proxies",
+                self.trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("client_ip_header", self.client_ip_header.name().to_owned()),
+            ("ipv6_prefix_len", self.ipv6_prefix_len.to_string()),
+            ("header_read_timeout", d(self.header_read_timeout)),
+            ("max_connections", self.max_connections.to_string()),
             ("argon2_memory_kib", self.argon2_memory_kib.to_string()),
             ("argon2_iterations", self.argon2_iterations.to_string()),
             ("argon2_parallelism", self.argon2_parallelism.to_string()),
@@ -597,6 +803,14 @@ impl Settings {
             (
                 "metrics_addr",
                 self.metrics_addr.map(|a| a.to_string()).unwrap_or_default(),
+            ),
+            (
+                "metrics_token",
+                if self.metrics_token.is_some() {
+                    "[redacted]".into()
+                } else {
+                    String::new()
+                },
             ),
             (
                 "tls_cert",
@@ -639,6 +853,20 @@ impl Settings {
     pub fn is_postgres(&self) -> bool {
         self.database_url.expose().starts_with("postgres")
     }
+}
+
+/// Parses `10.0.0.0/8, 192.168.1.1, ::1`: a bare address is a one-address range.
+fn parse_cidrs(text: &str) -> Option<Vec<ipnet::IpNet>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| t.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+        })
+        .collect()
 }
 
 /// Hides the password in `scheme://user:password@host/…`.
@@ -756,6 +984,59 @@ mod tests {
             (&[("TOKENGATE_SIGNING_ALG", "none")], "signing_alg"),
             (&[("TOKENGATE_ACCESS_TTL", "soon")], "duration"),
             (&[("TOKENGATE_DATABASE_URL", "mysql://x")], "database_url"),
+            (&[("TOKENGATE_ARGON2_MEMORY_KIB", "1024")], "OWASP"),
+            (&[("TOKENGATE_ARGON2_MEMORY_KIB", "19455")], "OWASP"),
+            (
+                &[
+                    ("TOKENGATE_ARGON2_MEMORY_KIB", "47103"),
+                    ("TOKENGATE_ARGON2_ITERATIONS", "1"),
+                ],
+                "OWASP",
+            ),
+            (
+                &[
+                    ("TOKENGATE_ARGON2_MEMORY_KIB", "7167"),
+                    ("TOKENGATE_ARGON2_ITERATIONS", "5"),
+                ],
+                "OWASP",
+            ),
+            (
+                &[("TOKENGATE_REFRESH_REUSE_INTERVAL", "61s")],
+                "60s maximum",
+            ),
+            (
+                &[("TOKENGATE_SESSION_LIFETIME", "13d")],
+                "shorter than refresh_ttl",
+            ),
+            (
+                &[("TOKENGATE_METRICS_ADDR", "0.0.0.0:9464")],
+                "reachable from the network",
+            ),
+            (&[("TOKENGATE_METRICS_ADDR", "")], "needs metrics_addr"),
+            (&[("TOKENGATE_METRICS_TOKEN", "short")], "at least 32"),
+            (
+                &[("TOKENGATE_TRUSTED_PROXIES", "10.0.0.0/33")],
+                "trusted_proxies",
+            ),
+            (
+                &[("TOKENGATE_TRUSTED_PROXIES", "proxy.local")],
+                "trusted_proxies",
+            ),
+            (&[("TOKENGATE_IPV6_PREFIX_LEN", "0")], "ipv6_prefix_len"),
+            (&[("TOKENGATE_IPV6_PREFIX_LEN", "129")], "ipv6_prefix_len"),
+            (
+                &[("TOKENGATE_CLIENT_IP_HEADER", "x-real-ip")],
+                "client_ip_header",
+            ),
+            (
+                &[("TOKENGATE_HEADER_READ_TIMEOUT", "0s")],
+                "header_read_timeout",
+            ),
+            (&[("TOKENGATE_MAX_CONNECTIONS", "0")], "max_connections"),
+            (
+                &[("TOKENGATE_LOGIN_IP_MAX_FAILURES", "4")],
+                "at least login_max_failures",
+            ),
         ];
         for (vars, needle) in cases {
             let err = load(vars).err().map(|e| e.to_string()).unwrap_or_default();
@@ -766,6 +1047,73 @@ mod tests {
                 "secret echoed: {err}"
             );
         }
+    }
+
+    #[test]
+    fn settings_at_their_limits_are_accepted() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[
+                ("TOKENGATE_ARGON2_MEMORY_KIB", "19456"),
+                ("TOKENGATE_ARGON2_ITERATIONS", "2"),
+            ],
+            &[
+                ("TOKENGATE_ARGON2_MEMORY_KIB", "47104"),
+                ("TOKENGATE_ARGON2_ITERATIONS", "1"),
+            ],
+            &[
+                ("TOKENGATE_ARGON2_MEMORY_KIB", "7168"),
+                ("TOKENGATE_ARGON2_ITERATIONS", "5"),
+            ],
+            &[("TOKENGATE_REFRESH_REUSE_INTERVAL", "60s")],
+            &[("TOKENGATE_REFRESH_REUSE_INTERVAL", "0s")],
+            &[("TOKENGATE_SESSION_LIFETIME", "14d")],
+            &[
+                ("TOKENGATE_METRICS_ADDR", "0.0.0.0:9464"),
+                (
+                    "TOKENGATE_METRICS_TOKEN",
+                    "0123456789abcdef0123456789abcdef",
+                ),
+            ],
+            &[
+                ("TOKENGATE_METRICS_ADDR", ""),
+                ("TOKENGATE_METRICS", "false"),
+            ],
+            &[("TOKENGATE_IPV6_PREFIX_LEN", "128")],
+        ];
+        for vars in cases {
+            if let Err(e) = load(vars) {
+                panic!("{vars:?} refused: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidr_lists_from_the_environment_or_a_toml_array() {
+        let s = load(&[(
+            "TOKENGATE_TRUSTED_PROXIES",
+            " 10.0.0.0/8, 192.168.1.7 ,::1,",
+        )])
+        .map(|s| s.trusted_proxies)
+        .map_err(|e| e.to_string());
+        let expected: Vec<ipnet::IpNet> = ["10.0.0.0/8", "192.168.1.7/32", "::1/128"]
+            .iter()
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        assert_eq!(s, Ok(expected.clone()));
+        let dir = tempfile::tempdir().map_err(|e| e.to_string());
+        let Ok(dir) = dir else { panic!("tempdir") };
+        let path = dir.path().join("tokengate.toml");
+        std::fs::write(
+            &path,
+            "trusted_proxies = [\"10.0.0.0/8\", \"192.168.1.7\", \"::1\"]\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let overrides = Overrides {
+            config_file: Some(path),
+            ..Overrides::default()
+        };
+        let s = Settings::load_from(&overrides, &|_| None).map(|s| s.trusted_proxies);
+        assert_eq!(s.map_err(|e| e.to_string()), Ok(expected));
     }
 
     #[test]

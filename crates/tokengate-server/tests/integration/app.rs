@@ -106,18 +106,22 @@ pub fn test_settings(dir: &TempDir, database_url: Option<&str>) -> Settings {
     let vars: Vec<(String, String)> = vec![
         ("TOKENGATE_ADDR".into(), "127.0.0.1:0".into()),
         ("TOKENGATE_DATA_DIR".into(), data_dir),
-        ("TOKENGATE_ARGON2_MEMORY_KIB".into(), "1024".into()),
-        ("TOKENGATE_ARGON2_ITERATIONS".into(), "1".into()),
+        ("TOKENGATE_METRICS_ADDR".into(), "127.0.0.1:0".into()),
         ("TOKENGATE_AUTH_REQUESTS_PER_MINUTE".into(), "100000".into()),
         ("TOKENGATE_ISSUER".into(), "https://auth.test".into()),
     ]
     .into_iter()
     .chain(database_url.map(|u| ("TOKENGATE_DATABASE_URL".to_string(), u.to_string())))
     .collect();
-    Settings::load_from(&Overrides::default(), &|name| {
+    let mut settings = Settings::load_from(&Overrides::default(), &|name| {
         vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     })
-    .expect("test settings")
+    .expect("test settings");
+    // Cheap hashing, below what the loader accepts from an operator: these
+    // tests check behaviour, not strength (the timing test sets real costs).
+    settings.argon2_memory_kib = 1024;
+    settings.argon2_iterations = 1;
+    settings
 }
 
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {

@@ -27,9 +27,10 @@ fn command(data_dir: &Path, database_url: Option<&str>) -> Command {
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(data_dir)
-        .env("TOKENGATE_ARGON2_MEMORY_KIB", "1024")
-        .env("TOKENGATE_ARGON2_ITERATIONS", "1")
+        .env("TOKENGATE_ARGON2_MEMORY_KIB", "7168")
+        .env("TOKENGATE_ARGON2_ITERATIONS", "5")
         .env("TOKENGATE_AUTH_REQUESTS_PER_MINUTE", "100000")
+        .env("TOKENGATE_METRICS_ADDR", "127.0.0.1:0")
         .env_remove("TOKENGATE_CONFIG")
         .current_dir(data_dir);
     if let Some(url) = database_url {
