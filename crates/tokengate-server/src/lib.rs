@@ -7,6 +7,7 @@
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod client_ip;
 pub mod clock;
 pub mod commands;
 pub mod config;

@@ -9,13 +9,14 @@ use tokengate::VerifyPolicy;
 use tokio::net::TcpListener;
 
 use crate::api;
+use crate::client_ip::ClientIpResolver;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::keystore;
 use crate::password::Hasher;
-use crate::ratelimit::InProcessThrottle;
+use crate::ratelimit::{InProcessThrottle, LoginLimits, RequestBudget};
 use crate::revocation::InProcessRevocations;
-use crate::state::{AppState, budget};
+use crate::state::AppState;
 use crate::storage::Store;
 
 /// How often revocations and signing keys recorded in the database are
@@ -120,8 +121,17 @@ impl Application {
                 _ => None,
             };
         let state = Arc::new(AppState {
-            throttle: Arc::new(InProcessThrottle::new(settings.login_max_failures, window)),
-            budget: budget(settings.auth_requests_per_minute),
+            throttle: Arc::new(InProcessThrottle::new(LoginLimits {
+                per_account_and_client: settings.login_max_failures,
+                per_client: settings.login_ip_max_failures,
+                per_account_before_backoff: settings.login_account_max_failures,
+                window,
+            })),
+            budget: RequestBudget::new(settings.auth_requests_per_minute),
+            client_ip: ClientIpResolver::new(
+                settings.trusted_proxies.clone(),
+                settings.client_ip_header,
+            ),
             settings,
             store,
             keys,
@@ -131,9 +141,8 @@ impl Application {
             clock,
             revocations,
         });
-        let access_ttl = crate::config::secs(state.settings.access_ttl);
         state
-            .sync_revocations(now.as_secs() - access_ttl - 1)
+            .sync_revocations(state.revocation_lookback(now.as_secs()))
             .await
             .map_err(|e| StartupError(format!("storage: {e}")))?;
         Ok(Application {
@@ -195,9 +204,15 @@ impl Application {
             async move {
                 let mut tick = tokio::time::interval(REVOCATION_SYNC);
                 let mut since = state.clock.now().as_secs();
+                let mut ticks: u64 = 0;
                 loop {
                     tick.tick().await;
                     let now = state.clock.now().as_secs();
+                    ticks += 1;
+                    // Limiter state of clients gone quiet, once a minute.
+                    if ticks.is_multiple_of(30) {
+                        state.prune_limits(now);
+                    }
                     // Overlap by a few seconds: rows committed late still count.
                     match state.sync_revocations(since - 5).await {
                         Ok(()) => since = now,

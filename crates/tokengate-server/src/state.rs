@@ -4,13 +4,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use aws_lc_rs::hmac;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokengate::VerifyPolicy;
 
+use crate::client_ip::ClientIpResolver;
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{Settings, secs};
 use crate::password::Hasher;
-use crate::ratelimit::LoginThrottle;
+use crate::ratelimit::{LoginThrottle, RequestBudget};
 use crate::revocation::Revocations;
 use crate::storage::Store;
 
@@ -34,8 +34,10 @@ pub struct AppState {
     pub revocations: Arc<dyn Revocations>,
     /// Failed-login throttle.
     pub throttle: Arc<dyn LoginThrottle>,
-    /// Per-IP request budget on `/auth/*`.
-    pub budget: DefaultKeyedRateLimiter<IpAddr>,
+    /// Per-client request budget on `/auth/*`.
+    pub budget: RequestBudget,
+    /// Who a request comes from (trusted proxies).
+    pub client_ip: ClientIpResolver,
 }
 
 impl AppState {
@@ -58,19 +60,55 @@ impl AppState {
     /// calls it for one access-token lifetime back; a background task then
     /// calls it every few seconds.
     pub async fn sync_revocations(&self, since: i64) -> Result<(), crate::storage::StoreError> {
-        let access_ttl = crate::config::secs(self.settings.access_ttl);
         let (sessions, users) = self.store.revocations_since(since).await?;
         for (sid, revoked_at) in &sessions {
-            self.revocations
-                .revoke_session(sid, revoked_at + access_ttl)
-                .await;
+            self.deny_session(sid, *revoked_at).await;
         }
         for (user, before) in &users {
-            self.revocations
-                .revoke_user_before(user, *before, before + access_ttl)
-                .await;
+            self.deny_user_before(user, *before).await;
         }
         Ok(())
+    }
+
+    /// How far back a revocation can still matter at `now`: one revoked
+    /// earlier only covers tokens that can no longer verify. Start-up loads
+    /// the denylist from here.
+    pub fn revocation_lookback(&self, now: i64) -> i64 {
+        now - secs(self.settings.access_ttl) - secs(self.settings.leeway) - 1
+    }
+
+    /// Until when a revocation made at `revoked_at` must be kept: a token
+    /// issued up to then expires at most `access_ttl` later and verifies
+    /// until `exp + leeway`; the denylist holds past that last moment.
+    pub fn revocation_horizon(&self, revoked_at: i64) -> i64 {
+        revoked_at + secs(self.settings.access_ttl) + secs(self.settings.leeway) + 1
+    }
+
+    /// Rejects the access tokens of session `sid`, revoked at `revoked_at`,
+    /// for as long as any of them could verify.
+    pub async fn deny_session(&self, sid: &str, revoked_at: i64) {
+        self.revocations
+            .revoke_session(sid, self.revocation_horizon(revoked_at))
+            .await;
+    }
+
+    /// Rejects `user_id`'s access tokens issued before `before`, for as long
+    /// as any of them could verify.
+    pub async fn deny_user_before(&self, user_id: &str, before: i64) {
+        self.revocations
+            .revoke_user_before(user_id, before, self.revocation_horizon(before))
+            .await;
+    }
+
+    /// Forgets limiter state no longer needed (run every minute).
+    pub fn prune_limits(&self, now: i64) {
+        self.budget.prune(now);
+        self.throttle.prune(now);
+    }
+
+    /// The key a client is limited under (IPv6 by prefix).
+    pub fn limit_key(&self, client: IpAddr) -> IpAddr {
+        crate::client_ip::limit_key(client, self.settings.ipv6_prefix_len)
     }
 
     /// Deletes audit events older than the retention; returns how many.
@@ -83,10 +121,4 @@ impl AppState {
         }
         Ok(pruned)
     }
-}
-
-/// A per-IP budget of `per_minute` requests.
-pub fn budget(per_minute: u32) -> DefaultKeyedRateLimiter<IpAddr> {
-    let per_minute = std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN);
-    RateLimiter::keyed(Quota::per_minute(per_minute))
 }

@@ -11,7 +11,22 @@ use serde::de::DeserializeOwned;
 use tokengate::AccessClaims;
 
 use super::error::ApiError;
+use crate::client_ip::ClientIp;
 use crate::state::AppState;
+
+/// The client's address, as the `client_ip` middleware resolved it once per
+/// request (the peer, or behind a trusted proxy the forwarded address).
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<ClientIp>()
+            .copied()
+            .ok_or_else(|| ApiError::Internal("client address not resolved".into()))
+    }
+}
 
 /// `Json<T>` with problem+json rejections.
 pub struct ApiJson<T>(pub T);

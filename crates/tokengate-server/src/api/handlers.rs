@@ -1,11 +1,10 @@
 //! The endpoints.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -16,6 +15,7 @@ use zeroize::Zeroizing;
 use super::error::ApiError;
 use super::extract::{ApiJson, Authenticated};
 use crate::audit::AuditEvent;
+use crate::client_ip::ClientIp;
 use crate::domain::{Email, NewPassword};
 use crate::state::AppState;
 use crate::storage::{
@@ -51,7 +51,7 @@ pub struct Credentials {
 /// `POST /auth/register`.
 pub async fn register(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
     if !state.settings.registration {
@@ -71,9 +71,9 @@ pub async fn register(
     let user = new_user(email.as_str(), hash, "user")?;
     let event = AuditEvent::new("user_registered")
         .user(&user.id)
-        .ip(peer.ip())
+        .ip(client)
         .with("email", email.as_str());
-    create_user(&state, &user, event, peer).await?;
+    create_user(&state, &user, event, client).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": user.id, "email": user.email})),
@@ -92,7 +92,7 @@ async fn create_user(
     state: &AppState,
     user: &User,
     event: AuditEvent,
-    peer: SocketAddr,
+    client: std::net::IpAddr,
 ) -> Result<(), ApiError> {
     let now = state.clock.now().as_secs();
     match state.store.create_user(user, now, &event).await {
@@ -104,7 +104,7 @@ async fn create_user(
             state
                 .record(
                     AuditEvent::new("register_rejected")
-                        .ip(peer.ip())
+                        .ip(client)
                         .with("reason", "email_taken")
                         .with("email", user.email.as_str()),
                 )
@@ -172,11 +172,11 @@ fn token_response(
 /// `POST /auth/login`.
 pub async fn login(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
-    let ip = peer.ip();
+    let ip = client;
     let user_agent = user_agent_of(&headers);
     let email = Email::parse(&body.email).map_err(|detail| ApiError::Invalid {
         field: "email",
@@ -190,20 +190,28 @@ pub async fn login(
         });
     }
     let now = state.clock.now();
-    let keys = [format!("acct:{email}"), format!("ip:{ip}")];
-    if let Some(retry_after) = state.throttle.blocked_for(&keys, now.as_secs()).await {
-        crate::metrics::login("rate_limited");
-        crate::metrics::rate_limited("login");
-        state
-            .record(
-                AuditEvent::new("login_rate_limited")
-                    .ip(ip)
-                    .with("email", email.as_str())
-                    .with("retry_after", retry_after),
-            )
-            .await;
-        return Err(ApiError::TooManyRequests { retry_after });
-    }
+    // Room for one password check is reserved before hashing, so however
+    // many attempts arrive at once, no more than the limit reach the hasher.
+    let reservation = match state
+        .throttle
+        .reserve(email.as_str(), state.limit_key(ip), now.as_secs())
+        .await
+    {
+        Ok(reservation) => reservation,
+        Err(retry_after) => {
+            crate::metrics::login("rate_limited");
+            crate::metrics::rate_limited("login");
+            state
+                .record(
+                    AuditEvent::new("login_rate_limited")
+                        .ip(ip)
+                        .with("email", email.as_str())
+                        .with("retry_after", retry_after),
+                )
+                .await;
+            return Err(ApiError::TooManyRequests { retry_after });
+        }
+    };
     let user = state.store.user_by_email(email.as_str()).await?;
     let known = user.is_some();
     let verdict = state
@@ -212,9 +220,30 @@ pub async fn login(
             &body.password,
             user.as_ref().map(|u| u.password_hash.as_str()),
         )
-        .await?;
-    let Some(user) = user.filter(|_| verdict.matches) else {
-        state.throttle.record_failure(&keys, now.as_secs()).await;
+        .await;
+    let verdict = match verdict {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            state
+                .throttle
+                .settle(reservation, crate::ratelimit::Attempt::Unchecked)
+                .await;
+            return Err(e.into());
+        }
+    };
+    let user = user.filter(|_| verdict.matches);
+    state
+        .throttle
+        .settle(
+            reservation,
+            if user.is_some() {
+                crate::ratelimit::Attempt::Succeeded
+            } else {
+                crate::ratelimit::Attempt::Failed
+            },
+        )
+        .await;
+    let Some(user) = user else {
         // The client gets one answer for both; the log keeps the difference.
         let reason = if known {
             "wrong_password"
@@ -279,10 +308,11 @@ pub async fn login(
         .user(&user.id)
         .session(&session.id)
         .ip(ip);
-    state
+    let created = state
         .store
         .create_session(
             &session,
+            user.session_epoch,
             &token_hash(&refresh),
             now.as_secs(),
             session_expires_at,
@@ -291,6 +321,20 @@ pub async fn login(
             &event,
         )
         .await?;
+    if !created {
+        // "Log out everywhere", a password change or disabling happened
+        // while this login waited for the hasher: it must not outlive them.
+        crate::metrics::login("credentials_changed");
+        state
+            .record(
+                AuditEvent::new("login_failed")
+                    .user(&user.id)
+                    .ip(ip)
+                    .with("reason", "sessions_ended_during_login"),
+            )
+            .await;
+        return Err(ApiError::InvalidCredentials);
+    }
     event.log();
     let access = access_token(&state, &user, &session.id, now)?;
     crate::metrics::login("success");
@@ -317,11 +361,11 @@ pub struct RefreshRequest {
 /// `POST /auth/refresh`: rotation with reuse detection.
 pub async fn refresh(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Response, ApiError> {
     let presented = body.refresh_token.trim();
-    let ip = peer.ip().to_string();
+    let ip = client.to_string();
     if presented.len() != 43 || b64::decode(presented).is_err() {
         state
             .record(
@@ -363,8 +407,7 @@ pub async fn refresh(
     let session = match outcome {
         Rotation::Rotated(session) | Rotation::Replayed(session) => session,
         Rotation::ReuseDetected(session) => {
-            let until = now.as_secs() + secs(state.settings.access_ttl);
-            state.revocations.revoke_session(&session.id, until).await;
+            state.deny_session(&session.id, now.as_secs()).await;
             return Err(ApiError::InvalidGrant);
         }
         Rotation::SessionEnded => {
@@ -413,7 +456,7 @@ struct LogoutRequest {
 /// `POST /auth/logout` {scope: local | others | global}.
 pub async fn logout(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     auth: Authenticated,
     headers: HeaderMap,
     body: Bytes,
@@ -436,7 +479,6 @@ pub async fn logout(
     let claims = auth.claims;
     let sid = claims.sid.clone().unwrap_or_default();
     let now = state.clock.now().as_secs();
-    let until = now + secs(state.settings.access_ttl);
     let scope = request.scope.as_deref().unwrap_or("local");
     let revoke = match scope {
         "local" => RevokeScope::Only(&sid),
@@ -452,7 +494,7 @@ pub async fn logout(
     let event = AuditEvent::new("logout")
         .user(&claims.sub)
         .session(&sid)
-        .ip(peer.ip())
+        .ip(client)
         .with("scope", scope);
     let ended = state
         .store
@@ -463,16 +505,13 @@ pub async fn logout(
     }
     if scope == "local" {
         // Also when the session row was already gone: the token must die.
-        state.revocations.revoke_session(&sid, until).await;
+        state.deny_session(&sid, now).await;
     }
     for id in &ended {
-        state.revocations.revoke_session(id, until).await;
+        state.deny_session(id, now).await;
     }
     if scope == "global" {
-        state
-            .revocations
-            .revoke_user_before(&claims.sub, now, until)
-            .await;
+        state.deny_user_before(&claims.sub, now).await;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -587,7 +626,7 @@ pub async fn sessions(
 /// `DELETE /auth/sessions/{id}`: ends one of the caller's sessions.
 pub async fn end_session(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     auth: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -595,7 +634,7 @@ pub async fn end_session(
     let event = AuditEvent::new("session_revoked")
         .user(&auth.claims.sub)
         .session(&id)
-        .ip(peer.ip())
+        .ip(client)
         .with("by", "user");
     let ended = state
         .store
@@ -606,10 +645,7 @@ pub async fn end_session(
         return Err(ApiError::NotFound);
     }
     event.log();
-    state
-        .revocations
-        .revoke_session(&id, now + secs(state.settings.access_ttl))
-        .await;
+    state.deny_session(&id, now).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -622,7 +658,7 @@ pub struct PasswordChange {
 /// `POST /auth/password`: changes the password, ends every other session.
 pub async fn change_password(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     auth: Authenticated,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<Response, ApiError> {
@@ -632,21 +668,37 @@ pub async fn change_password(
         .user_by_id(&auth.claims.sub)
         .await?
         .ok_or(ApiError::InvalidToken { presented: true })?;
-    let keys = [format!("acct:{}", user.email), format!("ip:{}", peer.ip())];
-    if let Some(retry_after) = state.throttle.blocked_for(&keys, now).await {
-        return Err(ApiError::TooManyRequests { retry_after });
-    }
+    let reservation = state
+        .throttle
+        .reserve(&user.email, state.limit_key(client), now)
+        .await
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
     let verdict = state
         .hasher
         .verify(&body.current_password, Some(&user.password_hash))
-        .await?;
+        .await;
+    let verdict = match verdict {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            state
+                .throttle
+                .settle(reservation, crate::ratelimit::Attempt::Unchecked)
+                .await;
+            return Err(e.into());
+        }
+    };
+    let attempt = if verdict.matches {
+        crate::ratelimit::Attempt::Succeeded
+    } else {
+        crate::ratelimit::Attempt::Failed
+    };
+    state.throttle.settle(reservation, attempt).await;
     if !verdict.matches {
-        state.throttle.record_failure(&keys, now).await;
         state
             .record(
                 AuditEvent::new("password_change_failed")
                     .user(&user.id)
-                    .ip(peer.ip())
+                    .ip(client)
                     .with("reason", "wrong_current_password"),
             )
             .await;
@@ -663,15 +715,14 @@ pub async fn change_password(
     let event = AuditEvent::new("password_changed")
         .user(&user.id)
         .session(&sid)
-        .ip(peer.ip());
+        .ip(client);
     let ended = state
         .store
         .change_password(&user.id, &hash, &sid, now, &event)
         .await?;
     event.with("sessions_ended", ended.len()).log();
-    let until = now + secs(state.settings.access_ttl);
     for id in &ended {
-        state.revocations.revoke_session(id, until).await;
+        state.deny_session(id, now).await;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -750,7 +801,7 @@ pub struct NewUser {
 /// `POST /admin/users`.
 pub async fn admin_create_user(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     auth: Authenticated,
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<Response, ApiError> {
@@ -770,10 +821,10 @@ pub async fn admin_create_user(
     let mut user = new_user(email.as_str(), hash, &roles)?;
     let event = AuditEvent::new("admin_user_created")
         .user(&user.id)
-        .ip(peer.ip())
+        .ip(client)
         .with("actor", admin.id.as_str())
         .with("roles", roles.as_str());
-    create_user(&state, &user, event, peer).await?;
+    create_user(&state, &user, event, client).await?;
     user.created_at = state.clock.now().as_secs();
     Ok((StatusCode::CREATED, Json(user_json(&user))).into_response())
 }
@@ -790,7 +841,7 @@ pub struct UserPatch {
 /// `PATCH /admin/users/{id}` {roles?, disabled?}.
 pub async fn admin_update_user(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     auth: Authenticated,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UserPatch>,
@@ -805,7 +856,7 @@ pub async fn admin_update_user(
     }
     let mut event = AuditEvent::new("admin_user_updated")
         .user(&id)
-        .ip(peer.ip())
+        .ip(client)
         .with("actor", admin.id.as_str());
     if let Some(roles) = &roles {
         event = event.with("roles", roles.as_str());
@@ -821,15 +872,11 @@ pub async fn admin_update_user(
         .ok_or(ApiError::NotFound)?;
     event.with("sessions_ended", ended.len()).log();
     if body.disabled == Some(true) {
-        let until = now + secs(state.settings.access_ttl);
         for sid in &ended {
-            state.revocations.revoke_session(sid, until).await;
+            state.deny_session(sid, now).await;
         }
         // Every access token issued so far, even of sessions already gone.
-        state
-            .revocations
-            .revoke_user_before(&id, now + 1, until)
-            .await;
+        state.deny_user_before(&id, now + 1).await;
     }
     Ok(Json(user_json(&user)).into_response())
 }
@@ -837,7 +884,7 @@ pub async fn admin_update_user(
 /// `POST /admin/users/{id}/revoke-sessions`.
 pub async fn admin_revoke_sessions(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     auth: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -848,18 +895,17 @@ pub async fn admin_revoke_sessions(
     let now = state.clock.now().as_secs();
     let event = AuditEvent::new("admin_sessions_revoked")
         .user(&id)
-        .ip(peer.ip())
+        .ip(client)
         .with("actor", admin.id.as_str());
     let ended = state
         .store
         .revoke_sessions(&id, RevokeScope::All, now, &event)
         .await?;
     event.with("sessions_ended", ended.len()).log();
-    let until = now + secs(state.settings.access_ttl);
     for sid in &ended {
-        state.revocations.revoke_session(sid, until).await;
+        state.deny_session(sid, now).await;
     }
-    state.revocations.revoke_user_before(&id, now, until).await;
+    state.deny_user_before(&id, now).await;
     Ok(Json(json!({ "sessions_ended": ended.len() })).into_response())
 }
 

@@ -70,6 +70,36 @@ macro_rules! insert_audit {
     };
 }
 
+/// Moves a user's session epoch on, first thing in a transaction that ends
+/// sessions: the row lock it takes (PostgreSQL) or the write lock (SQLite)
+/// orders it against a concurrent session creation, which checks the epoch
+/// under the same lock, so no session can slip in between.
+macro_rules! bump_session_epoch {
+    ($tx:expr, $user_id:expr, $now:expr) => {
+        sqlx::query(
+            "UPDATE users SET session_epoch = session_epoch + 1, updated_at = $1 WHERE id = $2",
+        )
+        .bind($now)
+        .bind($user_id)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+/// Keeps one session alive across an epoch bump (the password change's own
+/// session, "log out the others").
+macro_rules! carry_session_into_epoch {
+    ($tx:expr, $user_id:expr, $session_id:expr) => {
+        sqlx::query(
+            "UPDATE sessions SET user_epoch = (SELECT session_epoch FROM users WHERE id = $1) WHERE id = $2 AND user_id = $1",
+        )
+        .bind($user_id)
+        .bind($session_id)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
 /// A user row.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -87,6 +117,9 @@ pub struct User {
     pub disabled: bool,
     /// Creation time.
     pub created_at: i64,
+    /// Moves on at every "log out everywhere", password change and
+    /// disabling; sessions of an earlier epoch are void.
+    pub session_epoch: i64,
 }
 
 impl User {
@@ -101,6 +134,7 @@ impl User {
             not_before: None,
             disabled: false,
             created_at: 0,
+            session_epoch: 0,
         })
     }
 
@@ -230,6 +264,7 @@ where
         not_before: r.try_get("not_before")?,
         disabled: r.try_get::<i32, _>("disabled")? != 0,
         created_at: r.try_get("created_at")?,
+        session_epoch: r.try_get("session_epoch")?,
     })
 }
 
@@ -376,10 +411,10 @@ impl Store {
     ) -> Result<Option<User>, StoreError> {
         let sql = match column {
             "email" => {
-                "SELECT id, email, password_hash, roles, not_before, disabled, created_at FROM users WHERE email = $1"
+                "SELECT id, email, password_hash, roles, not_before, disabled, created_at, session_epoch FROM users WHERE email = $1"
             }
             _ => {
-                "SELECT id, email, password_hash, roles, not_before, disabled, created_at FROM users WHERE id = $1"
+                "SELECT id, email, password_hash, roles, not_before, disabled, created_at, session_epoch FROM users WHERE id = $1"
             }
         };
         let row = with_pool!(self, pool => sqlx::query(sql).bind(value).fetch_optional(pool).await?
@@ -422,6 +457,7 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let ids = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            bump_session_epoch!(tx, user_id, now);
             sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
                 .bind(hash)
                 .bind(now)
@@ -436,6 +472,7 @@ impl Store {
             .bind(keep_session)
             .fetch_all(&mut *tx)
             .await?;
+            carry_session_into_epoch!(tx, user_id, keep_session);
             let ids = rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<Vec<_>, _>>()?;
             let event = audit.clone().with("sessions_ended", ids.len());
             insert_audit!(tx, event, now);
@@ -445,22 +482,42 @@ impl Store {
         Ok(ids)
     }
 
-    /// Starts a session with its first refresh token, in one transaction.
+    /// Starts a session with its first refresh token, in one transaction,
+    /// if the user is still enabled and still in `session_epoch` (the epoch
+    /// the login read before checking the password). Returns `false`, and
+    /// writes nothing, when a "log out everywhere", a password change or a
+    /// disabling happened meanwhile.
     #[allow(clippy::too_many_arguments)]
     pub async fn create_session(
         &self,
         session: &SessionRef,
+        session_epoch: i64,
         refresh_hash: &str,
         now: i64,
         session_expires_at: i64,
         refresh_expires_at: i64,
         client: &ClientInfo,
         audit: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        with_pool!(self, pool => {
+    ) -> Result<bool, StoreError> {
+        let created = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            // A write to the user row first: it waits for (PostgreSQL row
+            // lock) or excludes (SQLite write lock) a concurrent epoch bump,
+            // then re-reads the epoch, so the check and the insert are one.
+            let current = sqlx::query(
+                "UPDATE users SET session_epoch = session_epoch WHERE id = $1 AND session_epoch = $2 AND disabled = 0",
+            )
+            .bind(&session.user_id)
+            .bind(session_epoch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if current == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
             sqlx::query(
-                "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip) VALUES ($1, $2, $3, $3, $4, $5, $6)",
+                "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip, user_epoch) VALUES ($1, $2, $3, $3, $4, $5, $6, $7)",
             )
             .bind(&session.id)
             .bind(&session.user_id)
@@ -468,6 +525,7 @@ impl Store {
             .bind(session_expires_at)
             .bind(&client.user_agent)
             .bind(&client.ip)
+            .bind(session_epoch)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -481,8 +539,9 @@ impl Store {
             .await?;
             insert_audit!(tx, audit, now);
             tx.commit().await?;
+            true
         });
-        Ok(())
+        Ok(created)
     }
 
     /// Presents a refresh token. The single-use check is one conditional
@@ -534,7 +593,8 @@ impl Store {
                 }
             };
             let session = sqlx::query(
-                "SELECT user_id, last_used_at, expires_at, revoked_at FROM sessions WHERE id = $1",
+                "SELECT s.user_id, s.last_used_at, s.expires_at, s.revoked_at, s.user_epoch, u.session_epoch, u.disabled \
+                 FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
             )
             .bind(&session_id)
             .fetch_optional(&mut *tx)
@@ -546,8 +606,11 @@ impl Store {
             let last_used_at: i64 = session.try_get("last_used_at")?;
             let session_expires_at: i64 = session.try_get("expires_at")?;
             let revoked_at: Option<i64> = session.try_get("revoked_at")?;
+            let void = session.try_get::<i64, _>("user_epoch")? != session.try_get::<i64, _>("session_epoch")?
+                || session.try_get::<i32, _>("disabled")? != 0;
             let reference = SessionRef { id: session_id.clone(), user_id };
             let ended = revoked_at.is_some()
+                || void
                 || session_expires_at <= now
                 || now - last_used_at > rules.idle_timeout;
             match used_at {
@@ -646,6 +709,18 @@ impl Store {
         };
         let ids = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            // Ending all (or all other) sessions also voids logins still in
+            // flight: the epoch moves first, under the user row's lock.
+            if !matches!(scope, RevokeScope::Only(_)) {
+                bump_session_epoch!(tx, user_id, now);
+            }
+            if matches!(scope, RevokeScope::All) {
+                sqlx::query("UPDATE users SET not_before = $1, updated_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let rows = sqlx::query(sql)
                 .bind(now)
                 .bind(reason)
@@ -653,12 +728,8 @@ impl Store {
                 .bind(arg)
                 .fetch_all(&mut *tx)
                 .await?;
-            if matches!(scope, RevokeScope::All) {
-                sqlx::query("UPDATE users SET not_before = $1, updated_at = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?;
+            if let RevokeScope::AllExcept(keep) = scope {
+                carry_session_into_epoch!(tx, user_id, keep);
             }
             let ids = rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<Vec<_>, _>>()?;
             // A row records a change: none when nothing was revoked.
@@ -855,7 +926,7 @@ impl Store {
             )
         });
         let users = with_pool!(self, pool => sqlx::query(
-            "SELECT id, email, password_hash, roles, not_before, disabled, created_at FROM users \
+            "SELECT id, email, password_hash, roles, not_before, disabled, created_at, session_epoch FROM users \
              WHERE (CAST($1 AS TEXT) IS NULL OR email LIKE $1 ESCAPE '\\') AND (CAST($2 AS TEXT) IS NULL OR email > $2) \
              ORDER BY email LIMIT $3",
         )
@@ -884,6 +955,9 @@ impl Store {
     ) -> Result<Option<(User, Vec<String>)>, StoreError> {
         let result = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            if disabled == Some(true) {
+                bump_session_epoch!(tx, user_id, now);
+            }
             let updated = sqlx::query(
                 "UPDATE users SET roles = COALESCE(CAST($1 AS TEXT), roles), disabled = COALESCE(CAST($2 AS INTEGER), disabled), updated_at = $3 WHERE id = $4",
             )
@@ -916,7 +990,7 @@ impl Store {
             let event = audit.clone().with("sessions_ended", ended.len());
             insert_audit!(tx, event, now);
             let user = sqlx::query(
-                "SELECT id, email, password_hash, roles, not_before, disabled, created_at FROM users WHERE id = $1",
+                "SELECT id, email, password_hash, roles, not_before, disabled, created_at, session_epoch FROM users WHERE id = $1",
             )
             .bind(user_id)
             .fetch_one(&mut *tx)

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use tokengate_server::audit::AuditEvent;
 use tokengate_server::storage::{AuditQuery, User};
 
-use crate::app::{Backend, TestApp, Tokens, problem, spawn_app};
+use crate::app::{Backend, TestApp, Tokens, problem, spawn_app, spawn_app_with};
 use crate::both_backends;
 use crate::logs;
 
@@ -39,6 +39,7 @@ async fn admin(app: &TestApp) -> Tokens {
         not_before: None,
         disabled: false,
         created_at: 0,
+        session_epoch: 0,
     };
     app.state
         .store
@@ -575,7 +576,7 @@ async fn every_event_type_is_stored_and_rolled_back_changes_leave_no_row(backend
     .await;
     let t5 = app.login_ok(email, new_pw).await;
     app.logout(&t5.access, Some("global")).await;
-    for _ in 0..5 {
+    for _ in 0..6 {
         app.login(email, "still not it").await;
     }
     let _ = t2;
@@ -631,7 +632,12 @@ async fn every_event_type_is_stored_and_rolled_back_changes_leave_no_row(backend
 }
 
 async fn audit_log_pages_by_cursor_and_filters(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.login_max_failures = 5;
+        s.login_ip_max_failures = 5;
+    })
+    .await
+    else {
         return;
     };
     let admin = admin(&app).await;

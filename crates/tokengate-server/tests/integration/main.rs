@@ -4,6 +4,7 @@
 mod accounts;
 mod app;
 mod cli;
+mod hardening;
 mod helpers;
 mod logs;
 mod metrics;

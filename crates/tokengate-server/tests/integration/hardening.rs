@@ -1,0 +1,614 @@
+//! The holes the adversarial review found, each proven closed over real
+//! HTTP on both backends: limits under concurrency, revocations at their
+//! last moment, logins racing a global logout, client addresses behind
+//! proxies, and floods past the request budget.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::app::{Backend, TestApp, problem, spawn_app, spawn_app_with, tokens};
+use crate::both_backends;
+use crate::logs;
+use tokengate_server::clock::Clock as _;
+
+both_backends!(
+    concurrent_wrong_logins_reach_the_hasher_at_most_the_limit,
+    an_attacker_elsewhere_cannot_lock_the_owner_out,
+    the_account_wide_back_off_doubles_and_refusals_are_not_failures,
+    a_client_is_limited_across_accounts,
+    a_revoked_token_stays_revoked_until_it_can_no_longer_verify,
+    revocations_hold_to_the_last_moment_after_a_restart,
+    revocations_synced_from_the_database_hold_to_the_last_moment,
+    a_login_in_flight_cannot_outlive_a_global_logout,
+    a_login_in_flight_cannot_outlive_a_password_change_or_disabling,
+    a_session_of_a_void_epoch_cannot_refresh,
+    a_flood_past_the_budget_writes_one_audit_row_per_client_per_minute,
+    ipv6_clients_share_a_budget_per_64,
+    forwarded_addresses_count_only_from_trusted_proxies,
+);
+
+const PASSWORD_SUFFIX: &str = " walks the long winding river road";
+
+fn password(email: &str) -> String {
+    format!("{email}{PASSWORD_SUFFIX}")
+}
+
+/// A login as seen from `client`, through the trusted proxy the test runs
+/// as (the harness peer is 127.0.0.1).
+async fn login_from(app: &TestApp, client: &str, email: &str, pw: &str) -> reqwest::Response {
+    logs::remember(pw);
+    app.client
+        .post(app.url("/auth/login"))
+        .header("x-forwarded-for", client)
+        .json(&json!({"email": email, "password": pw}))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn concurrent_wrong_logins_reach_the_hasher_at_most_the_limit(backend: Backend) {
+    // Real OWASP costs: the attack lives in the time a hash takes.
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.argon2_memory_kib = 19 * 1024;
+        s.argon2_iterations = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    app.user("ivan@example.com").await;
+    let before = app.state.hasher.verifications();
+    let app = &app;
+    let attempts = (0..60).map(|i| async move {
+        app.login("ivan@example.com", &format!("wrong guess {i}"))
+            .await
+    });
+    let responses = join_all(attempts).await;
+    let checked = app.state.hasher.verifications() - before;
+    assert_eq!(
+        checked, 5,
+        "login_max_failures = 5 password checks, whatever the concurrency"
+    );
+    let mut unauthorized = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::UNAUTHORIZED => unauthorized += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                let wait = retry_after(&response);
+                assert!((1..=900).contains(&wait), "{wait}");
+                problem(response, StatusCode::TOO_MANY_REQUESTS).await;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(unauthorized, 5);
+    // The right password from the same address waits too: the pair is full.
+    let limited = app
+        .login("ivan@example.com", &password("ivan@example.com"))
+        .await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(app.state.hasher.verifications() - before, 5);
+    logs::assert_clean();
+}
+
+async fn an_attacker_elsewhere_cannot_lock_the_owner_out(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await
+    else {
+        return;
+    };
+    app.user("judy@example.com").await;
+    let app_ref = &app;
+    let guesses = (0..60).map(|i| async move {
+        login_from(
+            app_ref,
+            "198.51.100.7",
+            "judy@example.com",
+            &format!("guess number {i}"),
+        )
+        .await
+    });
+    let statuses: Vec<StatusCode> = join_all(guesses).await.iter().map(|r| r.status()).collect();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(refused, 55, "{statuses:?}");
+    // The owner, from home, with the right password: in at once.
+    let owner = login_from(
+        &app,
+        "203.0.113.5",
+        "judy@example.com",
+        &password("judy@example.com"),
+    )
+    .await;
+    assert_eq!(owner.status(), StatusCode::OK);
+    tokens(owner).await;
+    logs::assert_clean();
+}
+
+async fn the_account_wide_back_off_doubles_and_refusals_are_not_failures(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await
+    else {
+        return;
+    };
+    app.user("kim@example.com").await;
+    let email = "kim@example.com";
+    // Ten failures from ten addresses (login_account_max_failures = 10).
+    for n in 0..10 {
+        let r = login_from(&app, &format!("198.51.100.{n}"), email, "not it at all").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // From here each attempt waits 1 s, 2 s, 4 s … after the latest failure,
+    // wherever it comes from: slower, never locked.
+    let r = login_from(&app, "198.51.100.50", email, "not it at all").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after(&r), 1);
+    app.clock.advance(1);
+    let r = login_from(&app, "198.51.100.51", email, "not it at all").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = login_from(&app, "198.51.100.52", email, "not it at all").await;
+    assert_eq!(retry_after(&r), 2);
+    // Refused attempts were not failures: the wait has not grown.
+    for _ in 0..20 {
+        let r = login_from(&app, "198.51.100.53", email, "not it at all").await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let r = login_from(&app, "203.0.113.5", email, &password(email)).await;
+    assert_eq!(retry_after(&r), 2, "the owner waits like everyone else");
+    app.clock.advance(2);
+    let r = login_from(&app, "203.0.113.5", email, &password(email)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    tokens(r).await;
+    logs::assert_clean();
+}
+
+async fn a_client_is_limited_across_accounts(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    // login_ip_max_failures = 20 wrong passwords from one address.
+    let app = &app;
+    let attempts = (0..30).map(|i| async move {
+        app.login(&format!("user{i}@example.com"), "a wrong password")
+            .await
+    });
+    let statuses: Vec<StatusCode> = join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(checked, 20, "{statuses:?}");
+    app.clock.advance(15 * 60);
+    assert_eq!(
+        app.login("user0@example.com", "a wrong password")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED,
+        "the window passed"
+    );
+}
+
+/// A short-lived token with a long leeway: the gap the review found.
+fn short_tokens_long_leeway(s: &mut tokengate_server::config::Settings) {
+    s.access_ttl = Duration::from_secs(3);
+    s.leeway = Duration::from_secs(20);
+}
+
+async fn spawn_short_lived(backend: Backend) -> Option<TestApp> {
+    let app = spawn_app_with(backend, short_tokens_long_leeway).await?;
+    // The policy is built from the settings: leeway 20 s.
+    Some(app)
+}
+
+async fn a_revoked_token_stays_revoked_until_it_can_no_longer_verify(backend: Backend) {
+    let Some(app) = spawn_short_lived(backend).await else {
+        return;
+    };
+    let revoked = app.user("leo@example.com").await;
+    let control = app
+        .login_ok("leo@example.com", &password("leo@example.com"))
+        .await;
+    assert_eq!(
+        app.logout(&revoked.access, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    // exp = t0 + 3; the token verifies while now < exp + leeway = t0 + 23.
+    app.clock.advance(6);
+    assert_eq!(
+        app.me(&revoked.access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    app.clock.advance(16);
+    // t0 + 22: the last second a token of t0 verifies (the control does).
+    assert_eq!(app.me(&control.access).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.me(&revoked.access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    app.clock.advance(1);
+    assert_eq!(
+        app.me(&control.access).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "expired"
+    );
+    logs::assert_clean();
+}
+
+async fn revocations_hold_to_the_last_moment_after_a_restart(backend: Backend) {
+    let Some(app) = spawn_short_lived(backend).await else {
+        return;
+    };
+    let revoked = app.user("mia@example.com").await;
+    let global = app
+        .login_ok("mia@example.com", &password("mia@example.com"))
+        .await;
+    let other = app.user("ned@example.com").await;
+    assert_eq!(
+        app.logout(&revoked.access, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.logout(&other.access, Some("global")).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    app.clock.advance(22);
+    let app = app.restart().await;
+    assert_eq!(
+        app.me(&global.access).await.status(),
+        StatusCode::OK,
+        "still verifies"
+    );
+    assert_eq!(
+        app.me(&revoked.access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.me(&other.access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    logs::assert_clean();
+}
+
+async fn revocations_synced_from_the_database_hold_to_the_last_moment(backend: Backend) {
+    let Some(app) = spawn_short_lived(backend).await else {
+        return;
+    };
+    let t = app.user("ola@example.com").await;
+    let control = app
+        .login_ok("ola@example.com", &password("ola@example.com"))
+        .await;
+    let me: Value = app.me(&t.access).await.json().await.unwrap();
+    let user_id = me["id"].as_str().unwrap().to_owned();
+    let sid = me["session_id"].as_str().unwrap().to_owned();
+    // Revoked by another instance or the CLI: only the database knows.
+    let now = app.clock.now().as_secs();
+    let event = tokengate_server::audit::AuditEvent::new("session_revoked");
+    app.state
+        .store
+        .revoke_sessions(
+            &user_id,
+            tokengate_server::storage::RevokeScope::Only(&sid),
+            now,
+            &event,
+        )
+        .await
+        .unwrap();
+    app.clock.advance(22);
+    assert_eq!(app.me(&control.access).await.status(), StatusCode::OK);
+    // The 2-second sync brings it in, with the full horizon.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.me(&t.access).await.status() != StatusCode::UNAUTHORIZED {
+        assert!(std::time::Instant::now() < deadline, "never synced");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    logs::assert_clean();
+}
+
+/// Fills the single hashing slot with slow logins of unknown users, then
+/// starts `email`'s login behind them. Returns the victim's pending
+/// response once it is certainly queued (it read its user row already).
+async fn queue_a_login_behind_the_hasher(
+    app: &TestApp,
+    email: &str,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let blockers = 6;
+    let before = app.state.hasher.verifications();
+    for i in 0..blockers {
+        let (client, url) = (app.client.clone(), app.url("/auth/login"));
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"email": format!("nobody{i}@example.com"), "password": "whatever it is"}))
+                .send()
+                .await
+        });
+    }
+    while app.state.hasher.verifications() == before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (client, url, body) = (
+        app.client.clone(),
+        app.url("/auth/login"),
+        json!({"email": email, "password": password(email)}),
+    );
+    let victim = tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap() });
+    // Long enough to read the user row; far shorter than the queue ahead.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        app.state.hasher.verifications() - before < blockers,
+        "the queue drained before the test could race it: raise the argon2 cost"
+    );
+    victim
+}
+
+fn one_slow_hasher(s: &mut tokengate_server::config::Settings) {
+    s.password_hash_concurrency = 1;
+    s.argon2_memory_kib = 64 * 1024;
+    s.argon2_iterations = 3;
+}
+
+async fn a_login_in_flight_cannot_outlive_a_global_logout(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, one_slow_hasher).await else {
+        return;
+    };
+    let email = "pat@example.com";
+    let first = app.user(email).await;
+    let victim = queue_a_login_behind_the_hasher(&app, email).await;
+    assert_eq!(
+        app.logout(&first.access, Some("global")).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let late = victim.await.unwrap();
+    assert_eq!(
+        late.status(),
+        StatusCode::UNAUTHORIZED,
+        "a login begun before \"log out everywhere\" must not start a session after it"
+    );
+    let (_, sessions, _) = app.state.store.counts().await.unwrap();
+    let live = app
+        .state
+        .store
+        .count_active_sessions(app.clock.now().as_secs())
+        .await
+        .unwrap();
+    assert_eq!((sessions, live), (1, 0));
+    // A login after the logout is fine.
+    app.login_ok(email, &password(email)).await;
+    logs::assert_clean();
+}
+
+async fn a_login_in_flight_cannot_outlive_a_password_change_or_disabling(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, one_slow_hasher).await else {
+        return;
+    };
+    for (email, disable) in [("quinn@example.com", false), ("rosa@example.com", true)] {
+        let first = app.user(email).await;
+        let me: Value = app.me(&first.access).await.json().await.unwrap();
+        let (user_id, sid) = (
+            me["id"].as_str().unwrap().to_owned(),
+            me["session_id"].as_str().unwrap().to_owned(),
+        );
+        // Hashed now: the hashing slot is about to be taken.
+        let new_hash = app
+            .state
+            .hasher
+            .hash("a brand new password for quinn")
+            .await
+            .unwrap();
+        let victim = queue_a_login_behind_the_hasher(&app, email).await;
+        let now = app.clock.now().as_secs();
+        let event = tokengate_server::audit::AuditEvent::new("test");
+        if disable {
+            app.state
+                .store
+                .update_user(&user_id, None, Some(true), now, &event)
+                .await
+                .unwrap();
+        } else {
+            // The stored hash moves on (the victim typed the old password).
+            app.state
+                .store
+                .change_password(&user_id, &new_hash, &sid, now, &event)
+                .await
+                .unwrap();
+        }
+        let late = victim.await.unwrap();
+        assert_eq!(late.status(), StatusCode::UNAUTHORIZED, "{email}");
+        if !disable {
+            // The session that changed the password lives on and refreshes.
+            assert_eq!(app.refresh(&first.refresh).await.status(), StatusCode::OK);
+        }
+    }
+    logs::assert_clean();
+}
+
+async fn a_session_of_a_void_epoch_cannot_refresh(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let t = app.user("sam@example.com").await;
+    // Defence in depth: were a session ever stored under an old epoch, it
+    // could not refresh. Move the epoch behind the service's back.
+    let url = app.settings.database_url.expose().to_owned();
+    let sql = "UPDATE users SET session_epoch = session_epoch + 1 WHERE email = 'sam@example.com'";
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+    let body = problem(app.refresh(&t.refresh).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(body["error"], "invalid_grant");
+    logs::assert_clean();
+}
+
+async fn a_flood_past_the_budget_writes_one_audit_row_per_client_per_minute(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| s.auth_requests_per_minute = 5).await else {
+        return;
+    };
+    let body = json!({"refresh_token": "x"});
+    let flood = (0..100).map(|_| app.post_json("/auth/refresh", &body));
+    let statuses: Vec<StatusCode> = join_all(flood).await.iter().map(|r| r.status()).collect();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(refused >= 95, "{statuses:?}");
+    let rows = app
+        .state
+        .store
+        .audit_page(&tokengate_server::storage::AuditQuery {
+            kind: Some("request_budget_exceeded".into()),
+            limit: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one row for the whole minute's flood");
+    app.clock.advance(60);
+    let r = app
+        .post_json("/auth/refresh", &json!({"refresh_token": "x"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let rows = app
+        .state
+        .store
+        .audit_page(&tokengate_server::storage::AuditQuery {
+            kind: Some("request_budget_exceeded".into()),
+            limit: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "a new minute, a new row");
+}
+
+async fn budget_status(app: &TestApp, client: &str) -> StatusCode {
+    app.client
+        .get(app.url("/auth/me"))
+        .header("x-forwarded-for", client)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn ipv6_clients_share_a_budget_per_64(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.auth_requests_per_minute = 5;
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await
+    else {
+        return;
+    };
+    // Five addresses of one /64 use up its budget; a sixth is refused.
+    for n in 1..=5 {
+        assert_eq!(
+            budget_status(&app, &format!("2001:db8:1:2::{n:x}")).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        budget_status(&app, "2001:db8:1:2:ffff:ffff:ffff:ffff").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // The neighbouring /64 is someone else.
+    assert_eq!(
+        budget_status(&app, "2001:db8:1:3::1").await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn forwarded_addresses_count_only_from_trusted_proxies(backend: Backend) {
+    // Untrusted peer: the header is the client's own words, ignored.
+    let Some(app) = spawn_app_with(backend, |s| s.auth_requests_per_minute = 5).await else {
+        return;
+    };
+    for n in 1..=5 {
+        assert_eq!(
+            budget_status(&app, &format!("198.51.100.{n}")).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        budget_status(&app, "198.51.100.99").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rotating X-Forwarded-For must not escape the limit"
+    );
+    drop(app);
+
+    // Trusted proxy: the rightmost untrusted address is the client, in the
+    // session list and the audit log.
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.trusted_proxies = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+    })
+    .await
+    else {
+        return;
+    };
+    app.register("tia@example.com", &password("tia@example.com"))
+        .await;
+    let r = login_from(
+        &app,
+        "6.6.6.6, 203.0.113.9, 10.1.2.3",
+        "tia@example.com",
+        &password("tia@example.com"),
+    )
+    .await;
+    let t = tokens(r).await;
+    let sessions: Value = app
+        .client
+        .get(app.url("/auth/sessions"))
+        .bearer_auth(&t.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sessions["sessions"][0]["ip"], "203.0.113.9");
+    let rows = app
+        .state
+        .store
+        .audit_page(&tokengate_server::storage::AuditQuery {
+            kind: Some("login_succeeded".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows[0].ip.as_deref(), Some("203.0.113.9"));
+    logs::assert_clean();
+}
