@@ -192,7 +192,7 @@ pub async fn login(
     let now = state.clock.now();
     let keys = [format!("acct:{email}"), format!("ip:{ip}")];
     if let Some(retry_after) = state.throttle.blocked_for(&keys, now.as_secs()).await {
-        crate::metrics::login("rate_limited");
+        crate::metrics::login(crate::metrics::LoginOutcome::RateLimited);
         crate::metrics::rate_limited("login");
         state
             .record(
@@ -215,13 +215,14 @@ pub async fn login(
         .await?;
     let Some(user) = user.filter(|_| verdict.matches) else {
         state.throttle.record_failure(&keys, now.as_secs()).await;
-        // The client gets one answer for both; the log keeps the difference.
+        // The client and the metrics get one answer for both; the audit log
+        // keeps the difference.
         let reason = if known {
             "wrong_password"
         } else {
             "unknown_user"
         };
-        crate::metrics::login(reason);
+        crate::metrics::login(crate::metrics::LoginOutcome::Failure);
         state
             .record(
                 AuditEvent::new("login_failed")
@@ -233,7 +234,7 @@ pub async fn login(
         return Err(ApiError::InvalidCredentials);
     };
     if user.disabled {
-        crate::metrics::login("disabled");
+        crate::metrics::login(crate::metrics::LoginOutcome::Disabled);
         // Only after the right password: a disabled account is no secret to its owner.
         state
             .record(
@@ -293,7 +294,7 @@ pub async fn login(
         .await?;
     event.log();
     let access = access_token(&state, &user, &session.id, now)?;
-    crate::metrics::login("success");
+    crate::metrics::login(crate::metrics::LoginOutcome::Success);
     Ok(token_response(
         &state,
         &access,
