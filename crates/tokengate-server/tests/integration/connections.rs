@@ -108,6 +108,29 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let Some(app) = spawn_app_with(Backend::Sqlite, |s| {
+        s.header_read_timeout = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let mut idle = served_and_kept_open(addr_of(&app)).await;
+    let answered = Instant::now();
+    // The next request's headers are due too: idling holds no slot for long.
+    assert_cut_off(
+        until_closed(&mut idle, Duration::from_secs(4)).await,
+        "idle keep-alive connection",
+    );
+    let elapsed = answered.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
+        "closed after {elapsed:?}, not about 1 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_over_max_connections_wait_until_one_closes() {
     let Some(app) = spawn_app_with(Backend::Sqlite, |s| s.max_connections = 2).await else {
         return;
