@@ -650,6 +650,13 @@ impl Settings {
                 Some(_) => {}
             }
         }
+        let master_key = m.secret("master_key");
+        let master_key_file = m.string("master_key_file").map(PathBuf::from);
+        if master_key.is_some() && master_key_file.is_some() {
+            return Err(ConfigError(
+                "set master_key or master_key_file, not both: which one encrypts the signing keys must be unambiguous".into(),
+            ));
+        }
         let password_hash_concurrency: usize = m.number("password_hash_concurrency")?;
         let log_format = m.string("log_format").unwrap_or_default();
         if !matches!(log_format.as_str(), "json" | "pretty") {
@@ -671,8 +678,8 @@ impl Settings {
             audience: m.string("audience").unwrap_or_default(),
             signing_alg,
             hs_secret,
-            master_key: m.secret("master_key"),
-            master_key_file: m.string("master_key_file").map(PathBuf::from),
+            master_key,
+            master_key_file,
             access_ttl,
             access_scope: m.string("access_scope").unwrap_or_default(),
             refresh_ttl,
@@ -1033,6 +1040,13 @@ mod tests {
                 "header_read_timeout",
             ),
             (&[("TOKENGATE_MAX_CONNECTIONS", "0")], "max_connections"),
+            (
+                &[
+                    ("TOKENGATE_MASTER_KEY", "password123password123password123"),
+                    ("TOKENGATE_MASTER_KEY_FILE", "/etc/tokengate/master.key"),
+                ],
+                "not both",
+            ),
             (
                 &[("TOKENGATE_LOGIN_IP_MAX_FAILURES", "4")],
                 "at least login_max_failures",

@@ -1,10 +1,12 @@
 //! Signing keys at rest: private keys are stored in the database encrypted
 //! with AES-256-GCM under a master key that lives outside it (the file
-//! `data_dir/master.key`, mode 0600, or the `master_key` setting), bound to
-//! their kid and algorithm. The master key also derives the key that makes
-//! child refresh tokens.
+//! `master_key_file`, else `data_dir/master.key`, mode 0600; or the
+//! `master_key` setting), bound to their kid and algorithm. The master key
+//! also derives the key that makes child refresh tokens. Kept apart from
+//! the database (another disk, a secrets mount), a copy of the database or
+//! its backups alone does not give away the signing keys.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::{hmac, rand};
@@ -22,31 +24,55 @@ pub struct KeyStoreError(pub String);
 /// The master key: 32 random bytes.
 pub struct MasterKey(Zeroizing<Vec<u8>>);
 
-/// Where the master key file lives.
-pub fn master_key_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("master.key")
+/// Where the master key file lives: `master_key_file`, else
+/// `data_dir/master.key`.
+pub fn master_key_path(settings: &Settings) -> PathBuf {
+    settings
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| settings.data_dir.join("master.key"))
 }
 
 impl MasterKey {
-    /// The configured master key, else the file in `data_dir`, created on
-    /// first start. Returns whether it was just created.
-    pub fn load_or_create(settings: &Settings) -> Result<(MasterKey, bool), KeyStoreError> {
+    /// The configured master key, else the file at [`master_key_path`]:
+    /// made private if others could read it, created (mode 0600, in a
+    /// directory made 0700) when missing and `may_create`. Returns whether
+    /// it was just created.
+    ///
+    /// `may_create` is false once the database holds keys sealed with a
+    /// master key: a new one could not open them, and would only leave a
+    /// second key file behind.
+    pub fn load_or_create(
+        settings: &Settings,
+        may_create: bool,
+    ) -> Result<(MasterKey, bool), KeyStoreError> {
         if let Some(secret) = &settings.master_key {
             return Self::decode(secret.expose(), "the master_key setting").map(|k| (k, false));
         }
-        let path = master_key_path(&settings.data_dir);
+        let path = master_key_path(settings);
         match std::fs::read_to_string(&path) {
-            Ok(text) => Self::decode(text.trim(), &path.display().to_string()).map(|k| (k, false)),
+            Ok(text) => {
+                let text = Zeroizing::new(text);
+                crate::keyfile::make_private(&path).map_err(|e| {
+                    KeyStoreError(format!("cannot make {} private: {e}", path.display()))
+                })?;
+                Self::decode(text.trim(), &path.display().to_string()).map(|k| (k, false))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !may_create => {
+                Err(KeyStoreError(format!(
+                    "master key {} not found, but the database holds signing keys sealed with one: restore the file, or point master_key_file at it",
+                    path.display()
+                )))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = Zeroizing::new(vec![0u8; 32]);
                 rand::fill(&mut bytes)
                     .map_err(|_| KeyStoreError("random generator failed".into()))?;
-                crate::keyfile::create_private_dir(&settings.data_dir).map_err(|e| {
-                    KeyStoreError(format!(
-                        "cannot create {}: {e}",
-                        settings.data_dir.display()
-                    ))
-                })?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    crate::keyfile::create_private_dir(dir).map_err(|e| {
+                        KeyStoreError(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
                 let text = Zeroizing::new(format!("{}\n", b64::encode(bytes.as_slice())));
                 crate::keyfile::create_new(&path, text.as_bytes(), true)
                     .map_err(|f| KeyStoreError(format!("{f:?}")))?;
@@ -220,12 +246,16 @@ impl KeyManager {
         store: &Store,
         now: i64,
     ) -> Result<(KeyManager, hmac::Key, Vec<String>), KeyStoreError> {
-        let (master, created_master) = MasterKey::load_or_create(settings)?;
+        let stored = store
+            .signing_keys()
+            .await
+            .map_err(|e| KeyStoreError(format!("cannot read signing keys: {e}")))?;
+        let (master, created_master) = MasterKey::load_or_create(settings, stored.is_empty())?;
         let mut notes = Vec::new();
         if created_master {
             notes.push(format!(
-                "created master key {} (mode 0600): it encrypts the signing keys; back it up with the database",
-                master_key_path(&settings.data_dir).display()
+                "created master key {} (mode 0600): it encrypts the signing keys; back it up, apart from the database",
+                master_key_path(settings).display()
             ));
         }
         let hs_key = match (&settings.hs_secret, settings.signing_alg) {
@@ -257,10 +287,6 @@ impl KeyManager {
                 built_for: i64::MIN,
             })),
         };
-        let stored = store
-            .signing_keys()
-            .await
-            .map_err(|e| KeyStoreError(format!("cannot read signing keys: {e}")))?;
         let states = key_states(&stored, now, manager.hs_key.is_some());
         if manager.hs_key.is_none()
             && !states.contains(&KeyState::Signing)

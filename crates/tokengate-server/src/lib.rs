@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod password;
 pub mod ratelimit;
 pub mod revocation;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod storage;

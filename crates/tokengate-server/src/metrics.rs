@@ -3,6 +3,7 @@
 
 use std::sync::OnceLock;
 
+use axum::http::Method;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -29,9 +30,39 @@ pub fn init() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// A login attempt: `success`, `wrong_password`, `unknown_user`, `disabled`, `rate_limited`.
-pub fn login(outcome: &'static str) {
-    metrics::counter!("tokengate_logins_total", "outcome" => outcome).increment(1);
+/// How a login attempt ended, as the metrics may tell it.
+///
+/// There is one `Failure` for an unknown account and a wrong password: the
+/// client gets the same 401 for both, and a label that told them apart
+/// would let whoever reads the metrics find out which emails have accounts.
+/// The audit log, which only the operator reads, keeps the difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// Tokens issued.
+    Success,
+    /// Unknown account or wrong password.
+    Failure,
+    /// The right password for a disabled account.
+    Disabled,
+    /// Refused by the failed-login throttle before any check.
+    RateLimited,
+}
+
+impl LoginOutcome {
+    /// The `outcome` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            LoginOutcome::Success => "success",
+            LoginOutcome::Failure => "failure",
+            LoginOutcome::Disabled => "disabled",
+            LoginOutcome::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// A login attempt, by [`LoginOutcome`].
+pub fn login(outcome: LoginOutcome) {
+    metrics::counter!("tokengate_logins_total", "outcome" => outcome.label()).increment(1);
 }
 
 /// A refresh: `rotated`, `replayed`, `reuse_detected`, `session_ended`, `invalid`.
@@ -57,12 +88,30 @@ pub fn active_sessions(n: i64) {
     metrics::gauge!("tokengate_active_sessions").set(n as f64);
 }
 
-/// One HTTP request's latency, by route template, method and status.
-pub fn request(route: String, method: String, status: u16, seconds: f64) {
+/// The `method` label: the standard methods by name, anything else
+/// `other`. A client chooses the method, and each distinct label value is
+/// a series kept for the life of the process, so the set must be closed.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// One HTTP request's latency, by route and status. `route` must be a
+/// route template or `unmatched`, never the raw path (which a client
+/// chooses, and which could carry ids).
+pub fn request(route: String, method: &Method, status: u16, seconds: f64) {
     metrics::histogram!(
         "tokengate_http_request_duration_seconds",
         "route" => route,
-        "method" => method,
+        "method" => method_label(method),
         "status" => status.to_string()
     )
     .record(seconds);

@@ -2,6 +2,7 @@
 //! a server out. Tests build it the same way on port 0.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +17,17 @@ use crate::keystore;
 use crate::password::Hasher;
 use crate::ratelimit::{InProcessThrottle, LoginLimits, RequestBudget};
 use crate::revocation::InProcessRevocations;
+use crate::server::{self, Limits};
 use crate::state::AppState;
 use crate::storage::Store;
 
 /// How often revocations and signing keys recorded in the database are
 /// loaded into this process.
 pub const REVOCATION_SYNC: Duration = Duration::from_secs(2);
+
+/// Connections the metrics listener serves at once: a scraper or two, and
+/// a flood there must not cost what one on the API port may.
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
 
 /// A start-up failure: one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +47,25 @@ impl Tls {
     /// Reads the certificate chain and key again; on failure the current
     /// ones stay in use.
     pub async fn reload(&self) -> Result<(), StartupError> {
-        self.config
-            .reload_from_pem_file(&self.cert, &self.key)
+        let config = http1_tls_config(&self.cert, &self.key)
             .await
-            .map_err(|e| StartupError(format!("TLS reload: {e}")))
+            .map_err(|e| StartupError(format!("TLS reload: {e}")))?;
+        self.config.reload_from_config(config);
+        Ok(())
     }
+}
+
+/// The rustls configuration for a certificate chain and key, offering
+/// only HTTP/1.1 in ALPN: the server speaks nothing else (see
+/// [`crate::server`]).
+async fn http1_tls_config(
+    cert: &Path,
+    key: &Path,
+) -> std::io::Result<Arc<tokio_rustls::rustls::ServerConfig>> {
+    let loaded = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
+    let mut config = (*loaded.get_inner()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// A built application, bound to its port, not yet serving.
@@ -99,8 +119,9 @@ impl Application {
             .map_err(|e| StartupError(format!("cannot listen on {}: {e}", settings.addr)))?;
         let tls = match (&settings.tls_cert, &settings.tls_key) {
             (Some(cert), Some(key)) => Some(Tls {
-                config: axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                config: http1_tls_config(cert, key)
                     .await
+                    .map(axum_server::tls_rustls::RustlsConfig::from_config)
                     .map_err(|e| {
                         StartupError(format!(
                             "TLS: cannot use {} / {}: {e}",
@@ -226,42 +247,40 @@ impl Application {
                 }
             }
         });
+        let limits = Limits {
+            header_read_timeout: self.state.settings.header_read_timeout,
+            max_connections: self.state.settings.max_connections,
+        };
         let metrics_server = self.metrics_listener.map(|listener| {
             let app = api::metrics_router(self.state.clone());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(cause = %e, "metrics listener stopped");
-                }
-            })
+            let limits = Limits {
+                max_connections: METRICS_MAX_CONNECTIONS,
+                ..limits
+            };
+            // Stopped with the rest below: a scrape needs no draining.
+            tokio::spawn(server::serve(
+                listener,
+                app,
+                None,
+                limits,
+                std::future::pending(),
+            ))
         });
-        let app = api::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        match self.tls {
-            None => axum::serve(self.listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(|e| StartupError(format!("server: {e}")))?,
-            Some(tls) => {
-                let reloader = tokio::spawn(reload_on_sighup(tls.clone()));
-                let listener = self
-                    .listener
-                    .into_std()
-                    .map_err(|e| StartupError(format!("server: {e}")))?;
-                let handle = axum_server::Handle::new();
-                tokio::spawn({
-                    let handle = handle.clone();
-                    async move {
-                        shutdown.await;
-                        handle.graceful_shutdown(Some(Duration::from_secs(30)));
-                    }
-                });
-                axum_server::from_tcp_rustls(listener, tls.config)
-                    .map_err(|e| StartupError(format!("server: {e}")))?
-                    .handle(handle)
-                    .serve(app)
-                    .await
-                    .map_err(|e| StartupError(format!("server: {e}")))?;
-                reloader.abort();
-            }
+        let reloader = self
+            .tls
+            .clone()
+            .map(|tls| tokio::spawn(reload_on_sighup(tls)));
+        let app = api::router(self.state);
+        server::serve(
+            self.listener,
+            app,
+            self.tls.map(|tls| tls.config),
+            limits,
+            shutdown,
+        )
+        .await;
+        if let Some(reloader) = reloader {
+            reloader.abort();
         }
         pruner.abort();
         syncer.abort();

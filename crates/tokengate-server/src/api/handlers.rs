@@ -199,7 +199,7 @@ pub async fn login(
     {
         Ok(reservation) => reservation,
         Err(retry_after) => {
-            crate::metrics::login("rate_limited");
+            crate::metrics::login(crate::metrics::LoginOutcome::RateLimited);
             crate::metrics::rate_limited("login");
             state
                 .record(
@@ -250,7 +250,7 @@ pub async fn login(
         } else {
             "unknown_user"
         };
-        crate::metrics::login(reason);
+        crate::metrics::login(crate::metrics::LoginOutcome::Failure);
         state
             .record(
                 AuditEvent::new("login_failed")
@@ -262,7 +262,7 @@ pub async fn login(
         return Err(ApiError::InvalidCredentials);
     };
     if user.disabled {
-        crate::metrics::login("disabled");
+        crate::metrics::login(crate::metrics::LoginOutcome::Disabled);
         // Only after the right password: a disabled account is no secret to its owner.
         state
             .record(
@@ -324,7 +324,7 @@ pub async fn login(
     if !created {
         // "Log out everywhere", a password change or disabling happened
         // while this login waited for the hasher: it must not outlive them.
-        crate::metrics::login("credentials_changed");
+        crate::metrics::login(crate::metrics::LoginOutcome::Failure);
         state
             .record(
                 AuditEvent::new("login_failed")
@@ -337,7 +337,7 @@ pub async fn login(
     }
     event.log();
     let access = access_token(&state, &user, &session.id, now)?;
-    crate::metrics::login("success");
+    crate::metrics::login(crate::metrics::LoginOutcome::Success);
     Ok(token_response(
         &state,
         &access,

@@ -56,8 +56,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(middleware::from_fn(no_store));
     let mut router = Router::new().merge(auth);
-    if state.settings.metrics && state.settings.metrics_addr.is_none() {
-        router = router.route("/metrics", get(handlers::metrics));
+    // On the public port only behind a token, and only when there is no
+    // separate listener for it.
+    let settings = &state.settings;
+    if settings.metrics && settings.metrics_addr.is_none() && settings.metrics_token.is_some() {
+        router = router.route("/metrics", metrics_route(&state));
     }
     router
         .route("/.well-known/jwks.json", get(handlers::jwks))
@@ -91,7 +94,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// The router for a separate metrics listener (`metrics_addr`).
 pub fn metrics_router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/metrics", get(handlers::metrics))
+        .route("/metrics", metrics_route(&state))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             security_headers,
@@ -99,19 +102,66 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// `GET /metrics`, behind `metrics_token` when one is set.
+fn metrics_route(state: &Arc<AppState>) -> axum::routing::MethodRouter<Arc<AppState>> {
+    get(handlers::metrics).route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_metrics_token,
+    ))
+}
+
+/// With `metrics_token` set, only `Authorization: Bearer <token>` passes;
+/// anything else is a 401 that challenges for a bearer token.
+async fn require_metrics_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = &state.settings.metrics_token else {
+        return next.run(request).await;
+    };
+    let authorization = request.headers().get(header::AUTHORIZATION);
+    let token = authorization
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    // Digests of equal length, compared in constant time: neither how much
+    // of the token a guess has right nor the token's length shows in the
+    // time the answer takes.
+    let digest =
+        |text: &str| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    let authorized = token.is_some_and(|token| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            digest(token).as_ref(),
+            digest(expected.expose()).as_ref(),
+        )
+        .is_ok()
+    });
+    if authorized {
+        next.run(request).await
+    } else {
+        ApiError::InvalidToken {
+            presented: authorization.is_some(),
+        }
+        .into_response()
+    }
+}
+
 /// Records each request's latency by route template (never the raw path,
-/// which could carry ids) and status.
+/// which could carry ids), method and status: labels from closed sets, so a
+/// client cannot grow the series without bound.
 async fn observe(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = request.method().clone();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     crate::metrics::request(
         route,
-        method,
+        &method,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );

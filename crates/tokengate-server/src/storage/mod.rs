@@ -298,9 +298,41 @@ pub struct StoredKey {
     pub retired_at: Option<i64>,
 }
 
+/// The file a `sqlite:` URL names; `None` for an in-memory database.
+fn sqlite_file(url: &str) -> Option<&Path> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || query.contains("mode=memory") {
+        return None;
+    }
+    Some(Path::new(path))
+}
+
+/// Makes the database file, and its directory, private before SQLite opens
+/// it. SQLite would create the file with mode 0644 less the umask, and it
+/// gives the `-wal` and `-shm` files it makes later the database file's
+/// mode: creating the file 0600 first keeps all three private whatever the
+/// umask. Existing files readable by others are made private, with a warning.
+fn prepare_private_database_file(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::keyfile::create_private_dir(dir)?;
+    }
+    crate::keyfile::create_private_file(path)?;
+    crate::keyfile::make_private(path)?;
+    // Left by an earlier run (a crash, or a version that did not do this).
+    for suffix in ["-wal", "-shm"] {
+        let mut companion = path.as_os_str().to_owned();
+        companion.push(suffix);
+        crate::keyfile::make_private(Path::new(&companion))?;
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Connects (creating the SQLite file and its directory if needed) and
-    /// applies the migrations.
+    /// Connects (creating the SQLite file and its directory if needed, both
+    /// private) and applies the migrations.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         let store = if url.starts_with("postgres") {
             let options = PgConnectOptions::from_str(url)?;
@@ -313,14 +345,8 @@ impl Store {
                 pool: Pool::Postgres(pool),
             }
         } else {
-            let path = url
-                .trim_start_matches("sqlite://")
-                .trim_start_matches("sqlite:");
-            if let Some(dir) = Path::new(path)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                crate::keyfile::create_private_dir(dir)
+            if let Some(path) = sqlite_file(url) {
+                prepare_private_database_file(path)
                     .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
             }
             // WAL lets readers run beside the writer; synchronous=FULL makes

@@ -4,6 +4,7 @@
 mod accounts;
 mod app;
 mod cli;
+mod connections;
 mod hardening;
 mod helpers;
 mod logs;

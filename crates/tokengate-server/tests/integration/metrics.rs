@@ -1,22 +1,46 @@
-//! `/metrics`: the counters move as traffic flows.
+//! `/metrics`: the counters move as traffic flows; the endpoint is on its
+//! own loopback listener unless a bearer token guards it; no label tells
+//! an unknown user from a wrong password, and every label is bounded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
 use crate::app::{Backend, TestApp, problem, spawn_app, spawn_app_with};
 use crate::both_backends;
 
-both_backends!(counters_move_with_traffic, metrics_addr_moves_the_endpoint);
+both_backends!(
+    counters_move_with_traffic,
+    by_default_metrics_are_on_the_metrics_listener_only,
+    a_metrics_token_guards_metrics_on_the_api_port,
+    a_metrics_token_guards_the_metrics_listener_too,
+    unknown_users_and_wrong_passwords_move_the_same_series,
+);
+
+const TOKEN: &str = "metrics-token-0123456789abcdef-0123456789";
+
+/// The series the login counter may have: nothing that tells an unknown
+/// account from a wrong password.
+const LOGIN_OUTCOMES: &[&str] = &["success", "failure", "disabled", "rate_limited"];
+
+/// The values the `method` label may take.
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+];
+
+/// GET `{base}/metrics`, with a bearer token when given.
+async fn get_metrics(app: &TestApp, base: &str, token: Option<&str>) -> reqwest::Response {
+    let request = app.client.get(format!("{base}/metrics"));
+    let request = match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    request.send().await.unwrap()
+}
 
 /// Parses the Prometheus text format into series → value.
-async fn scrape(app: &TestApp, base: &str) -> BTreeMap<String, f64> {
-    let r = app
-        .client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap();
+async fn scrape_with(app: &TestApp, base: &str, token: Option<&str>) -> BTreeMap<String, f64> {
+    let r = get_metrics(app, base, token).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(
         r.headers()["content-type"]
@@ -36,34 +60,47 @@ async fn scrape(app: &TestApp, base: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Scrapes the metrics listener (the harness binds it on a free loopback port).
+async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
+    let base = app.metrics_base.clone().expect("a metrics listener");
+    scrape_with(app, &base, None).await
+}
+
 fn get(m: &BTreeMap<String, f64>, series: &str) -> f64 {
     m.get(series).copied().unwrap_or(0.0)
+}
+
+/// The values label `label` takes in series of `metric`.
+fn label_values(m: &BTreeMap<String, f64>, metric: &str, label: &str) -> BTreeSet<String> {
+    let needle = format!("{label}=\"");
+    m.keys()
+        .filter_map(|k| k.strip_prefix(metric)?.strip_prefix('{'))
+        .filter_map(|labels| {
+            let start = labels.find(&needle)? + needle.len();
+            let value = labels.get(start..)?;
+            value.split('"').next().map(str::to_owned)
+        })
+        .collect()
 }
 
 async fn counters_move_with_traffic(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let before = scrape(&app, &app.base).await;
+    let before = scrape(&app).await;
     let t = app.user("mia@example.com").await;
     problem(
         app.login("mia@example.com", "wrong password here").await,
         StatusCode::UNAUTHORIZED,
     )
     .await;
-    problem(
-        app.login("nobody@example.com", "wrong password here").await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
     app.refresh(&t.refresh).await;
     app.me("not.a.token").await;
-    let after = scrape(&app, &app.base).await;
+    let after = scrape(&app).await;
     // Other tests share the process-wide recorder: counts grow by at least ours.
     for (series, at_least) in [
         (r#"tokengate_logins_total{outcome="success"}"#, 1.0),
-        (r#"tokengate_logins_total{outcome="wrong_password"}"#, 1.0),
-        (r#"tokengate_logins_total{outcome="unknown_user"}"#, 1.0),
+        (r#"tokengate_logins_total{outcome="failure"}"#, 1.0),
         (r#"tokengate_refreshes_total{outcome="rotated"}"#, 1.0),
         (
             r#"tokengate_token_rejections_total{reason="malformed"}"#,
@@ -91,21 +128,150 @@ async fn counters_move_with_traffic(backend: Backend) {
     assert!(!after.keys().any(|k| k.contains("mia@example.com")));
 }
 
-async fn metrics_addr_moves_the_endpoint(backend: Backend) {
+async fn by_default_metrics_are_on_the_metrics_listener_only(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    assert!(app.settings.metrics_token.is_none());
+    let public = app.client.get(app.url("/metrics")).send().await.unwrap();
+    problem(public, StatusCode::NOT_FOUND).await;
+    let m = scrape(&app).await;
+    assert!(m.contains_key("tokengate_active_sessions"));
+}
+
+async fn a_metrics_token_guards_metrics_on_the_api_port(backend: Backend) {
     let Some(app) = spawn_app_with(backend, |s| {
-        s.metrics_addr = Some("127.0.0.1:0".parse().unwrap())
+        s.metrics_addr = None;
+        s.metrics_token = Some(tokengate_server::config::Settings::secret(TOKEN.into()));
     })
     .await
     else {
         return;
     };
-    let main = app.client.get(app.url("/metrics")).send().await.unwrap();
-    assert_eq!(
-        main.status(),
-        StatusCode::NOT_FOUND,
-        "not on the public listener"
-    );
-    let base = app.metrics_base.clone().unwrap();
-    let m = scrape(&app, &base).await;
+    assert!(app.metrics_base.is_none(), "no separate listener");
+    assert_token_required(&app, &app.base).await;
+}
+
+async fn a_metrics_token_guards_the_metrics_listener_too(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, |s| {
+        s.metrics_token = Some(tokengate_server::config::Settings::secret(TOKEN.into()));
+    })
+    .await
+    else {
+        return;
+    };
+    let public = app.client.get(app.url("/metrics")).send().await.unwrap();
+    problem(public, StatusCode::NOT_FOUND).await;
+    let base = app.metrics_base.clone().expect("a metrics listener");
+    assert_token_required(&app, &base).await;
+}
+
+/// No token, a wrong one (same length, a prefix, longer, another scheme):
+/// 401 with `WWW-Authenticate: Bearer`. The right one: the metrics.
+async fn assert_token_required(app: &TestApp, base: &str) {
+    let same_length_wrong = TOKEN.replace('0', "1");
+    let longer = format!("{TOKEN}x");
+    for token in [
+        None,
+        Some(""),
+        Some(same_length_wrong.as_str()),
+        Some(&TOKEN[..TOKEN.len() - 1]),
+        Some(longer.as_str()),
+    ] {
+        let r = get_metrics(app, base, token).await;
+        let challenge = r
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(challenge.starts_with("Bearer"), "{token:?}: {challenge:?}");
+        problem(r, StatusCode::UNAUTHORIZED).await;
+    }
+    let basic = app
+        .client
+        .get(format!("{base}/metrics"))
+        .basic_auth("prometheus", Some(TOKEN))
+        .send()
+        .await
+        .unwrap();
+    problem(basic, StatusCode::UNAUTHORIZED).await;
+    let m = scrape_with(app, base, Some(TOKEN)).await;
     assert!(m.contains_key("tokengate_active_sessions"));
+}
+
+async fn unknown_users_and_wrong_passwords_move_the_same_series(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    app.user("nora@example.com").await;
+    let failures = r#"tokengate_logins_total{outcome="failure"}"#;
+    let before = scrape(&app).await;
+    problem(
+        app.login("nora@example.com", "wrong password here").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let after_wrong_password = scrape(&app).await;
+    problem(
+        app.login("nobody@example.com", "wrong password here").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let after_unknown_user = scrape(&app).await;
+    assert!(get(&after_wrong_password, failures) >= get(&before, failures) + 1.0);
+    assert!(get(&after_unknown_user, failures) >= get(&after_wrong_password, failures) + 1.0);
+    let outcomes = label_values(&after_unknown_user, "tokengate_logins_total", "outcome");
+    assert!(outcomes.contains("failure"), "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| LOGIN_OUTCOMES.contains(&o.as_str())),
+        "an outcome outside {LOGIN_OUTCOMES:?}: {outcomes:?}"
+    );
+}
+
+/// Fifty made-up methods add no series: each is `method="other"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn made_up_methods_are_counted_as_other() {
+    let Some(app) = spawn_app(Backend::Sqlite).await else {
+        return;
+    };
+    let mut sent = BTreeSet::new();
+    for _ in 0..50 {
+        let mut bytes = [0u8; 4];
+        aws_lc_rs::rand::fill(&mut bytes).unwrap();
+        let method = format!("M{}", u32::from_le_bytes(bytes) % 100_000);
+        let r = app
+            .client
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                app.url("/healthz"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        sent.insert(method);
+    }
+    assert!(sent.len() > 40, "the methods were not random: {sent:?}");
+    let m = scrape(&app).await;
+    let methods = label_values(
+        &m,
+        "tokengate_http_request_duration_seconds_count",
+        "method",
+    );
+    assert!(methods.contains("other"), "{methods:?}");
+    assert!(
+        methods.iter().all(|v| METHODS.contains(&v.as_str())),
+        "a method outside {METHODS:?}: {methods:?}"
+    );
+    let routes = label_values(&m, "tokengate_http_request_duration_seconds_count", "route");
+    assert!(routes.contains("/healthz"), "{routes:?}");
+    assert!(
+        routes
+            .iter()
+            .all(|r| r == "unmatched" || r.starts_with('/')),
+        "{routes:?}"
+    );
 }

@@ -18,10 +18,31 @@ pub struct Server {
     child: Child,
     base: String,
     stdout: Arc<Mutex<String>>,
+    /// Copies the child's stdout into `stdout` until the pipe closes.
+    stdout_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 fn command(data_dir: &Path, database_url: Option<&str>) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokengate"));
+    serve_arguments(&mut cmd, data_dir, database_url);
+    cmd.current_dir(data_dir);
+    cmd
+}
+
+/// `tokengate serve` run by `sh` after `umask {umask}`, in `cwd`: the data
+/// directory need not exist yet.
+fn command_under_umask(umask: &str, cwd: &Path, data_dir: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("umask {umask} && exec \"$@\""))
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_tokengate"));
+    serve_arguments(&mut cmd, data_dir, None);
+    cmd.current_dir(cwd);
+    cmd
+}
+
+fn serve_arguments(cmd: &mut Command, data_dir: &Path, database_url: Option<&str>) {
     cmd.arg("serve")
         .arg("--addr")
         .arg("127.0.0.1:0")
@@ -31,12 +52,10 @@ fn command(data_dir: &Path, database_url: Option<&str>) -> Command {
         .env("TOKENGATE_ARGON2_ITERATIONS", "5")
         .env("TOKENGATE_AUTH_REQUESTS_PER_MINUTE", "100000")
         .env("TOKENGATE_METRICS_ADDR", "127.0.0.1:0")
-        .env_remove("TOKENGATE_CONFIG")
-        .current_dir(data_dir);
+        .env_remove("TOKENGATE_CONFIG");
     if let Some(url) = database_url {
         cmd.env("TOKENGATE_DATABASE_URL", url);
     }
-    cmd
 }
 
 /// Starts the binary and waits for its "listening" line.
@@ -56,9 +75,14 @@ pub fn start_with_env(
     args: &[&str],
     envs: &[(&str, &str)],
 ) -> Server {
-    let mut child = command(data_dir, database_url)
-        .args(args)
-        .envs(envs.iter().copied())
+    let mut cmd = command(data_dir, database_url);
+    cmd.args(args).envs(envs.iter().copied());
+    launch(cmd)
+}
+
+/// Spawns `cmd` (a `tokengate serve`) and waits for its "listening" line.
+fn launch(mut cmd: Command) -> Server {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -67,7 +91,7 @@ pub fn start_with_env(
     let stdout = child.stdout.take().expect("stdout");
     let captured = Arc::new(Mutex::new(String::new()));
     let sink = captured.clone();
-    std::thread::spawn(move || {
+    let stdout_reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let mut text = sink.lock().expect("stdout");
             text.push_str(&line);
@@ -89,6 +113,7 @@ pub fn start_with_env(
         child,
         base,
         stdout: captured,
+        stdout_reader: Some(stdout_reader),
     }
 }
 
@@ -99,6 +124,29 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Waits for the process to exit and returns its status and all it
+    /// logged (the reader thread may still be copying after the exit).
+    fn wait_for_exit(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.stdout_reader.take() {
+            reader.join().unwrap();
+        }
+        let out = self.stdout.lock().unwrap().clone();
+        (status, out)
+    }
+
+    /// The log so far, once it satisfies `done` (at most 5 s from now).
+    fn log_once(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = self.stdout.lock().unwrap().clone();
+            if done(&out) || std::time::Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -280,7 +328,7 @@ crate::both_backends!(kill_during_a_burst_of_refreshes_loses_and_duplicates_noth
 async fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
     let dir = TempDir::new().unwrap();
     // A registration that takes a while (heavy argon2), so SIGTERM lands mid-request.
-    let mut server = start_with_env(
+    let server = start_with_env(
         dir.path(),
         None,
         &[],
@@ -326,14 +374,10 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
         finished > signalled,
         "the request was still in flight when SIGTERM arrived"
     );
-    let status = tokio::task::spawn_blocking(move || {
-        let status = server.child.wait().unwrap();
-        (status, server)
-    })
-    .await
-    .unwrap();
-    assert!(status.0.success(), "exit status {:?}", status.0);
-    let out = status.1.stdout.lock().unwrap().clone();
+    let (status, out) = tokio::task::spawn_blocking(move || server.wait_for_exit())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
     assert!(out.contains("stopped cleanly"), "{out}");
     assert!(out.contains("shutdown signal received"), "{out}");
     // WAL checkpointed and closed: no -wal file left behind.
@@ -491,4 +535,131 @@ async fn cli_rotation_reaches_a_running_server_without_restart() {
     let exported: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(exported["keys"].as_array().unwrap().len(), 2);
     assert!(!out.contains("\"d\""), "no private member: {out}");
+}
+
+/// What `/proc` says the process's umask is (Linux), to prove a test's
+/// umask reached the server.
+#[cfg(target_os = "linux")]
+fn umask_of(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|m| m.trim().to_owned())
+}
+
+#[cfg(unix)]
+async fn register_someone(server: &Server) {
+    let password = "sybil walks the long winding river road";
+    logs::remember(password);
+    let r = post(
+        &reqwest::Client::new(),
+        server.url("/auth/register"),
+        json!({"email": "sybil@example.com", "password": password}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn under_umask_000_the_data_directory_database_and_master_key_are_private() {
+    use crate::helpers::mode;
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let server = launch(command_under_umask("000", dir.path(), &data));
+    #[cfg(target_os = "linux")]
+    assert_eq!(umask_of(server.pid()).as_deref(), Some("0000"));
+    // A write: the WAL and its index now exist beside the database.
+    register_someone(&server).await;
+    assert_eq!(mode(&data), 0o700, "data directory");
+    for file in [
+        "tokengate.db",
+        "tokengate.db-wal",
+        "tokengate.db-shm",
+        "master.key",
+    ] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_readable_database_or_master_key_is_made_private_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use crate::helpers::mode;
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let server = launch(command_under_umask("000", dir.path(), &data));
+    register_someone(&server).await;
+    drop(server); // SIGKILL: the WAL stays behind too
+    let loose = ["tokengate.db", "tokengate.db-wal", "master.key"];
+    for file in loose {
+        std::fs::set_permissions(data.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let server = launch(command_under_umask("000", dir.path(), &data));
+    for file in loose {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    let warned = |out: &str, file: &str| {
+        out.lines()
+            .any(|l| l.contains("made private") && l.contains(file))
+    };
+    let out = server.log_once(|out| loose.iter().all(|file| warned(out, file)));
+    for file in loose {
+        assert!(warned(&out, file), "no warning for {file}: {out}");
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_master_key_file_elsewhere_is_created_private_and_needed_to_start() {
+    use crate::helpers::mode;
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let secrets = dir.path().join("secrets");
+    let key = secrets.join("m.key");
+    let key_setting = ("TOKENGATE_MASTER_KEY_FILE", key.to_str().unwrap());
+    let jwks = |server: &Server| {
+        let url = server.url("/.well-known/jwks.json");
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let mut cmd = command_under_umask("000", dir.path(), &data);
+    cmd.env(key_setting.0, key_setting.1);
+    let server = launch(cmd);
+    let published = jwks(&server).await;
+    drop(server);
+    assert_eq!(mode(&key), 0o600, "master key file");
+    assert_eq!(mode(&secrets), 0o700, "its directory");
+    assert!(
+        !data.join("master.key").exists(),
+        "not in the data directory"
+    );
+
+    // A restart with it decrypts the signing key it sealed.
+    let mut cmd = command_under_umask("000", dir.path(), &data);
+    cmd.env(key_setting.0, key_setting.1);
+    let server = launch(cmd);
+    assert_eq!(jwks(&server).await, published);
+    drop(server);
+
+    // Without it, the sealed keys cannot be opened: refuse, and do not
+    // make a second master key in the data directory.
+    let (code, _, err) = run(
+        &[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[("TOKENGATE_METRICS_ADDR", "127.0.0.1:0")],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("master key"), "{err}");
+    assert!(!data.join("master.key").exists(), "a second master key");
 }

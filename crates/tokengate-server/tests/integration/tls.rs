@@ -13,7 +13,7 @@ use crate::process::start_with;
 
 /// A new CA, and a certificate for localhost / 127.0.0.1 it signed,
 /// written to `dir`. Returns the CA certificate (PEM).
-fn issue(dir: &Path) -> String {
+pub fn issue(dir: &Path) -> String {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
@@ -27,7 +27,7 @@ fn issue(dir: &Path) -> String {
     ca.pem()
 }
 
-fn client_trusting(ca_pem: &str) -> reqwest::Client {
+pub fn client_trusting(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
         .build()
