@@ -44,9 +44,19 @@ pub fn generate_secret(bytes: usize) -> Result<String, KeyError> {
             actual: bytes,
         });
     }
-    let mut raw = zeroize::Zeroizing::new(vec![0u8; bytes]);
-    aws_lc_rs::rand::fill(&mut raw).map_err(|_| KeyError::Generation)?;
-    Ok(crate::b64::encode(raw.as_slice()))
+    // Random text contains a password word by chance about once in 50,000
+    // secrets; draw again rather than hand out a secret our own check (or an
+    // operator reading it) would refuse. Sixteen misses in a row would take
+    // a broken random generator.
+    for _ in 0..16 {
+        let mut raw = zeroize::Zeroizing::new(vec![0u8; bytes]);
+        aws_lc_rs::rand::fill(&mut raw).map_err(|_| KeyError::Generation)?;
+        let text = crate::b64::encode(raw.as_slice());
+        if check_hmac_secret(Algorithm::HS256, text.as_bytes()).is_ok() {
+            return Ok(text);
+        }
+    }
+    Err(KeyError::Generation)
 }
 
 /// Checks that `secret` is acceptable as an HMAC key for `alg`.
