@@ -387,3 +387,37 @@ fn secret_generate_prints_a_strong_secret() {
     let line = tokengate(&["secret", "generate", "--bytes", "8"]).fails(2);
     assert!(line.contains("at least 32 bytes"), "{line}");
 }
+
+#[test]
+fn verify_with_a_required_typ_refuses_a_multibyte_typ_cleanly() {
+    let dir = TempDir::new().unwrap();
+    let kid = generate(&dir, "ES256");
+    let pem = dir.path().join(format!("{kid}.pem"));
+    let jwk = dir.path().join(format!("{kid}.jwk.json"));
+    // "application" is 11 bytes: a byte slice at 12 would split the 'é'.
+    let token = tokengate(&[
+        "token",
+        "sign",
+        "--key",
+        path(&pem),
+        "--typ",
+        "applicationéééé",
+        "--claims",
+        r#"{"sub":"42"}"#,
+    ])
+    .ok();
+    let line = tokengate(&[
+        "token",
+        "verify",
+        "--key",
+        path(&jwk),
+        "--typ",
+        "at+jwt",
+        &token,
+    ])
+    .fails(1);
+    assert_eq!(
+        line,
+        r#"invalid token: token type Some("applicationéééé") where "at+jwt" is expected"#
+    );
+}
