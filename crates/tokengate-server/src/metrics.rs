@@ -29,7 +29,9 @@ pub fn init() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// A login attempt: `success`, `wrong_password`, `unknown_user`, `disabled`, `rate_limited`.
+/// A login attempt: `success`, `wrong_password`, `unknown_user`,
+/// `unusable_password_hash` (stored hash refused: malformed or costs over the ceilings),
+/// `disabled`, `rate_limited`.
 pub fn login(outcome: &'static str) {
     metrics::counter!("tokengate_logins_total", "outcome" => outcome).increment(1);
 }
