@@ -205,7 +205,8 @@ pub struct SignArgs {
     /// Lifetime: exp = now + this, unless the claims set exp (e.g. 15m, 1h, 30s).
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub exp: Duration,
-    /// Algorithm, for keys that allow more than one (RSA: RS256 by default).
+    /// Algorithm, for keys that allow more than one: an RSA PEM takes the
+    /// alg of the <kid>.jwk.json beside it, else needs this flag.
     #[arg(long, value_parser = parse_alg)]
     pub alg: Option<Algorithm>,
     /// Key id for a PEM key (default: the file name without .pem).
@@ -231,7 +232,8 @@ pub struct VerifyArgs {
     /// Accepted audience (repeatable). Without it, aud is not checked.
     #[arg(long)]
     pub aud: Vec<String>,
-    /// Algorithm for a PEM key that allows more than one (RSA: RS256 by default).
+    /// Algorithm for a PEM key that allows more than one: an RSA PEM takes
+    /// the alg of the <kid>.jwk.json beside it, else needs this flag.
     #[arg(long, value_parser = parse_alg)]
     pub alg: Option<Algorithm>,
     /// Key id for a PEM key (default: the file name without .pem).

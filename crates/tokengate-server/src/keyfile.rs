@@ -4,7 +4,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use tokengate::{Algorithm, Jwk, JwkSet, KeyRing, Kid, SigningKey, VerifyingKey};
+use tokengate::{Algorithm, Jwk, JwkSet, KeyFamily, KeyRing, Kid, SigningKey, VerifyingKey};
 
 use crate::cli::Failure;
 
@@ -37,6 +37,107 @@ fn is_pem(bytes: &[u8]) -> bool {
         .starts_with("-----BEGIN")
 }
 
+/// The public JWK `keys generate` writes beside `<kid>.pem`: `<kid>.jwk.json`.
+fn sibling_jwk_path(pem: &Path) -> Option<PathBuf> {
+    let stem = pem.file_name()?.to_str()?.strip_suffix(".pem")?;
+    Some(pem.with_file_name(format!("{stem}.jwk.json")))
+}
+
+/// The algorithm of an RSA PEM, which the key does not say (RS256 and
+/// PS256 keys look the same): `--alg`, or the `alg` of the sibling public
+/// JWK written with it by `keys generate`, provided that JWK is this key's
+/// public half. When both are there they must agree; with neither, refuse
+/// rather than guess, since a guess signs tokens its own JWK rejects.
+fn rsa_pem_alg(path: &Path, asked: Option<Algorithm>, public: &Jwk) -> Result<Algorithm, Failure> {
+    let ambiguous = || {
+        input(
+            path,
+            "an RSA key does not say whether it is RS256 or PS256: pass --alg",
+        )
+    };
+    let Some(sibling_path) = sibling_jwk_path(path).filter(|p| p.exists()) else {
+        return asked.ok_or_else(ambiguous);
+    };
+    let sibling: Jwk = serde_json::from_slice(&read(&sibling_path)?)
+        .map_err(|e| input(&sibling_path, format!("not a JWK: {e}")))?;
+    // RFC 7638 thumbprints: equal exactly when the public keys are.
+    let same_key = sibling.thumbprint().is_some() && sibling.thumbprint() == public.thumbprint();
+    if !same_key {
+        return Err(input(
+            path,
+            format!(
+                "{} is not the public half of this key",
+                sibling_path.display()
+            ),
+        ));
+    }
+    let written = sibling
+        .alg
+        .as_deref()
+        .map(Algorithm::from_name)
+        .transpose()
+        .map_err(|e| input(&sibling_path, e))?;
+    match (asked, written) {
+        (Some(asked), Some(written)) if asked != written => Err(input(
+            path,
+            format!(
+                "--alg {asked} contradicts {}, which says {written}",
+                sibling_path.display()
+            ),
+        )),
+        (Some(alg), _) | (None, Some(alg)) => Ok(alg),
+        (None, None) => Err(ambiguous()),
+    }
+}
+
+/// Loads a private key PEM; an RSA key's algorithm is settled by
+/// [`rsa_pem_alg`].
+fn private_pem(
+    path: &Path,
+    bytes: &[u8],
+    alg: Option<Algorithm>,
+    kid: Option<&str>,
+) -> Result<SigningKey, Failure> {
+    let kid = pem_kid(path, kid)?;
+    // Without `alg`, an RSA key loads as RS256: enough to read its public half.
+    let key = SigningKey::from_pem(bytes, alg, Some(kid.clone())).map_err(|e| input(path, e))?;
+    let Some(public) = key
+        .public_jwk()
+        .filter(|_| key.alg().family() == KeyFamily::Rsa)
+    else {
+        return Ok(key);
+    };
+    let settled = rsa_pem_alg(path, alg, public)?;
+    if settled == key.alg() {
+        return Ok(key);
+    }
+    SigningKey::from_pem(bytes, Some(settled), Some(kid)).map_err(|e| input(path, e))
+}
+
+/// Loads a public key PEM, settling an RSA key's algorithm as
+/// [`private_pem`] does.
+fn public_pem(
+    path: &Path,
+    bytes: &[u8],
+    alg: Option<Algorithm>,
+    kid: Option<&str>,
+) -> Result<VerifyingKey, Failure> {
+    let kid = pem_kid(path, kid)?;
+    let key =
+        VerifyingKey::from_public_pem(bytes, alg, Some(kid.clone())).map_err(|e| input(path, e))?;
+    let Some(public) = key
+        .to_jwk()
+        .filter(|_| key.alg().family() == KeyFamily::Rsa)
+    else {
+        return Ok(key);
+    };
+    let settled = rsa_pem_alg(path, alg, public)?;
+    if settled == key.alg() {
+        return Ok(key);
+    }
+    VerifyingKey::from_public_pem(bytes, Some(settled), Some(kid)).map_err(|e| input(path, e))
+}
+
 /// Loads a private key from a PEM or a JWK with private members.
 pub fn signing_key(
     path: &Path,
@@ -45,8 +146,7 @@ pub fn signing_key(
 ) -> Result<SigningKey, Failure> {
     let bytes = zeroize::Zeroizing::new(read(path)?);
     if is_pem(&bytes) {
-        return SigningKey::from_pem(&bytes, alg, Some(pem_kid(path, kid)?))
-            .map_err(|e| input(path, e));
+        return private_pem(path, &bytes, alg, kid);
     }
     let jwk: Jwk = serde_json::from_slice(&bytes)
         .map_err(|e| input(path, format!("neither a PEM nor a JWK: {e}")))?;
@@ -66,14 +166,11 @@ pub fn verifying_ring(
     if is_pem(&bytes) {
         let text = String::from_utf8_lossy(&bytes);
         let key = if text.contains("PRIVATE KEY-----") {
-            SigningKey::from_pem(&bytes, alg, Some(pem_kid(path, kid)?))
-                .map(|k| k.verifying_key().clone())
+            private_pem(path, &bytes, alg, kid)?.verifying_key().clone()
         } else {
-            VerifyingKey::from_public_pem(&bytes, alg, Some(pem_kid(path, kid)?))
+            public_pem(path, &bytes, alg, kid)?
         };
-        return key
-            .map(KeyRing::with_verifying_key)
-            .map_err(|e| input(path, e));
+        return Ok(KeyRing::with_verifying_key(key));
     }
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| input(path, format!("neither a PEM nor JSON: {e}")))?;

@@ -157,13 +157,13 @@ pub(crate) fn check(
 /// `application/` optional.
 pub(crate) fn typ_matches(expected: &str, found: &str) -> bool {
     fn strip(t: &str) -> &str {
-        let lower_prefix = "application/";
-        if t.len() > lower_prefix.len()
-            && t[..lower_prefix.len()].eq_ignore_ascii_case(lower_prefix)
-        {
-            &t[lower_prefix.len()..]
-        } else {
-            t
+        const PREFIX: &str = "application/";
+        // `typ` is the sender's text: the prefix length may fall inside a
+        // multi-byte character, where `split_at_checked` gives `None`
+        // (and such a string cannot start with the ASCII prefix anyway).
+        match t.split_at_checked(PREFIX.len()) {
+            Some((head, rest)) if !rest.is_empty() && head.eq_ignore_ascii_case(PREFIX) => rest,
+            _ => t,
         }
     }
     strip(expected).eq_ignore_ascii_case(strip(found))
@@ -179,6 +179,16 @@ mod tests {
         assert!(typ_matches("at+jwt", "application/at+jwt"));
         assert!(!typ_matches("at+jwt", "JWT"));
         assert!(!typ_matches("at+jwt", "application/"));
+    }
+
+    #[test]
+    fn typ_with_multibyte_characters_after_eleven_bytes_is_compared_not_sliced() {
+        // "application" is 11 bytes: byte 12 falls inside the first 'é'.
+        assert!(!typ_matches("at+jwt", "applicationéééé"));
+        assert!(!typ_matches("applicationéééé", "at+jwt"));
+        assert!(typ_matches("applicationéééé", "APPLICATIONéééé"));
+        assert!(typ_matches("é+jwt", "Application/é+jwt"));
+        assert!(!typ_matches("at+jwt", "applicatioé/at+jwt"));
     }
 
     #[test]

@@ -64,10 +64,20 @@ pub(crate) fn parse(token: &str, max_len: usize) -> Result<Unverified<'_>, Error
             max: max_len,
         });
     }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // The signing input is everything before the last dot: taken by
+    // splitting, not by index arithmetic on the sender's text.
+    let three_parts = token
+        .rsplit_once('.')
+        .and_then(|(signing_input, signature_b64)| {
+            let (header_b64, payload_b64) = signing_input.split_once('.')?;
+            (!payload_b64.contains('.')).then_some((
+                signing_input,
+                header_b64,
+                payload_b64,
+                signature_b64,
+            ))
+        });
+    let Some((signing_input, header_b64, payload_b64, signature_b64)) = three_parts else {
         return Err(Error::Malformed(
             "a compact JWS has exactly three dot-separated parts",
         ));
@@ -90,7 +100,6 @@ pub(crate) fn parse(token: &str, max_len: usize) -> Result<Unverified<'_>, Error
         b64::decode(payload_b64).map_err(|_| Error::Malformed("payload is not base64url"))?;
     let signature =
         b64::decode(signature_b64).map_err(|_| Error::Malformed("signature is not base64url"))?;
-    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
     Ok(Unverified {
         signing_input,
         alg_name: header.alg,

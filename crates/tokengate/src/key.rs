@@ -150,10 +150,7 @@ fn wrong_type(alg: Algorithm, detail: impl Into<String>) -> KeyError {
 }
 
 fn bit_len(big_endian: &[u8]) -> usize {
-    let trimmed: &[u8] = match big_endian.iter().position(|b| *b != 0) {
-        Some(i) => &big_endian[i..],
-        None => &[],
-    };
+    let trimmed = strip_leading_zeros(big_endian);
     match trimmed.first() {
         Some(first) => trimmed.len() * 8 - first.leading_zeros() as usize,
         None => 0,
@@ -161,8 +158,8 @@ fn bit_len(big_endian: &[u8]) -> usize {
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    &bytes[start..]
+    let zeros = bytes.iter().take_while(|b| **b == 0).count();
+    bytes.get(zeros..).unwrap_or_default()
 }
 
 /// Checks an RSA public key before it is used: modulus of at least 2048
@@ -387,18 +384,23 @@ impl VerifyingKey {
         ) else {
             return Err(wrong_type(alg, "an EC key"));
         };
-        if point.len() != 1 + 2 * len || point.first() != Some(&0x04) {
+        // Uncompressed: 0x04, then x and y of `len` bytes each.
+        let coordinates = match point.split_first() {
+            Some((0x04, xy)) if xy.len() == 2 * len => xy.split_at_checked(len),
+            _ => None,
+        };
+        let Some((x, y)) = coordinates else {
             return Err(KeyError::InvalidKey(
                 "EC public key must be an uncompressed point on the algorithm's curve".into(),
             ));
-        }
+        };
         let parsed =
             ParsedPublicKey::new(verify_alg, point).map_err(|e| rejected("EC public key", e))?;
         let jwk = Jwk {
             kty: "EC".into(),
             crv: Some(crv.into()),
-            x: Some(b64::encode(&point[1..=len])),
-            y: Some(b64::encode(&point[1 + len..])),
+            x: Some(b64::encode(x)),
+            y: Some(b64::encode(y)),
             ..Jwk::default()
         };
         Self::asymmetric(alg, parsed, jwk, kid)

@@ -30,6 +30,10 @@
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// Tokens, headers and JWKs are attacker text: an index or a slice that is
+// out of range, or inside a UTF-8 character, would panic. Use `get`,
+// `split_*` and patterns instead; tests may index.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing, clippy::string_slice))]
 
 mod alg;
 pub mod b64;

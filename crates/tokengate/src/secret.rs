@@ -109,10 +109,13 @@ fn check_text_secret(secret: &[u8], needed_bits: usize) -> Result<(), KeyError> 
     // in a row with the same step of -1, 0 or +1. Random text has almost none.
     let patterned = secret
         .windows(3)
-        .filter(|w| {
-            let d1 = i16::from(w[1]) - i16::from(w[0]);
-            let d2 = i16::from(w[2]) - i16::from(w[1]);
-            d1 == d2 && (-1..=1).contains(&d1)
+        .filter(|w| match w {
+            [a, b, c] => {
+                let d1 = i16::from(*b) - i16::from(*a);
+                let d2 = i16::from(*c) - i16::from(*b);
+                d1 == d2 && (-1..=1).contains(&d1)
+            }
+            _ => false,
         })
         .count();
     if patterned * 4 > secret.len() {
@@ -155,7 +158,9 @@ fn alphabet(secret: &[u8]) -> (f64, usize) {
 fn check_spread(secret: &[u8], alphabet_size: usize) -> Result<(), KeyError> {
     let mut counts = [0usize; 256];
     for b in secret {
-        counts[usize::from(*b)] += 1;
+        if let Some(count) = counts.get_mut(usize::from(*b)) {
+            *count += 1;
+        }
     }
     let n = secret.len() as f64;
     let entropy: f64 = counts

@@ -214,6 +214,13 @@ pub async fn login(
     };
     let user = state.store.user_by_email(email.as_str()).await?;
     let known = user.is_some();
+    // The hasher never computes a stored hash over the cost ceilings (it
+    // takes the dummy's time instead); the operator must hear of it.
+    let refused_hash = user.as_ref().and_then(|u| {
+        let rule = crate::password::check_stored_hash_costs(&u.password_hash).err()?;
+        tracing::error!(user_id = %u.id, %rule, "stored password hash refused: it never matches");
+        Some(rule)
+    });
     let verdict = state
         .hasher
         .verify(
@@ -245,10 +252,10 @@ pub async fn login(
         .await;
     let Some(user) = user else {
         // The client gets one answer for both; the log keeps the difference.
-        let reason = if known {
-            "wrong_password"
-        } else {
-            "unknown_user"
+        let reason = match (known, refused_hash) {
+            (true, Some(_)) => "unusable_password_hash",
+            (true, None) => "wrong_password",
+            (false, _) => "unknown_user",
         };
         crate::metrics::login(crate::metrics::LoginOutcome::Failure);
         state

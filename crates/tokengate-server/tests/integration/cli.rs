@@ -387,3 +387,161 @@ fn secret_generate_prints_a_strong_secret() {
     let line = tokengate(&["secret", "generate", "--bytes", "8"]).fails(2);
     assert!(line.contains("at least 32 bytes"), "{line}");
 }
+
+#[test]
+fn verify_with_a_required_typ_refuses_a_multibyte_typ_cleanly() {
+    let dir = TempDir::new().unwrap();
+    let kid = generate(&dir, "ES256");
+    let pem = dir.path().join(format!("{kid}.pem"));
+    let jwk = dir.path().join(format!("{kid}.jwk.json"));
+    // "application" is 11 bytes: a byte slice at 12 would split the 'é'.
+    let token = tokengate(&[
+        "token",
+        "sign",
+        "--key",
+        path(&pem),
+        "--typ",
+        "applicationéééé",
+        "--claims",
+        r#"{"sub":"42"}"#,
+    ])
+    .ok();
+    let line = tokengate(&[
+        "token",
+        "verify",
+        "--key",
+        path(&jwk),
+        "--typ",
+        "at+jwt",
+        &token,
+    ])
+    .fails(1);
+    assert_eq!(
+        line,
+        r#"invalid token: token type Some("applicationéééé") where "at+jwt" is expected"#
+    );
+}
+
+/// The `alg` a token's header names.
+fn header_alg(token: &str) -> String {
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(&tokengate::b64::decode(header).unwrap()).unwrap();
+    header["alg"].as_str().unwrap().to_owned()
+}
+
+fn sign_with(key: &std::path::Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "token",
+        "sign",
+        "--key",
+        path(key),
+        "--claims",
+        r#"{"sub":"42"}"#,
+    ];
+    args.extend_from_slice(extra);
+    tokengate(&args)
+}
+
+fn verify_with(key: &std::path::Path, extra: &[&str], token: &str) -> Run {
+    let mut args = vec!["token", "verify", "--key", path(key)];
+    args.extend_from_slice(extra);
+    args.push(token);
+    tokengate(&args)
+}
+
+const RSA_AMBIGUOUS: &str = "an RSA key does not say whether it is RS256 or PS256: pass --alg";
+
+#[test]
+fn a_generated_ps256_pair_signs_and_verifies_ps256_without_alg() {
+    let dir = TempDir::new().unwrap();
+    let kid = generate(&dir, "PS256");
+    let pem = dir.path().join(format!("{kid}.pem"));
+    let jwk = dir.path().join(format!("{kid}.jwk.json"));
+    let token = sign_with(&pem, &[]).ok();
+    assert_eq!(header_alg(&token), "PS256");
+    let claims: Value = serde_json::from_str(&verify_with(&jwk, &[], &token).ok()).unwrap();
+    assert_eq!(claims["sub"], "42");
+    verify_with(&pem, &[], &token).ok();
+    // The PEM and the JWK are one key, so the JWKS of the directory holds it once, as PS256.
+    let jwks: Value =
+        serde_json::from_str(&tokengate(&["keys", "jwks", path(dir.path())]).ok()).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1, "{jwks}");
+    assert_eq!(jwks["keys"][0]["alg"], "PS256");
+}
+
+#[test]
+fn an_rsa_pem_without_its_jwk_needs_alg() {
+    let dir = TempDir::new().unwrap();
+    let kid = generate(&dir, "PS256");
+    let jwk = dir.path().join(format!("{kid}.jwk.json"));
+    let alone = TempDir::new().unwrap();
+    let pem = alone.path().join(format!("{kid}.pem"));
+    std::fs::copy(dir.path().join(format!("{kid}.pem")), &pem).unwrap();
+
+    let line = sign_with(&pem, &[]).fails(2);
+    assert_eq!(line, format!("error: {}: {RSA_AMBIGUOUS}", path(&pem)));
+    let token = sign_with(&pem, &["--alg", "PS256"]).ok();
+    assert_eq!(header_alg(&token), "PS256");
+    verify_with(&jwk, &[], &token).ok();
+    let line = verify_with(&pem, &[], &token).fails(2);
+    assert_eq!(line, format!("error: {}: {RSA_AMBIGUOUS}", path(&pem)));
+    verify_with(&pem, &["--alg", "PS256"], &token).ok();
+
+    // A public PEM is as ambiguous, and is settled the same ways.
+    let public_pem = alone.path().join("public.pem");
+    let public = tokengate::VerifyingKey::from_jwk(
+        &serde_json::from_slice(&std::fs::read(&jwk).unwrap()).unwrap(),
+    )
+    .unwrap()
+    .to_public_pem()
+    .unwrap();
+    std::fs::write(&public_pem, &public).unwrap();
+    let kid_flag = ["--kid", kid.as_str()];
+    let line = verify_with(&public_pem, &kid_flag, &token).fails(2);
+    assert_eq!(
+        line,
+        format!("error: {}: {RSA_AMBIGUOUS}", path(&public_pem))
+    );
+    verify_with(&public_pem, &["--kid", &kid, "--alg", "PS256"], &token).ok();
+    let paired = alone.path().join("paired.pem");
+    std::fs::write(&paired, &public).unwrap();
+    std::fs::copy(&jwk, alone.path().join("paired.jwk.json")).unwrap();
+    verify_with(&paired, &kid_flag, &token).ok();
+
+    // EC and Ed25519 keys name their algorithm: no sibling needed.
+    for alg in ["ES256", "EdDSA"] {
+        let kid = generate(&dir, alg);
+        let pem = alone.path().join(format!("{kid}.pem"));
+        std::fs::copy(dir.path().join(format!("{kid}.pem")), &pem).unwrap();
+        let token = sign_with(&pem, &[]).ok();
+        assert_eq!(header_alg(&token), alg);
+        verify_with(&pem, &[], &token).ok();
+    }
+}
+
+#[test]
+fn an_rsa_pem_whose_sibling_jwk_disagrees_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let kid = generate(&dir, "PS256");
+    let pem = dir.path().join(format!("{kid}.pem"));
+    let line = sign_with(&pem, &["--alg", "RS256"]).fails(2);
+    assert!(line.contains("PS256") && line.contains("RS256"), "{line}");
+    assert!(line.contains(&format!("{kid}.jwk.json")), "{line}");
+    let line = verify_with(&pem, &["--alg", "PS384"], "x.y.z").fails(2);
+    assert!(line.contains("PS256") && line.contains("PS384"), "{line}");
+
+    // A sibling JWK of another key says nothing about this one.
+    let other = generate(&dir, "PS256");
+    let mixed = TempDir::new().unwrap();
+    let mixed_pem = mixed.path().join(format!("{kid}.pem"));
+    std::fs::copy(&pem, &mixed_pem).unwrap();
+    std::fs::copy(
+        dir.path().join(format!("{other}.jwk.json")),
+        mixed.path().join(format!("{kid}.jwk.json")),
+    )
+    .unwrap();
+    for extra in [&[][..], &["--alg", "PS256"][..]] {
+        let line = sign_with(&mixed_pem, extra).fails(2);
+        assert!(line.contains("not the public half"), "{line}");
+    }
+}

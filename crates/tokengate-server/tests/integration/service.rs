@@ -20,6 +20,8 @@ both_backends!(
     failed_logins_are_rate_limited_and_the_limit_resets,
     request_budget_answers_429_with_retry_after,
     bcrypt_hashes_verify_and_are_upgraded,
+    bcrypt_refuses_passwords_over_72_bytes_and_rehashes_the_exact_one,
+    stored_hashes_over_the_cost_ceilings_never_match,
     bad_requests_get_problem_json_never_5xx,
     registration_rules,
     protected_routes_need_a_bearer_header,
@@ -363,6 +365,97 @@ async fn bcrypt_hashes_verify_and_are_upgraded(backend: Backend) {
     );
     app.login_ok("ivan@example.com", "imported user password")
         .await;
+    logs::assert_clean();
+}
+
+/// Stores a user directly, as `user import` would.
+async fn import_user(app: &crate::app::TestApp, id: &str, email: &str, password_hash: &str) {
+    let user = tokengate_server::storage::User {
+        id: id.into(),
+        email: email.into(),
+        password_hash: password_hash.into(),
+        roles: "user".into(),
+        not_before: None,
+        disabled: false,
+        created_at: 1,
+        session_epoch: 0,
+    };
+    let event = tokengate_server::audit::AuditEvent::new("user_imported").user(id);
+    app.state.store.create_user(&user, 1, &event).await.unwrap();
+}
+
+async fn stored_hash(app: &crate::app::TestApp, email: &str) -> String {
+    let user = app.state.store.user_by_email(email).await.unwrap().unwrap();
+    user.password_hash
+}
+
+async fn bcrypt_refuses_passwords_over_72_bytes_and_rehashes_the_exact_one(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    // bcrypt reads 72 bytes and ignores the rest: any longer password
+    // with the same first 72 bytes would match this hash.
+    let exact = "a 72-byte password imported from the Express app: bcrypt reads this far!";
+    assert_eq!(exact.len(), 72);
+    let longer = format!("{exact} and then some");
+    let one_more = format!("{exact}?");
+    let email = "long@example.com";
+    let hash = bcrypt::hash(exact, 4).unwrap();
+    import_user(&app, "imported-72", email, &hash).await;
+
+    for wrong in [&longer, &one_more] {
+        problem(app.login(email, wrong).await, StatusCode::UNAUTHORIZED).await;
+        assert_eq!(stored_hash(&app, email).await, hash, "not rehashed");
+    }
+
+    app.login_ok(email, exact).await;
+    let upgraded = stored_hash(&app, email).await;
+    assert!(upgraded.starts_with("$argon2id$"), "{upgraded}");
+    // The new hash is of exactly the 72 bytes typed, and argon2 reads them all.
+    let verdict = app
+        .state
+        .hasher
+        .verify(exact, Some(&upgraded))
+        .await
+        .unwrap();
+    assert!(verdict.matches);
+    let verdict = app
+        .state
+        .hasher
+        .verify(&one_more, Some(&upgraded))
+        .await
+        .unwrap();
+    assert!(!verdict.matches);
+    app.login_ok(email, exact).await;
+    problem(app.login(email, &one_more).await, StatusCode::UNAUTHORIZED).await;
+    logs::assert_clean();
+}
+
+async fn stored_hashes_over_the_cost_ceilings_never_match(backend: Backend) {
+    use argon2::PasswordHasher as _;
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    // A real hash of the password, cheap in memory but with 33 passes: over
+    // the ceiling of 32, so it is not computed, whatever its cost.
+    let password = "a password with a hash of absurd cost";
+    let params = argon2::Params::new(64, 33, 1, None).unwrap();
+    let hash = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password_with_salt(password.as_bytes(), b"salt of sixteen!")
+        .unwrap()
+        .to_string();
+    let email = "costly@example.com";
+    import_user(&app, "imported-costly", email, &hash).await;
+    problem(app.login(email, password).await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(stored_hash(&app, email).await, hash);
+    let logs = logs::text();
+    let refusal = logs
+        .lines()
+        .find(|l| l.contains("stored password hash refused") && l.contains("imported-costly"))
+        .unwrap_or_else(|| panic!("no refusal logged: {logs}"));
+    assert!(refusal.contains("\"level\":\"ERROR\""), "{refusal}");
+    assert!(refusal.contains("t=33"), "{refusal}");
+    assert!(!logs.contains(&hash), "the hash was logged");
     logs::assert_clean();
 }
 

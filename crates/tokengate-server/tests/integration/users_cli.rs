@@ -257,6 +257,63 @@ async fn import_of_ten_thousand_rows_is_all_or_nothing() {
     assert_eq!(me["roles"], json!(["user", "admin"]));
 }
 
+/// An argon2id PHC string with these costs (salt and output are
+/// placeholders: import checks the form and the costs, never the password).
+fn argon2id_phc(m: u32, t: u32, p: u32) -> String {
+    format!(
+        "$argon2id$v=19$m={m},t={t},p={p}${}${}",
+        tokengate::b64::encode(b"sixteen byte salt"),
+        tokengate::b64::encode([7u8; 32])
+    )
+}
+
+#[test]
+fn import_refuses_hashes_with_absurd_costs_by_line() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let bcrypt4 = bcrypt::hash("legacy password delta", 4).unwrap();
+    let bcrypt_cost = |cost: &str| bcrypt4.replacen("$04$", &format!("${cost}$"), 1);
+    let at_ceilings = [argon2id_phc(1_048_576, 32, 16), bcrypt_cost("16")];
+    let over = [
+        argon2id_phc(4_194_304, 1, 1),
+        bcrypt_cost("31"),
+        argon2id_phc(19_456, 33, 1),
+        argon2id_phc(19_456, 2, 17),
+        bcrypt_cost("03"),
+    ];
+    let mut csv = String::from("email,password_hash\n");
+    for (i, hash) in at_ceilings.iter().chain(&over).enumerate() {
+        // PHC parameters hold commas: the field is quoted, as CSV requires.
+        csv.push_str(&format!("costly{i}@example.com,\"{hash}\"\n"));
+    }
+    let file = d.join("users.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let (code, _, err) = user(d, &["import", file.to_str().unwrap()], "");
+    assert_eq!(code, 2, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "line 4: argon2 memory cost m=4194304 KiB is over the ceiling of 1048576 KiB (1 GiB)",
+            "line 5: bcrypt cost 31 is outside 4 to 16",
+            "line 6: argon2 time cost t=33 is over the ceiling of 32",
+            "line 7: argon2 parallelism p=17 is over the ceiling of 16",
+            "line 8: bcrypt cost 3 is outside 4 to 16",
+            "error: 5 rows rejected; nothing imported",
+        ],
+        "{err}"
+    );
+    let (_, list, _) = user(d, &["list"], "");
+    assert_eq!(list.lines().count(), 1, "nothing imported: {list}");
+
+    // Costs at the ceilings are accepted.
+    let at_ceilings_only: String = csv.lines().take(3).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&file, at_ceilings_only).unwrap();
+    let (code, out, err) = user(d, &["import", file.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "imported 2 users");
+}
+
 async fn stored_hash(db: &Path, email: &str) -> String {
     use sqlx::Connection;
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))

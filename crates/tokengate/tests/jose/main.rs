@@ -4,6 +4,7 @@
 mod common;
 mod interop;
 mod keys;
+mod never_panics;
 mod properties;
 mod rejections;
 mod roundtrip;
