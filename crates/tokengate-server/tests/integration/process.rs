@@ -419,6 +419,23 @@ fn bad_configuration_refuses_to_start_with_one_line() {
             "shorter than access_ttl",
         ),
         (vec![("TOKENGATE_MASTER_KEY", "too-short")], "master key"),
+        (vec![("TOKENGATE_ARGON2_MEMORY_KIB", "4096")], "OWASP"),
+        (
+            vec![("TOKENGATE_REFRESH_REUSE_INTERVAL", "5m")],
+            "60s maximum",
+        ),
+        (
+            vec![("TOKENGATE_SESSION_LIFETIME", "1d")],
+            "shorter than refresh_ttl",
+        ),
+        (
+            vec![("TOKENGATE_METRICS_ADDR", "0.0.0.0:9464")],
+            "reachable from the network",
+        ),
+        (
+            vec![("TOKENGATE_TRUSTED_PROXIES", "10.0.0.0/40")],
+            "trusted_proxies",
+        ),
     ] {
         let (code, _, stderr) = run(
             &["serve", "--addr", "127.0.0.1:0", "--data-dir", d],
