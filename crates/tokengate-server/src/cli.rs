@@ -277,6 +277,17 @@ pub enum Failure {
     Rejected(String),
 }
 
+impl From<crate::service::ServiceError> for Failure {
+    /// A refusal's own words for the operator; every service failure is
+    /// input to fix (or a fault to report), exit 2.
+    fn from(e: crate::service::ServiceError) -> Self {
+        match e {
+            crate::service::ServiceError::Invalid { detail, .. } => Failure::Input(detail),
+            other => Failure::Input(other.to_string()),
+        }
+    }
+}
+
 impl Failure {
     fn exit_code(&self) -> ExitCode {
         match self {

@@ -19,6 +19,7 @@ pub mod password;
 pub mod ratelimit;
 pub mod revocation;
 pub mod server;
+pub mod service;
 pub mod startup;
 pub mod state;
 pub mod storage;

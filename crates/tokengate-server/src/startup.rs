@@ -18,6 +18,7 @@ use crate::password::Hasher;
 use crate::ratelimit::{InProcessThrottle, LoginLimits, RequestBudget};
 use crate::revocation::InProcessRevocations;
 use crate::server::{self, Limits};
+use crate::service::{Accounts, Denylist, Sessions};
 use crate::state::AppState;
 use crate::storage::Store;
 
@@ -141,13 +142,35 @@ impl Application {
                 })?),
                 _ => None,
             };
-        let state = Arc::new(AppState {
-            throttle: Arc::new(InProcessThrottle::new(LoginLimits {
+        let throttle: Arc<dyn crate::ratelimit::LoginThrottle> =
+            Arc::new(InProcessThrottle::new(LoginLimits {
                 per_account_and_client: settings.login_max_failures,
                 per_client: settings.login_ip_max_failures,
                 per_account_before_backoff: settings.login_account_max_failures,
                 window,
-            })),
+            }));
+        let denylist = Denylist::new(revocations, settings.access_ttl, settings.leeway);
+        let keys = Arc::new(keys);
+        let shared_settings = Arc::new(settings.clone());
+        let accounts = Accounts::new(
+            store.clone(),
+            hasher.clone(),
+            clock.clone(),
+            denylist.clone(),
+            throttle.clone(),
+            settings.ipv6_prefix_len,
+        );
+        let sessions = Sessions::new(
+            store.clone(),
+            hasher.clone(),
+            clock.clone(),
+            throttle.clone(),
+            denylist.clone(),
+            keys.clone(),
+            refresh_key,
+            shared_settings,
+        );
+        let state = Arc::new(AppState {
             budget: RequestBudget::new(settings.auth_requests_per_minute),
             client_ip: ClientIpResolver::new(
                 settings.trusted_proxies.clone(),
@@ -157,13 +180,15 @@ impl Application {
             store,
             keys,
             policy,
-            refresh_key,
             hasher,
             clock,
-            revocations,
+            denylist,
+            throttle,
+            accounts,
+            sessions,
         });
         state
-            .sync_revocations(state.revocation_lookback(now.as_secs()))
+            .sync_revocations(state.denylist.lookback(now.as_secs()))
             .await
             .map_err(|e| StartupError(format!("storage: {e}")))?;
         Ok(Application {

@@ -81,6 +81,25 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::service::ServiceError> for ApiError {
+    fn from(e: crate::service::ServiceError) -> Self {
+        use crate::service::ServiceError as S;
+        match e {
+            S::Invalid { field, detail } => ApiError::Invalid { field, detail },
+            S::InvalidCredentials => ApiError::InvalidCredentials,
+            S::AccountDisabled => ApiError::AccountDisabled,
+            S::RateLimited { retry_after } => ApiError::TooManyRequests { retry_after },
+            S::EmailTaken(_) => ApiError::EmailTaken,
+            S::InvalidGrant => ApiError::InvalidGrant,
+            S::NotFound => ApiError::NotFound,
+            S::CallerGone => ApiError::InvalidToken { presented: true },
+            S::Store(e) => e.into(),
+            S::Hash(e) => e.into(),
+            S::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
 impl From<HashError> for ApiError {
     fn from(e: HashError) -> Self {
         match e {

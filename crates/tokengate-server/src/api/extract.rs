@@ -93,7 +93,7 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             })?;
         let claims = verified.claims;
         if state
-            .revocations
+            .denylist
             .is_revoked(
                 claims.sid.as_deref(),
                 &claims.sub,

@@ -1,0 +1,84 @@
+//! The denylist as the rest of the service sees it: one rule for how long a
+//! revocation is kept, one place that pushes revocations made in the store
+//! into the in-process (later Redis) [`Revocations`], and the sync that
+//! brings in those made elsewhere.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::secs;
+use crate::revocation::Revocations;
+use crate::storage::{Store, StoreError};
+
+/// Revocations of live access tokens, kept exactly as long as they matter.
+#[derive(Clone)]
+pub struct Denylist {
+    revocations: Arc<dyn Revocations>,
+    access_ttl: i64,
+    leeway: i64,
+}
+
+impl Denylist {
+    /// A denylist over `revocations` for tokens living `access_ttl` and
+    /// verified with `leeway`.
+    pub fn new(revocations: Arc<dyn Revocations>, access_ttl: Duration, leeway: Duration) -> Self {
+        Denylist {
+            revocations,
+            access_ttl: secs(access_ttl),
+            leeway: secs(leeway),
+        }
+    }
+
+    /// How far back a revocation can still matter at `now`: one revoked
+    /// earlier only covers tokens that can no longer verify. Start-up loads
+    /// the denylist from here.
+    pub fn lookback(&self, now: i64) -> i64 {
+        now - self.access_ttl - self.leeway - 1
+    }
+
+    /// Until when a revocation made at `revoked_at` must be kept: a token
+    /// issued up to then expires at most `access_ttl` later and verifies
+    /// until `exp + leeway`; the denylist holds past that last moment.
+    pub fn horizon(&self, revoked_at: i64) -> i64 {
+        revoked_at + self.access_ttl + self.leeway + 1
+    }
+
+    /// Rejects the access tokens of session `sid`, revoked at `revoked_at`.
+    pub async fn deny_session(&self, sid: &str, revoked_at: i64) {
+        self.revocations
+            .revoke_session(sid, self.horizon(revoked_at))
+            .await;
+    }
+
+    /// Rejects the access tokens of each of `sids`, revoked at `revoked_at`.
+    pub async fn deny_sessions(&self, sids: &[String], revoked_at: i64) {
+        for sid in sids {
+            self.deny_session(sid, revoked_at).await;
+        }
+    }
+
+    /// Rejects `user_id`'s access tokens issued before `before`.
+    pub async fn deny_user_before(&self, user_id: &str, before: i64) {
+        self.revocations
+            .revoke_user_before(user_id, before, self.horizon(before))
+            .await;
+    }
+
+    /// Whether a token of this session and user, issued at `iat`, is revoked.
+    pub async fn is_revoked(&self, sid: Option<&str>, user_id: &str, iat: i64, now: i64) -> bool {
+        self.revocations.is_revoked(sid, user_id, iat, now).await
+    }
+
+    /// Loads revocations recorded in the database since `since` (by this
+    /// process, another instance, or the `user` CLI).
+    pub async fn sync_from(&self, store: &Store, since: i64) -> Result<(), StoreError> {
+        let (sessions, users) = store.revocations_since(since).await?;
+        for (sid, revoked_at) in &sessions {
+            self.deny_session(sid, *revoked_at).await;
+        }
+        for (user, before) in &users {
+            self.deny_user_before(user, *before).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,489 @@
+//! Sessions: login, refresh rotation with reuse detection, logout in its
+//! three scopes, and ending one session. Each writes its change and audit
+//! row in one store transaction, then pushes what it revoked to the
+//! denylist.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+use tokengate::{AccessClaims, Audience, SignOptions, UnixTime, b64};
+use zeroize::Zeroizing;
+
+use super::accounts::record;
+use super::{Denylist, ServiceError, random_id};
+use crate::audit::AuditEvent;
+use crate::client_ip::limit_key;
+use crate::clock::Clock;
+use crate::config::{Settings, secs};
+use crate::domain::{Email, MAX_PASSWORD_CHARS};
+use crate::keystore::KeyManager;
+use crate::metrics::LoginOutcome;
+use crate::password::Hasher;
+use crate::ratelimit::{Attempt, LoginThrottle};
+use crate::storage::{ClientInfo, RevokeScope, Rotation, RotationRules, SessionRef, Store, User};
+
+/// A login's inputs, as the front end received them.
+pub struct LoginRequest<'a> {
+    /// The email as typed.
+    pub email: &'a str,
+    /// The password as typed.
+    pub password: &'a str,
+    /// The client's address.
+    pub client: IpAddr,
+    /// The client's `User-Agent`, for the session list.
+    pub user_agent: Option<String>,
+}
+
+/// An access token and the refresh token that continues its session.
+pub struct IssuedTokens {
+    /// The signed access token.
+    pub access: String,
+    /// Its lifetime in seconds.
+    pub access_expires_in: i64,
+    /// The refresh token (only its hash is stored).
+    pub refresh: Zeroizing<String>,
+    /// The refresh token's lifetime in seconds.
+    pub refresh_expires_in: i64,
+}
+
+/// Which sessions a logout ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutScope {
+    /// This session.
+    Local,
+    /// Every other session of the user.
+    Others,
+    /// Every session, and every access token issued so far.
+    Global,
+}
+
+impl LogoutScope {
+    /// `local` (the default), `others` or `global`.
+    pub fn parse(scope: Option<&str>) -> Result<LogoutScope, ServiceError> {
+        match scope.unwrap_or("local") {
+            "local" => Ok(LogoutScope::Local),
+            "others" => Ok(LogoutScope::Others),
+            "global" => Ok(LogoutScope::Global),
+            _ => Err(ServiceError::Invalid {
+                field: "scope",
+                detail: "scope must be local, others or global".into(),
+            }),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            LogoutScope::Local => "local",
+            LogoutScope::Others => "others",
+            LogoutScope::Global => "global",
+        }
+    }
+}
+
+/// Refresh tokens are 256 random bits, base64url: 43 characters.
+const REFRESH_TOKEN_LEN: usize = 43;
+
+/// Refresh tokens are stored only as base64url(SHA-256(token)).
+fn token_hash(token: &str) -> String {
+    b64::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        token.as_bytes(),
+    ))
+}
+
+fn random_token() -> Result<Zeroizing<String>, ServiceError> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(&mut *bytes)
+        .map_err(|_| ServiceError::Internal("random generator failed".into()))?;
+    Ok(Zeroizing::new(b64::encode(*bytes)))
+}
+
+/// The session operations.
+#[derive(Clone)]
+pub struct Sessions {
+    store: Store,
+    hasher: Hasher,
+    clock: Arc<dyn Clock>,
+    throttle: Arc<dyn LoginThrottle>,
+    denylist: Denylist,
+    keys: Arc<KeyManager>,
+    refresh_key: hmac::Key,
+    settings: Arc<Settings>,
+}
+
+impl Sessions {
+    /// The session operations over these parts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        hasher: Hasher,
+        clock: Arc<dyn Clock>,
+        throttle: Arc<dyn LoginThrottle>,
+        denylist: Denylist,
+        keys: Arc<KeyManager>,
+        refresh_key: hmac::Key,
+        settings: Arc<Settings>,
+    ) -> Self {
+        Sessions {
+            store,
+            hasher,
+            clock,
+            throttle,
+            denylist,
+            keys,
+            refresh_key,
+            settings,
+        }
+    }
+
+    async fn record(&self, event: AuditEvent) {
+        record(&self.store, self.clock.as_ref(), event).await;
+    }
+
+    /// Checks the password and starts a session. A wrong password and an
+    /// unknown email are one answer in one time; at most the throttle's
+    /// limit of checks reach the hasher however many arrive at once.
+    pub async fn login(&self, request: LoginRequest<'_>) -> Result<IssuedTokens, ServiceError> {
+        let ip = request.client;
+        let email = Email::parse(request.email).map_err(ServiceError::invalid("email"))?;
+        if request.password.is_empty() || request.password.chars().count() > MAX_PASSWORD_CHARS {
+            return Err(ServiceError::Invalid {
+                field: "password",
+                detail: "password must be 1 to 128 characters".into(),
+            });
+        }
+        let now = self.clock.now();
+        // Room for one password check is reserved before hashing, so however
+        // many attempts arrive at once, no more than the limit reach the hasher.
+        let reservation = match self
+            .throttle
+            .reserve(
+                email.as_str(),
+                limit_key(ip, self.settings.ipv6_prefix_len),
+                now.as_secs(),
+            )
+            .await
+        {
+            Ok(reservation) => reservation,
+            Err(retry_after) => {
+                crate::metrics::login(LoginOutcome::RateLimited);
+                crate::metrics::rate_limited("login");
+                self.record(
+                    AuditEvent::new("login_rate_limited")
+                        .ip(ip)
+                        .with("email", email.as_str())
+                        .with("retry_after", retry_after),
+                )
+                .await;
+                return Err(ServiceError::RateLimited { retry_after });
+            }
+        };
+        let user = self.store.user_by_email(email.as_str()).await?;
+        let known = user.is_some();
+        // The hasher never computes a stored hash over the cost ceilings (it
+        // takes the dummy's time instead); the operator must hear of it.
+        let refused_hash = user.as_ref().and_then(|u| {
+            let rule = crate::password::check_stored_hash_costs(&u.password_hash).err()?;
+            tracing::error!(user_id = %u.id, %rule, "stored password hash refused: it never matches");
+            Some(rule)
+        });
+        let verdict = match self
+            .hasher
+            .verify(
+                request.password,
+                user.as_ref().map(|u| u.password_hash.as_str()),
+            )
+            .await
+        {
+            Ok(verdict) => verdict,
+            Err(e) => {
+                self.throttle.settle(reservation, Attempt::Unchecked).await;
+                return Err(e.into());
+            }
+        };
+        let user = user.filter(|_| verdict.matches);
+        let attempt = if user.is_some() {
+            Attempt::Succeeded
+        } else {
+            Attempt::Failed
+        };
+        self.throttle.settle(reservation, attempt).await;
+        let Some(user) = user else {
+            // The client gets one answer for both; the log keeps the difference.
+            let reason = match (known, refused_hash) {
+                (true, Some(_)) => "unusable_password_hash",
+                (true, None) => "wrong_password",
+                (false, _) => "unknown_user",
+            };
+            crate::metrics::login(LoginOutcome::Failure);
+            self.record(
+                AuditEvent::new("login_failed")
+                    .ip(ip)
+                    .with("reason", reason)
+                    .with("email", email.as_str()),
+            )
+            .await;
+            return Err(ServiceError::InvalidCredentials);
+        };
+        if user.disabled {
+            crate::metrics::login(LoginOutcome::Disabled);
+            // Only after the right password: a disabled account is no secret to its owner.
+            self.record(
+                AuditEvent::new("login_failed")
+                    .user(&user.id)
+                    .ip(ip)
+                    .with("reason", "user_disabled"),
+            )
+            .await;
+            return Err(ServiceError::AccountDisabled);
+        }
+        if verdict.needs_rehash {
+            self.rehash(&user, request.password, ip, now.as_secs())
+                .await;
+        }
+        let session = SessionRef {
+            id: random_id()?,
+            user_id: user.id.clone(),
+        };
+        let refresh = random_token()?;
+        let session_expires_at = now.as_secs() + secs(self.settings.session_lifetime);
+        let refresh_expires_at =
+            (now.as_secs() + secs(self.settings.refresh_ttl)).min(session_expires_at);
+        let client = ClientInfo {
+            user_agent: request.user_agent,
+            ip: Some(ip.to_string()),
+        };
+        let event = AuditEvent::new("login_succeeded")
+            .user(&user.id)
+            .session(&session.id)
+            .ip(ip);
+        let created = self
+            .store
+            .create_session(
+                &session,
+                user.session_epoch,
+                &token_hash(&refresh),
+                now.as_secs(),
+                session_expires_at,
+                refresh_expires_at,
+                &client,
+                &event,
+            )
+            .await?;
+        if !created {
+            // "Log out everywhere", a password change or disabling happened
+            // while this login waited for the hasher: it must not outlive them.
+            crate::metrics::login(LoginOutcome::Failure);
+            self.record(
+                AuditEvent::new("login_failed")
+                    .user(&user.id)
+                    .ip(ip)
+                    .with("reason", "sessions_ended_during_login"),
+            )
+            .await;
+            return Err(ServiceError::InvalidCredentials);
+        }
+        event.log();
+        let access = self.access_token(&user, &session.id, now)?;
+        crate::metrics::login(LoginOutcome::Success);
+        Ok(IssuedTokens {
+            access,
+            access_expires_in: secs(self.settings.access_ttl),
+            refresh,
+            refresh_expires_in: refresh_expires_at - now.as_secs(),
+        })
+    }
+
+    /// Replaces a weaker stored hash with one of today's costs; a failure
+    /// is logged and the login goes on.
+    async fn rehash(&self, user: &User, password: &str, ip: IpAddr, now: i64) {
+        match self.hasher.hash(password).await {
+            Ok(hash) => {
+                let event = AuditEvent::new("password_rehashed").user(&user.id).ip(ip);
+                match self
+                    .store
+                    .set_password_hash(&user.id, &hash, now, &event)
+                    .await
+                {
+                    Ok(()) => event.log(),
+                    Err(e) => {
+                        tracing::error!(cause = %e, user_id = %user.id, "password rehash not saved")
+                    }
+                }
+            }
+            Err(e) => tracing::error!(cause = %e, user_id = %user.id, "password rehash failed"),
+        }
+    }
+
+    /// Signs an access token for `user` in session `sid`.
+    fn access_token(&self, user: &User, sid: &str, now: UnixTime) -> Result<String, ServiceError> {
+        let claims = AccessClaims {
+            iss: self.settings.issuer.clone(),
+            sub: user.id.clone(),
+            aud: Audience::One(self.settings.audience.clone()),
+            exp: now.as_secs() + secs(self.settings.access_ttl),
+            iat: now.as_secs(),
+            nbf: None,
+            jti: random_id()?,
+            sid: Some(sid.to_owned()),
+            scope: Some(self.settings.access_scope.clone()),
+            roles: user.role_list(),
+        };
+        self.keys
+            .current()
+            .ring
+            .sign(
+                &claims,
+                &SignOptions::access_token(self.settings.access_ttl),
+                now,
+            )
+            .map_err(|e| ServiceError::Internal(format!("signing: {e}")))
+    }
+
+    /// Rotates a refresh token: a new pair, or — for a token used after the
+    /// reuse interval — the whole session revoked.
+    pub async fn refresh(
+        &self,
+        presented: &str,
+        client: IpAddr,
+    ) -> Result<IssuedTokens, ServiceError> {
+        let presented = presented.trim();
+        let ip = client.to_string();
+        if presented.len() != REFRESH_TOKEN_LEN || b64::decode(presented).is_err() {
+            self.record(
+                AuditEvent::new("refresh_failed")
+                    .ip(&ip)
+                    .with("reason", "malformed"),
+            )
+            .await;
+            return Err(ServiceError::InvalidGrant);
+        }
+        // The child is derived from the parent, so a concurrent refresh of the
+        // same token (a second tab) gets the same child, never a second one.
+        let child = Zeroizing::new(b64::encode(hmac::sign(
+            &self.refresh_key,
+            presented.as_bytes(),
+        )));
+        let now = self.clock.now();
+        let rules = RotationRules {
+            now: now.as_secs(),
+            refresh_ttl: secs(self.settings.refresh_ttl),
+            reuse_interval: secs(self.settings.refresh_reuse_interval),
+            idle_timeout: secs(self.settings.session_idle_timeout),
+        };
+        let outcome = self
+            .store
+            .rotate_refresh(&token_hash(presented), &token_hash(&child), rules, &ip)
+            .await?;
+        // The row is already stored with the change; the log line follows.
+        if let Some(event) = outcome.audit_event(&ip) {
+            event.log();
+        }
+        crate::metrics::refresh(match &outcome {
+            Rotation::Rotated(_) => "rotated",
+            Rotation::Replayed(_) => "replayed",
+            Rotation::ReuseDetected(_) => "reuse_detected",
+            Rotation::SessionEnded => "session_ended",
+            Rotation::Invalid => "invalid",
+        });
+        let session = match outcome {
+            Rotation::Rotated(session) | Rotation::Replayed(session) => session,
+            Rotation::ReuseDetected(session) => {
+                self.denylist.deny_session(&session.id, now.as_secs()).await;
+                return Err(ServiceError::InvalidGrant);
+            }
+            Rotation::SessionEnded | Rotation::Invalid => {
+                let reason = if outcome == Rotation::SessionEnded {
+                    "session_ended"
+                } else {
+                    "unknown_or_expired"
+                };
+                self.record(
+                    AuditEvent::new("refresh_failed")
+                        .ip(&ip)
+                        .with("reason", reason),
+                )
+                .await;
+                return Err(ServiceError::InvalidGrant);
+            }
+        };
+        let user = self
+            .store
+            .user_by_id(&session.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(ServiceError::InvalidGrant)?;
+        let access = self.access_token(&user, &session.id, now)?;
+        Ok(IssuedTokens {
+            access,
+            access_expires_in: secs(self.settings.access_ttl),
+            refresh: child,
+            refresh_expires_in: secs(self.settings.refresh_ttl),
+        })
+    }
+
+    /// Logs `user_id` out of session `sid` (local), of every other session,
+    /// or of everything including access tokens already issued (global).
+    pub async fn logout(
+        &self,
+        user_id: &str,
+        sid: &str,
+        scope: LogoutScope,
+        client: IpAddr,
+    ) -> Result<(), ServiceError> {
+        let now = self.clock.now().as_secs();
+        let revoke = match scope {
+            LogoutScope::Local => RevokeScope::Only(sid),
+            LogoutScope::Others => RevokeScope::AllExcept(sid),
+            LogoutScope::Global => RevokeScope::All,
+        };
+        let event = AuditEvent::new("logout")
+            .user(user_id)
+            .session(sid)
+            .ip(client)
+            .with("scope", scope.name());
+        let ended = self
+            .store
+            .revoke_sessions(user_id, revoke, now, &event)
+            .await?;
+        if RevokeScope::changed(revoke, &ended) {
+            event.with("sessions_ended", ended.len()).log();
+        }
+        if scope == LogoutScope::Local {
+            // Also when the session row was already gone: the token must die.
+            self.denylist.deny_session(sid, now).await;
+        }
+        self.denylist.deny_sessions(&ended, now).await;
+        if scope == LogoutScope::Global {
+            self.denylist.deny_user_before(user_id, now).await;
+        }
+        Ok(())
+    }
+
+    /// Ends one of `user_id`'s sessions; `NotFound` when it is not theirs,
+    /// already ended, or unknown (one answer for all).
+    pub async fn end_session(
+        &self,
+        user_id: &str,
+        sid: &str,
+        client: IpAddr,
+    ) -> Result<(), ServiceError> {
+        let now = self.clock.now().as_secs();
+        let event = AuditEvent::new("session_revoked")
+            .user(user_id)
+            .session(sid)
+            .ip(client)
+            .with("by", "user");
+        let ended = self
+            .store
+            .revoke_sessions(user_id, RevokeScope::Only(sid), now, &event)
+            .await?;
+        if ended.is_empty() {
+            return Err(ServiceError::NotFound);
+        }
+        event.log();
+        self.denylist.deny_session(sid, now).await;
+        Ok(())
+    }
+}
