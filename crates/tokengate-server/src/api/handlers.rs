@@ -245,8 +245,6 @@ pub async fn sessions(
 }
 
 /// `DELETE /auth/sessions/{id}`: ends one of the caller's sessions.
-
-/// `DELETE /auth/sessions/{id}`: ends one of the caller's sessions.
 pub async fn end_session(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
@@ -357,8 +355,6 @@ pub struct NewUser {
 }
 
 /// `POST /admin/users`.
-
-/// `POST /admin/users`.
 pub async fn admin_create_user(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
@@ -384,8 +380,6 @@ pub struct UserPatch {
     #[serde(default)]
     disabled: Option<bool>,
 }
-
-/// `PATCH /admin/users/{id}` {roles?, disabled?}.
 
 /// `PATCH /admin/users/{id}` {roles?, disabled?}.
 pub async fn admin_update_user(
