@@ -100,7 +100,7 @@ async fn create_user(
             event.log();
             Ok(())
         }
-        Err(crate::storage::StoreError::Conflict) => {
+        Err(crate::storage::StoreError::Conflict(crate::storage::Unique::Email)) => {
             state
                 .record(
                     AuditEvent::new("register_rejected")

@@ -70,7 +70,7 @@ async fn dispatch(cmd: UserCommand, settings: &Settings, store: &Store) -> Resul
                     println!("{}", user.id);
                     Ok(())
                 }
-                Err(crate::storage::StoreError::Conflict) => {
+                Err(crate::storage::StoreError::Conflict(crate::storage::Unique::Email)) => {
                     Err(input(format!("{email} already has an account")))
                 }
                 Err(e) => Err(input(e)),
@@ -305,7 +305,7 @@ async fn import(store: &Store, file: &Path, skip_existing: bool, now: i64) -> Re
         .import_users(&users, skip_existing, now, &event, &|n| bar.inc(n))
         .await
         .map_err(|e| match e {
-            crate::storage::StoreError::Conflict => {
+            crate::storage::StoreError::Conflict(crate::storage::Unique::Email) => {
                 input("an email was taken while importing; nothing imported")
             }
             other => input(other),
