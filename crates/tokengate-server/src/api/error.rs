@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::password::HashError;
-use crate::storage::StoreError;
+use crate::storage::{StoreError, Unique};
 
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,7 @@ pub enum ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict => ApiError::EmailTaken,
+            StoreError::Conflict(Unique::Email) => ApiError::EmailTaken,
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -307,7 +307,7 @@ async fn import(store: &Store, file: &Path, skip_existing: bool, now: i64) -> Re
         .import_users(&users, skip_existing, now, &event, &|n| bar.inc(n))
         .await
         .map_err(|e| match e {
-            crate::storage::StoreError::Conflict => {
+            crate::storage::StoreError::Conflict(crate::storage::Unique::Email) => {
                 input("an email was taken while importing; nothing imported")
             }
             other => input(other),

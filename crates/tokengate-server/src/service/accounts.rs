@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::domain::{Email, NewPassword, email_words, roles_text};
 use crate::password::Hasher;
 use crate::ratelimit::{Attempt, LoginThrottle};
-use crate::storage::{RevokeScope, Store, StoreError, User};
+use crate::storage::{RevokeScope, Store, StoreError, Unique, User};
 
 /// Who asks for an account change; it decides the audit event's kind and
 /// what it records.
@@ -135,7 +135,7 @@ impl Accounts {
                 user.created_at = now;
                 Ok(user)
             }
-            Err(StoreError::Conflict) => {
+            Err(StoreError::Conflict(Unique::Email)) => {
                 if let Some(ip) = actor.ip() {
                     self.record(
                         AuditEvent::new("register_rejected")

@@ -153,8 +153,16 @@ async fn a_logout_is_denied_until_the_last_second_a_token_verifies() {
         .await;
     assert!(logout.is_ok());
     // exp = t0 + 60, verified until exp + leeway = t0 + 70.
-    assert!(w.denylist.is_revoked(Some(sid), &user.id, t0, t0 + 69).await);
-    assert!(!w.denylist.is_revoked(Some(sid), &user.id, t0, t0 + 71).await);
+    assert!(
+        w.denylist
+            .is_revoked(Some(sid), &user.id, t0, t0 + 69)
+            .await
+    );
+    assert!(
+        !w.denylist
+            .is_revoked(Some(sid), &user.id, t0, t0 + 71)
+            .await
+    );
 }
 
 #[tokio::test]

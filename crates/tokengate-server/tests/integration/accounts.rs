@@ -4,7 +4,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokengate_server::audit::AuditEvent;
-use tokengate_server::storage::{AuditQuery, User};
+use tokengate_server::storage::{
+    AuditQuery, ClientInfo, SessionRef, StoreError, StoredKey, Unique, User,
+};
 
 use crate::app::{Backend, TestApp, Tokens, problem, spawn_app, spawn_app_with};
 use crate::both_backends;
@@ -19,6 +21,7 @@ both_backends!(
     every_event_type_is_stored_and_rolled_back_changes_leave_no_row,
     audit_log_pages_by_cursor_and_filters,
     audit_retention_prunes_old_events,
+    a_duplicate_is_a_conflict_naming_the_unique_value,
 );
 
 const PW_SUFFIX: &str = "walks the long winding river road";
@@ -733,4 +736,100 @@ async fn audit_retention_prunes_old_events(backend: Backend) {
     let left = events(&app, "login_failed").await;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].detail["email"], "new@example.com");
+}
+
+async fn a_duplicate_is_a_conflict_naming_the_unique_value(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let store = &app.state.store;
+    let event = AuditEvent::new("user_added");
+    let user = |id: &str, email: &str| User {
+        id: id.into(),
+        email: email.into(),
+        password_hash: "$argon2id$unused".into(),
+        roles: "user".into(),
+        not_before: None,
+        disabled: false,
+        created_at: 0,
+        session_epoch: 0,
+    };
+    fn conflict<T: std::fmt::Debug>(result: Result<T, StoreError>) -> Unique {
+        match result {
+            Err(StoreError::Conflict(unique)) => unique,
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+
+    store
+        .create_user(&user("u-1", "ann@example.com"), 1, &event)
+        .await
+        .unwrap();
+    let taken = store
+        .create_user(&user("u-2", "ann@example.com"), 1, &event)
+        .await;
+    assert_eq!(conflict(taken), Unique::Email);
+    let same_id = store
+        .create_user(&user("u-1", "bob@example.com"), 1, &event)
+        .await;
+    assert_eq!(conflict(same_id), Unique::UserId);
+    let import = [
+        user("u-3", "cy@example.com"),
+        user("u-4", "ann@example.com"),
+    ];
+    let imported = store.import_users(&import, false, 1, &event, &|_| {}).await;
+    assert_eq!(conflict(imported), Unique::Email);
+    assert!(
+        store
+            .user_by_email("cy@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let session = |id: &str| SessionRef {
+        id: id.into(),
+        user_id: "u-1".into(),
+    };
+    let start = |id: &'static str, refresh: &'static str| {
+        let session = session(id);
+        let event = AuditEvent::new("login_succeeded");
+        async move {
+            store
+                .create_session(
+                    &session,
+                    0,
+                    refresh,
+                    1,
+                    100,
+                    100,
+                    &ClientInfo::default(),
+                    &event,
+                )
+                .await
+        }
+    };
+    assert!(start("s-1", "h-1").await.unwrap());
+    assert_eq!(conflict(start("s-1", "h-2").await), Unique::SessionId);
+    assert_eq!(conflict(start("s-2", "h-1").await), Unique::RefreshToken);
+
+    let key = StoredKey {
+        kid: "k-dup".into(),
+        alg: "ES256".into(),
+        encrypted_key: "unused".into(),
+        created_at: 0,
+        activates_at: 0,
+        retired_at: None,
+    };
+    // Far in the future, so no key of the app's own waits to activate.
+    let now = 4_000_000_000;
+    let rotated = AuditEvent::new("key_rotated");
+    assert!(
+        store
+            .add_signing_key(&key, None, now, &rotated)
+            .await
+            .unwrap()
+    );
+    let again = store.add_signing_key(&key, None, now, &rotated).await;
+    assert_eq!(conflict(again), Unique::Kid);
 }
