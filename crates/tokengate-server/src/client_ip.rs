@@ -47,18 +47,19 @@ impl ClientIpResolver {
         if !self.is_trusted(peer) {
             return ClientIp(peer);
         }
-        let mut entries: Vec<&str> = Vec::new();
-        for value in headers.get_all(self.header.name()) {
-            let Ok(text) = value.to_str() else {
-                return ClientIp(peer);
-            };
-            entries.extend(text.split(','));
-        }
+        // Entries are split on the raw bytes: one the client wrote that is
+        // not text must not hide the entry a trusted proxy appended after it.
+        let entries: Vec<&[u8]> = headers
+            .get_all(self.header.name())
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+            .collect();
         let mut farthest_trusted = peer;
         for entry in entries.iter().rev().take(MAX_HOPS) {
+            let text = std::str::from_utf8(entry).ok();
             let parsed = match self.header {
-                ClientIpHeader::XForwardedFor => parse_node(entry),
-                ClientIpHeader::Forwarded => forwarded_for(entry).and_then(parse_node),
+                ClientIpHeader::XForwardedFor => text.and_then(parse_node),
+                ClientIpHeader::Forwarded => text.and_then(forwarded_for).and_then(parse_node),
             };
             // A hop we trust wrote what is right of here; a broken entry
             // there means a misconfigured proxy, not a client to believe.
@@ -226,6 +227,18 @@ mod tests {
             h.append("x-forwarded-for", v);
         }
         assert_eq!(r.resolve(ip("127.0.0.1"), &h), ClientIp(ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn a_client_byte_left_of_the_proxy_entry_cannot_hide_the_client() {
+        let r = xff(&["127.0.0.1"]);
+        for raw in [&b"\xff, 203.0.113.9"[..], b"6.6.6.6\xfe\x80, 203.0.113.9"] {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_bytes(raw) {
+                h.append("x-forwarded-for", v);
+            }
+            assert_eq!(r.resolve(ip("127.0.0.1"), &h), ClientIp(ip("203.0.113.9")));
+        }
     }
 
     #[test]

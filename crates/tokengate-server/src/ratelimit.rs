@@ -74,7 +74,15 @@ struct Failures {
     by_account_and_client: HashMap<(String, IpAddr), VecDeque<i64>>,
     by_client: HashMap<IpAddr, VecDeque<i64>>,
     by_account: HashMap<String, VecDeque<i64>>,
+    /// (account, client) pairs with a successful login, and when: the
+    /// account-wide back-off does not apply to them, so an attacker timing
+    /// every opening from elsewhere cannot lock the owner out of a place
+    /// they have logged in from before.
+    known_clients: HashMap<(String, IpAddr), i64>,
 }
+
+/// How long a client stays known to an account after a successful login.
+const KNOWN_CLIENT_SECS: i64 = 30 * 86_400;
 
 /// The single-process throttle: all three counts under one lock, so a
 /// check and its reservation are one step.
@@ -138,7 +146,11 @@ impl InProcessThrottle {
         let window = self.limits.window;
         let live = times.iter().filter(|t| **t > now - window).count() as u32;
         let over = live.checked_sub(self.limits.per_account_before_backoff)?;
-        let backoff = 1i64.checked_shl(over).unwrap_or(window).min(window);
+        let backoff = 1i64
+            .checked_shl(over)
+            .filter(|b| *b > 0)
+            .unwrap_or(window)
+            .min(window);
         let latest = times.iter().max()?;
         let wait = latest + backoff - now;
         (wait > 0).then_some(wait)
@@ -168,7 +180,14 @@ impl LoginThrottle for InProcessThrottle {
                     l.window,
                 ),
                 full_for(f.by_client.get(&client), l.per_client, now, l.window),
-                self.account_wait(f.by_account.get(account), now),
+                if f.known_clients
+                    .get(&pair)
+                    .is_some_and(|at| *at > now - KNOWN_CLIENT_SECS)
+                {
+                    None
+                } else {
+                    self.account_wait(f.by_account.get(account), now)
+                },
             ]
             .into_iter()
             .flatten()
@@ -183,6 +202,10 @@ impl LoginThrottle for InProcessThrottle {
                 sweep(&mut f.by_account_and_client, now, l.window);
                 sweep(&mut f.by_client, now, l.window);
                 sweep(&mut f.by_account, now, l.window);
+            }
+            if f.known_clients.len() > SWEEP_AT * 10 {
+                f.known_clients
+                    .retain(|_, at| *at > now - KNOWN_CLIENT_SECS);
             }
             for times in [
                 f.by_account_and_client.entry(pair).or_default(),
@@ -216,11 +239,12 @@ impl LoginThrottle for InProcessThrottle {
             forget_one(f.by_client.get_mut(&client), at);
             forget_one(f.by_account.get_mut(&account), at);
             let pair = (account, client);
+            // Only this attempt is forgotten: earlier failures of the pair
+            // stay, or a guesser sharing the owner's address would get a
+            // fresh set each time the owner logs in.
+            forget_one(f.by_account_and_client.get_mut(&pair), at);
             if attempt == Attempt::Succeeded {
-                // The owner got it right: their typos from here are forgiven.
-                f.by_account_and_client.remove(&pair);
-            } else {
-                forget_one(f.by_account_and_client.get_mut(&pair), at);
+                f.known_clients.insert(pair, at);
             }
         })
     }
@@ -231,6 +255,8 @@ impl LoginThrottle for InProcessThrottle {
             sweep(&mut f.by_account_and_client, now, window);
             sweep(&mut f.by_client, now, window);
             sweep(&mut f.by_account, now, window);
+            f.known_clients
+                .retain(|_, at| *at > now - KNOWN_CLIENT_SECS);
         }
     }
 }
@@ -366,7 +392,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_success_frees_its_slot_and_forgives_the_pair() {
+    async fn a_success_frees_only_its_own_slot() {
         let t = throttle();
         assert_eq!(fail(&t, "a", ip(1), 100).await, Ok(()));
         assert_eq!(fail(&t, "a", ip(1), 100).await, Ok(()));
@@ -375,9 +401,53 @@ mod tests {
         if let Ok(r) = r {
             t.settle(r, Attempt::Succeeded).await;
         }
-        for _ in 0..3 {
-            assert_eq!(fail(&t, "a", ip(1), 101).await, Ok(()));
+        // Two failures stay: one more fills the pair.
+        assert_eq!(fail(&t, "a", ip(1), 101).await, Ok(()));
+        assert!(fail(&t, "a", ip(1), 101).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_timed_attacker_cannot_lock_the_owner_out_of_a_known_address() {
+        // An attacker polls every second from many addresses and takes each
+        // back-off opening; the owner, who logged in from home before, tries
+        // once a minute for an hour with the right password.
+        let t = InProcessThrottle::new(LoginLimits {
+            per_account_and_client: 5,
+            per_client: 20,
+            per_account_before_backoff: 10,
+            window: 900,
+        });
+        let home = IpAddr::from([198, 51, 100, 7]);
+        if let Ok(r) = t.reserve("victim", home, 900).await {
+            t.settle(r, Attempt::Succeeded).await;
         }
+        let (mut owner_checks, mut attacker_failures) = (0, 0);
+        for now in 1_000..1_000 + 3_600i64 {
+            for n in 0..=255u8 {
+                if let Ok(r) = t
+                    .reserve("victim", IpAddr::from([203, 0, 113, n]), now)
+                    .await
+                {
+                    t.settle(r, Attempt::Failed).await;
+                    attacker_failures += 1;
+                    break;
+                }
+            }
+            if now % 60 == 30
+                && let Ok(r) = t.reserve("victim", home, now).await
+            {
+                owner_checks += 1;
+                t.settle(r, Attempt::Succeeded).await;
+            }
+        }
+        assert_eq!(owner_checks, 60, "every minute");
+        assert!(attacker_failures < 100, "{attacker_failures}");
+        // A new address of the owner's waits like the attacker's.
+        assert!(
+            t.reserve("victim", IpAddr::from([192, 0, 2, 99]), 4_600)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

@@ -249,7 +249,6 @@ impl Application {
             let state = self.state.clone();
             async move {
                 let mut tick = tokio::time::interval(REVOCATION_SYNC);
-                let mut since = state.clock.now().as_secs();
                 let mut ticks: u64 = 0;
                 loop {
                     tick.tick().await;
@@ -259,10 +258,13 @@ impl Application {
                     if ticks.is_multiple_of(30) {
                         state.prune_limits(now);
                     }
-                    // Overlap by a few seconds: rows committed late still count.
-                    match state.sync_revocations(since - 5).await {
-                        Ok(()) => since = now,
-                        Err(e) => tracing::error!(cause = %e, "revocation sync failed"),
+                    // The whole window in which a revocation still matters,
+                    // every time: `revoked_at` is the writer's clock, read
+                    // before its transaction waited for locks, so a "since
+                    // the last sync" cursor would miss a late commit or a
+                    // lagging host. Re-adding an entry is idempotent.
+                    if let Err(e) = state.sync_revocations(state.denylist.lookback(now)).await {
+                        tracing::error!(cause = %e, "revocation sync failed");
                     }
                     // Rotations by the CLI or another instance, scheduled
                     // activations and retirements, automatic rotation.

@@ -303,10 +303,15 @@ impl Sessions {
                 let event = AuditEvent::new("password_rehashed").user(&user.id).ip(ip);
                 match self
                     .store
-                    .set_password_hash(&user.id, &hash, now, &event)
+                    .upgrade_password_hash(&user.id, &user.password_hash, &hash, now, &event)
                     .await
                 {
-                    Ok(()) => event.log(),
+                    Ok(true) => event.log(),
+                    // A password change committed while this login hashed:
+                    // the stored hash is the new password's and stays.
+                    Ok(false) => {
+                        tracing::info!(user_id = %user.id, "password rehash skipped: the password changed meanwhile")
+                    }
                     Err(e) => {
                         tracing::error!(cause = %e, user_id = %user.id, "password rehash not saved")
                     }

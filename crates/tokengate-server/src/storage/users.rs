@@ -128,26 +128,41 @@ impl Store {
         Ok(row)
     }
 
-    /// Replaces a user's password hash (rehash on login), with its audit row.
-    pub async fn set_password_hash(
+    /// Replaces a user's password hash with a stronger one of the same
+    /// password (the rehash at login), with its audit row — only if the
+    /// stored hash is still `replaces`. A password change committed while
+    /// the login was hashing must win: the login's hash is of the old
+    /// password. Returns whether the hash was replaced.
+    pub async fn upgrade_password_hash(
         &self,
         user_id: &str,
+        replaces: &str,
         hash: &str,
         now: i64,
         audit: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        with_pool!(self, pool => {
+    ) -> Result<bool, StoreError> {
+        let replaced = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
-                .bind(hash)
-                .bind(now)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-            insert_audit!(tx, audit, now);
-            tx.commit().await?;
+            let updated = sqlx::query(
+                "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4",
+            )
+            .bind(hash)
+            .bind(now)
+            .bind(user_id)
+            .bind(replaces)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                tx.rollback().await?;
+                false
+            } else {
+                insert_audit!(tx, audit, now);
+                tx.commit().await?;
+                true
+            }
         });
-        Ok(())
+        Ok(replaced)
     }
 
     /// Changes a password and ends every other session of the user, in one
