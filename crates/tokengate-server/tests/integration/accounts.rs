@@ -10,7 +10,6 @@ use tokengate_server::storage::{
 
 use crate::app::{Backend, TestApp, Tokens, problem, spawn_app, spawn_app_with};
 use crate::both_backends;
-use crate::logs;
 
 both_backends!(
     users_list_and_end_their_sessions,
@@ -49,7 +48,7 @@ async fn admin(app: &TestApp) -> Tokens {
         .create_user(&user, 1, &AuditEvent::new("user_added").user("admin-1"))
         .await
         .unwrap();
-    logs::remember(&pw);
+    app.logs().remember(&pw);
     app.login_ok("root@example.com", &pw).await
 }
 
@@ -93,9 +92,7 @@ async fn events(app: &TestApp, kind: &str) -> Vec<tokengate_server::storage::Aud
 }
 
 async fn users_list_and_end_their_sessions(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let a = app.user("uma@example.com").await;
     let b = {
         let r = app
@@ -106,7 +103,7 @@ async fn users_list_and_end_their_sessions(backend: Backend) {
             .send()
             .await
             .unwrap();
-        crate::app::tokens(r).await
+        app.tokens(r).await
     };
     let list: Value = get(&app, "/auth/sessions", &a.access)
         .await
@@ -178,18 +175,16 @@ async fn users_list_and_end_their_sessions(backend: Backend) {
     .await;
     assert_eq!(app.me(&other.access).await.status(), StatusCode::OK);
     assert_eq!(events(&app, "session_revoked").await.len(), 1);
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn password_change_ends_the_other_sessions(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let email = "wendy@example.com";
     let a = app.user(email).await;
     let b = app.login_ok(email, &password(email)).await;
     let new_pw = "an entirely different sentence about lighthouses";
-    logs::remember(new_pw);
+    app.logs().remember(new_pw);
     let change =
         |current: &str, new: &str| json!({"current_password": current, "new_password": new});
     let r = send(
@@ -235,13 +230,11 @@ async fn password_change_ends_the_other_sessions(backend: Backend) {
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0].detail["sessions_ended"], 1);
     assert_eq!(events(&app, "password_change_failed").await.len(), 1);
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn admin_endpoints_refuse_non_admins(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let user = app.user("xavier@example.com").await;
     let admin = admin(&app).await;
     use reqwest::Method as M;
@@ -298,13 +291,11 @@ async fn admin_endpoints_refuse_non_admins(backend: Backend) {
         StatusCode::FORBIDDEN,
     )
     .await;
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn admins_manage_users(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let admin = admin(&app).await;
     for name in ["alpha", "bravo", "charlie", "delta_x"] {
         app.user(&format!("{name}@example.com")).await;
@@ -347,7 +338,7 @@ async fn admins_manage_users(backend: Backend) {
 
     // Create, with roles and the registration password policy.
     let body = json!({"email": "Echo@Example.com", "password": "echo sings over the quiet harbour", "roles": ["user", "support"]});
-    logs::remember("echo sings over the quiet harbour");
+    app.logs().remember("echo sings over the quiet harbour");
     let r = send(
         &app,
         reqwest::Method::POST,
@@ -446,13 +437,11 @@ async fn admins_manage_users(backend: Backend) {
         app.me(&echo.access).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn disabling_a_user_stops_their_live_tokens(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let admin = admin(&app).await;
     let email = "yara@example.com";
     let t = app.user(email).await;
@@ -495,13 +484,11 @@ async fn disabling_a_user_stops_their_live_tokens(backend: Backend) {
     let fresh = app.login_ok(email, &password(email)).await;
     assert_eq!(app.me(&fresh.access).await.status(), StatusCode::OK);
     assert_eq!(app.me(&t.access).await.status(), StatusCode::UNAUTHORIZED);
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn every_event_type_is_stored_and_rolled_back_changes_leave_no_row(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let admin = admin(&app).await;
     let email = "zoe@example.com";
     let t = app.user(email).await;
@@ -517,7 +504,7 @@ async fn every_event_type_is_stored_and_rolled_back_changes_leave_no_row(backend
     )
     .await;
     app.clock.advance(1);
-    let t2 = crate::app::tokens(app.refresh(&t.refresh).await).await;
+    let t2 = app.tokens(app.refresh(&t.refresh).await).await;
     app.clock.advance(30);
     problem(app.refresh(&t.refresh).await, StatusCode::BAD_REQUEST).await; // reuse detected
     problem(
@@ -530,7 +517,7 @@ async fn every_event_type_is_stored_and_rolled_back_changes_leave_no_row(backend
     let me: Value = app.me(&t3.access).await.json().await.unwrap();
     let id = me["id"].as_str().unwrap().to_owned();
     let new_pw = "zoe keeps bees beside the old mill";
-    logs::remember(new_pw);
+    app.logs().remember(new_pw);
     send(
         &app,
         reqwest::Method::POST,
@@ -631,18 +618,15 @@ async fn every_event_type_is_stored_and_rolled_back_changes_leave_no_row(backend
     ] {
         assert!(!text.contains(secret));
     }
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn audit_log_pages_by_cursor_and_filters(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |s| {
+    let app = spawn_app_with(backend, |s| {
         s.login_max_failures = 5;
         s.login_ip_max_failures = 5;
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let admin = admin(&app).await;
     for i in 0..7 {
         app.login(&format!("ghost{i}@example.com"), "whatever it is")
@@ -714,13 +698,11 @@ async fn audit_log_pages_by_cursor_and_filters(backend: Backend) {
             .all(|e| e["user_id"] == "admin-1")
     );
     assert!(!by_user["events"].as_array().unwrap().is_empty());
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn audit_retention_prunes_old_events(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     app.login("old@example.com", "whatever it is").await;
     app.clock.advance(60 * 86_400);
     app.login("new@example.com", "whatever it is").await;

@@ -9,9 +9,8 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::app::{Backend, TestApp, problem, spawn_app, spawn_app_with, tokens};
+use crate::app::{Backend, TestApp, problem, spawn_app, spawn_app_with};
 use crate::both_backends;
-use crate::logs;
 use tokengate_server::clock::Clock as _;
 
 both_backends!(
@@ -39,7 +38,7 @@ fn password(email: &str) -> String {
 /// A login as seen from `client`, through the trusted proxy the test runs
 /// as (the harness peer is 127.0.0.1).
 async fn login_from(app: &TestApp, client: &str, email: &str, pw: &str) -> reqwest::Response {
-    logs::remember(pw);
+    app.logs().remember(pw);
     app.client
         .post(app.url("/auth/login"))
         .header("x-forwarded-for", client)
@@ -59,14 +58,11 @@ fn retry_after(response: &reqwest::Response) -> u64 {
 
 async fn concurrent_wrong_logins_reach_the_hasher_at_most_the_limit(backend: Backend) {
     // Real OWASP costs: the attack lives in the time a hash takes.
-    let Some(app) = spawn_app_with(backend, |s| {
+    let app = spawn_app_with(backend, |s| {
         s.argon2_memory_kib = 19 * 1024;
         s.argon2_iterations = 2;
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     app.user("ivan@example.com").await;
     let before = app.state.hasher.verifications();
     let app = &app;
@@ -99,17 +95,14 @@ async fn concurrent_wrong_logins_reach_the_hasher_at_most_the_limit(backend: Bac
         .await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(app.state.hasher.verifications() - before, 5);
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn an_attacker_elsewhere_cannot_lock_the_owner_out(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |s| {
+    let app = spawn_app_with(backend, |s| {
         s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     app.user("judy@example.com").await;
     let app_ref = &app;
     let guesses = (0..60).map(|i| async move {
@@ -136,18 +129,15 @@ async fn an_attacker_elsewhere_cannot_lock_the_owner_out(backend: Backend) {
     )
     .await;
     assert_eq!(owner.status(), StatusCode::OK);
-    tokens(owner).await;
-    logs::assert_clean();
+    app.tokens(owner).await;
+    app.logs().assert_clean();
 }
 
 async fn the_account_wide_back_off_doubles_and_refusals_are_not_failures(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |s| {
+    let app = spawn_app_with(backend, |s| {
         s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     app.user("kim@example.com").await;
     let email = "kim@example.com";
     // Ten failures from ten addresses (login_account_max_failures = 10).
@@ -175,14 +165,12 @@ async fn the_account_wide_back_off_doubles_and_refusals_are_not_failures(backend
     app.clock.advance(2);
     let r = login_from(&app, "203.0.113.5", email, &password(email)).await;
     assert_eq!(r.status(), StatusCode::OK);
-    tokens(r).await;
-    logs::assert_clean();
+    app.tokens(r).await;
+    app.logs().assert_clean();
 }
 
 async fn a_client_is_limited_across_accounts(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     // login_ip_max_failures = 20 wrong passwords from one address.
     let app = &app;
     let attempts = (0..30).map(|i| async move {
@@ -215,16 +203,13 @@ fn short_tokens_long_leeway(s: &mut tokengate_server::config::Settings) {
     s.leeway = Duration::from_secs(20);
 }
 
-async fn spawn_short_lived(backend: Backend) -> Option<TestApp> {
-    let app = spawn_app_with(backend, short_tokens_long_leeway).await?;
+async fn spawn_short_lived(backend: Backend) -> TestApp {
     // The policy is built from the settings: leeway 20 s.
-    Some(app)
+    spawn_app_with(backend, short_tokens_long_leeway).await
 }
 
 async fn a_revoked_token_stays_revoked_until_it_can_no_longer_verify(backend: Backend) {
-    let Some(app) = spawn_short_lived(backend).await else {
-        return;
-    };
+    let app = spawn_short_lived(backend).await;
     let revoked = app.user("leo@example.com").await;
     let control = app
         .login_ok("leo@example.com", &password("leo@example.com"))
@@ -252,13 +237,11 @@ async fn a_revoked_token_stays_revoked_until_it_can_no_longer_verify(backend: Ba
         StatusCode::UNAUTHORIZED,
         "expired"
     );
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn revocations_hold_to_the_last_moment_after_a_restart(backend: Backend) {
-    let Some(app) = spawn_short_lived(backend).await else {
-        return;
-    };
+    let app = spawn_short_lived(backend).await;
     let revoked = app.user("mia@example.com").await;
     let global = app
         .login_ok("mia@example.com", &password("mia@example.com"))
@@ -287,13 +270,11 @@ async fn revocations_hold_to_the_last_moment_after_a_restart(backend: Backend) {
         app.me(&other.access).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn revocations_synced_from_the_database_hold_to_the_last_moment(backend: Backend) {
-    let Some(app) = spawn_short_lived(backend).await else {
-        return;
-    };
+    let app = spawn_short_lived(backend).await;
     let t = app.user("ola@example.com").await;
     let control = app
         .login_ok("ola@example.com", &password("ola@example.com"))
@@ -322,7 +303,7 @@ async fn revocations_synced_from_the_database_hold_to_the_last_moment(backend: B
         assert!(std::time::Instant::now() < deadline, "never synced");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 /// Fills the single hashing slot with slow logins of unknown users, then
@@ -370,9 +351,7 @@ fn one_slow_hasher(s: &mut tokengate_server::config::Settings) {
 }
 
 async fn a_login_in_flight_cannot_outlive_a_global_logout(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, one_slow_hasher).await else {
-        return;
-    };
+    let app = spawn_app_with(backend, one_slow_hasher).await;
     let email = "pat@example.com";
     let first = app.user(email).await;
     let victim = queue_a_login_behind_the_hasher(&app, email).await;
@@ -396,13 +375,11 @@ async fn a_login_in_flight_cannot_outlive_a_global_logout(backend: Backend) {
     assert_eq!((sessions, live), (1, 0));
     // A login after the logout is fine.
     app.login_ok(email, &password(email)).await;
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn a_login_in_flight_cannot_outlive_a_password_change_or_disabling(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, one_slow_hasher).await else {
-        return;
-    };
+    let app = spawn_app_with(backend, one_slow_hasher).await;
     for (email, disable) in [("quinn@example.com", false), ("rosa@example.com", true)] {
         let first = app.user(email).await;
         let me: Value = app.me(&first.access).await.json().await.unwrap();
@@ -441,13 +418,11 @@ async fn a_login_in_flight_cannot_outlive_a_password_change_or_disabling(backend
             assert_eq!(app.refresh(&first.refresh).await.status(), StatusCode::OK);
         }
     }
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn a_session_of_a_void_epoch_cannot_refresh(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let t = app.user("sam@example.com").await;
     // Defence in depth: were a session ever stored under an old epoch, it
     // could not refresh. Move the epoch behind the service's back.
@@ -467,13 +442,11 @@ async fn a_session_of_a_void_epoch_cannot_refresh(backend: Backend) {
     }
     let body = problem(app.refresh(&t.refresh).await, StatusCode::BAD_REQUEST).await;
     assert_eq!(body["error"], "invalid_grant");
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn a_flood_past_the_budget_writes_one_audit_row_per_client_per_minute(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |s| s.auth_requests_per_minute = 5).await else {
-        return;
-    };
+    let app = spawn_app_with(backend, |s| s.auth_requests_per_minute = 5).await;
     let body = json!({"refresh_token": "x"});
     let flood = (0..100).map(|_| app.post_json("/auth/refresh", &body));
     let statuses: Vec<StatusCode> = join_all(flood).await.iter().map(|r| r.status()).collect();
@@ -522,14 +495,11 @@ async fn budget_status(app: &TestApp, client: &str) -> StatusCode {
 }
 
 async fn ipv6_clients_share_a_budget_per_64(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |s| {
+    let app = spawn_app_with(backend, |s| {
         s.auth_requests_per_minute = 5;
         s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     // Five addresses of one /64 use up its budget; a sixth is refused.
     for n in 1..=5 {
         assert_eq!(
@@ -550,9 +520,7 @@ async fn ipv6_clients_share_a_budget_per_64(backend: Backend) {
 
 async fn forwarded_addresses_count_only_from_trusted_proxies(backend: Backend) {
     // Untrusted peer: the header is the client's own words, ignored.
-    let Some(app) = spawn_app_with(backend, |s| s.auth_requests_per_minute = 5).await else {
-        return;
-    };
+    let app = spawn_app_with(backend, |s| s.auth_requests_per_minute = 5).await;
     for n in 1..=5 {
         assert_eq!(
             budget_status(&app, &format!("198.51.100.{n}")).await,
@@ -568,16 +536,13 @@ async fn forwarded_addresses_count_only_from_trusted_proxies(backend: Backend) {
 
     // Trusted proxy: the rightmost untrusted address is the client, in the
     // session list and the audit log.
-    let Some(app) = spawn_app_with(backend, |s| {
+    let app = spawn_app_with(backend, |s| {
         s.trusted_proxies = vec![
             "127.0.0.1/32".parse().unwrap(),
             "10.0.0.0/8".parse().unwrap(),
         ];
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     app.register("tia@example.com", &password("tia@example.com"))
         .await;
     let r = login_from(
@@ -587,7 +552,7 @@ async fn forwarded_addresses_count_only_from_trusted_proxies(backend: Backend) {
         &password("tia@example.com"),
     )
     .await;
-    let t = tokens(r).await;
+    let t = app.tokens(r).await;
     let sessions: Value = app
         .client
         .get(app.url("/auth/sessions"))
@@ -610,5 +575,5 @@ async fn forwarded_addresses_count_only_from_trusted_proxies(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(rows[0].ip.as_deref(), Some("203.0.113.9"));
-    logs::assert_clean();
+    app.logs().assert_clean();
 }

@@ -9,6 +9,7 @@ mod hardening;
 mod helpers;
 mod logs;
 mod metrics;
+mod pg_probe;
 mod process;
 mod rotation;
 mod service;

@@ -12,13 +12,15 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::app::{Backend, create_pg_database, drop_pg_database};
-use crate::logs;
+use crate::logs::Logs;
 
 pub struct Server {
     child: Child,
     base: String,
-    stdout: Arc<Mutex<String>>,
-    /// Copies the child's stdout into `stdout` until the pipe closes.
+    /// The child's log (its stdout), for the same checks as an in-process
+    /// app's.
+    logs: Logs,
+    /// Copies the child's stdout into `logs` until the pipe closes.
     stdout_reader: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -81,7 +83,12 @@ pub fn start_with_env(
 }
 
 /// Spawns `cmd` (a `tokengate serve`) and waits for its "listening" line.
-fn launch(mut cmd: Command) -> Server {
+fn launch(cmd: Command) -> Server {
+    launch_into(cmd, Logs::default())
+}
+
+/// [`launch`], the child's stdout going into `logs`.
+fn launch_into(mut cmd: Command, logs: Logs) -> Server {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -89,13 +96,10 @@ fn launch(mut cmd: Command) -> Server {
         .expect("spawn tokengate serve");
     let stderr = child.stderr.take().expect("stderr");
     let stdout = child.stdout.take().expect("stdout");
-    let captured = Arc::new(Mutex::new(String::new()));
-    let sink = captured.clone();
+    let sink = logs.clone();
     let stdout_reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let mut text = sink.lock().expect("stdout");
-            text.push_str(&line);
-            text.push('\n');
+            sink.append(format!("{line}\n").as_bytes());
         }
     });
     let mut lines = BufReader::new(stderr).lines();
@@ -112,7 +116,7 @@ fn launch(mut cmd: Command) -> Server {
     Server {
         child,
         base,
-        stdout: captured,
+        logs,
         stdout_reader: Some(stdout_reader),
     }
 }
@@ -126,6 +130,11 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// The child's captured log, and the secrets that must stay out of it.
+    pub fn logs(&self) -> &Logs {
+        &self.logs
+    }
+
     /// Waits for the process to exit and returns its status and all it
     /// logged (the reader thread may still be copying after the exit).
     fn wait_for_exit(mut self) -> (std::process::ExitStatus, String) {
@@ -133,15 +142,14 @@ impl Server {
         if let Some(reader) = self.stdout_reader.take() {
             reader.join().unwrap();
         }
-        let out = self.stdout.lock().unwrap().clone();
-        (status, out)
+        (status, self.logs.text())
     }
 
     /// The log so far, once it satisfies `done` (at most 5 s from now).
     fn log_once(&self, done: impl Fn(&str) -> bool) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
-            let out = self.stdout.lock().unwrap().clone();
+            let out = self.logs.text();
             if done(&out) || std::time::Instant::now() > deadline {
                 return out;
             }
@@ -169,16 +177,14 @@ async fn kill_during_a_burst_of_refreshes_loses_and_duplicates_nothing(backend: 
     let dir = TempDir::new().unwrap();
     let pg = match backend {
         Backend::Sqlite => None,
-        Backend::Postgres => match create_pg_database().await {
-            Some(pg) => Some(pg),
-            None => return,
-        },
+        Backend::Postgres => Some(create_pg_database().await),
     };
     let url = pg.as_ref().map(|(_, url)| url.as_str());
     let server = start(dir.path(), url);
+    let first_run = server.logs().clone();
     let client = reqwest::Client::new();
     let password = "quentin walks the long winding river road";
-    logs::remember(password);
+    first_run.remember(password);
     let r = post(
         &client,
         server.url("/auth/register"),
@@ -232,7 +238,8 @@ async fn kill_during_a_burst_of_refreshes_loses_and_duplicates_nothing(backend: 
     let server = start(dir.path(), url);
     let held: Vec<String> = held.lock().unwrap().clone();
     for (i, token) in held.iter().enumerate() {
-        logs::remember(token);
+        first_run.remember(token);
+        server.logs().remember(token);
         // The acknowledged token still works: either it was never used, or
         // its rotation committed but the answer was lost, and the same child
         // comes back within the reuse interval.
@@ -249,7 +256,9 @@ async fn kill_during_a_burst_of_refreshes_loses_and_duplicates_nothing(backend: 
             "session {i} was lost in the crash"
         );
         let body: Value = r.json().await.unwrap();
-        logs::remember(body["refresh_token"].as_str().unwrap());
+        server
+            .logs()
+            .remember(body["refresh_token"].as_str().unwrap());
     }
     // Nothing duplicated: one session per login, each a single chain with
     // exactly one live token, and no parent with two children.
@@ -267,13 +276,15 @@ async fn kill_during_a_burst_of_refreshes_loses_and_duplicates_nothing(backend: 
     assert_eq!(counts.sessions, SESSIONS as i64);
     assert_eq!(counts.live_per_session, vec![1; SESSIONS]);
     assert_eq!(counts.max_children_per_parent, 1);
-    let out = server.stdout.lock().unwrap().clone();
+    let second_run = server.logs().clone();
     drop(server);
     if let Some((name, _)) = pg {
         drop_pg_database(name);
     }
+    let out = second_run.text();
     assert!(out.contains("refresh_rotated") || out.contains("refresh_replayed"));
-    logs::assert_clean();
+    first_run.assert_clean();
+    second_run.assert_clean();
     for token in held {
         assert!(!out.contains(&token), "token in the server's log");
     }
@@ -568,7 +579,7 @@ fn umask_of(pid: u32) -> Option<String> {
 #[cfg(unix)]
 async fn register_someone(server: &Server) {
     let password = "sybil walks the long winding river road";
-    logs::remember(password);
+    server.logs().remember(password);
     let r = post(
         &reqwest::Client::new(),
         server.url("/auth/register"),
@@ -599,6 +610,7 @@ async fn under_umask_000_the_data_directory_database_and_master_key_are_private(
     ] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
+    server.logs().assert_clean();
 }
 
 #[cfg(unix)]

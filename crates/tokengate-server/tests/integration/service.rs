@@ -6,9 +6,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokengate::{AccessClaims, JwkSet, KeyRing, VerifyPolicy};
 
-use crate::app::{Backend, problem, spawn_app, spawn_app_with, tokens};
+use crate::app::{Backend, problem, spawn_app, spawn_app_with};
 use crate::both_backends;
-use crate::logs;
 
 both_backends!(
     full_life_cycle,
@@ -33,9 +32,7 @@ both_backends!(
 );
 
 async fn full_life_cycle(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let t = app.user("alice@example.com").await;
 
     let me: Value = app.me(&t.access).await.json().await.unwrap();
@@ -49,7 +46,7 @@ async fn full_life_cycle(backend: Backend) {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["cache-control"], "no-store");
     assert_eq!(response.headers()["pragma"], "no-cache");
-    let t2 = tokens(response).await;
+    let t2 = app.tokens(response).await;
     assert_ne!(t2.refresh, t.refresh);
     let me2: Value = app.me(&t2.access).await.json().await.unwrap();
     assert_eq!(me2["session_id"], sid.as_str());
@@ -76,15 +73,13 @@ async fn full_life_cycle(backend: Backend) {
         )
         .await;
     assert_eq!(app.me(&again.access).await.status(), StatusCode::OK);
-    let audit = logs::text();
+    let audit = app.logs().text();
     assert!(audit.contains("refresh_reuse_detected"));
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn logout_local_ends_only_this_session(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let a = app.user("bob@example.com").await;
     let b = app
         .login_ok(
@@ -100,13 +95,11 @@ async fn logout_local_ends_only_this_session(backend: Backend) {
     problem(app.refresh(&a.refresh).await, StatusCode::BAD_REQUEST).await;
     assert_eq!(app.me(&b.access).await.status(), StatusCode::OK);
     assert_eq!(app.refresh(&b.refresh).await.status(), StatusCode::OK);
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn logout_others_keeps_this_session(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let a = app.user("carol@example.com").await;
     let pw = "carol@example.com walks the long winding river road";
     let b = app.login_ok("carol@example.com", pw).await;
@@ -124,13 +117,11 @@ async fn logout_others_keeps_this_session(backend: Backend) {
         );
         problem(app.refresh(&other.refresh).await, StatusCode::BAD_REQUEST).await;
     }
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn logout_global_ends_everything(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let a = app.user("dave@example.com").await;
     let pw = "dave@example.com walks the long winding river road";
     let b = app.login_ok("dave@example.com", pw).await;
@@ -155,7 +146,7 @@ async fn logout_global_ends_everything(backend: Backend) {
     )
     .await;
     assert_eq!(body["field"], "scope");
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 /// Presents the same refresh token `n` times at once.
@@ -198,9 +189,7 @@ where
 }
 
 async fn parallel_refreshes_within_the_reuse_interval_share_one_child(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let t = app.user("frank@example.com").await;
     let (_, _, before) = app.state.store.counts().await.unwrap();
     let app = std::sync::Arc::new(app);
@@ -219,17 +208,14 @@ async fn parallel_refreshes_within_the_reuse_interval_share_one_child(backend: B
     let (_, _, after) = app.state.store.counts().await.unwrap();
     assert_eq!(after, before + 1, "exactly one child was stored");
     let child = children.into_iter().next().unwrap();
-    logs::remember(&child);
+    app.logs().remember(&child);
     // The session is intact: the child rotates normally.
     assert_eq!(app.refresh(&child).await.status(), StatusCode::OK);
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn parallel_refreshes_with_no_reuse_interval_mint_at_most_one_child(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |s| s.refresh_reuse_interval = Duration::ZERO).await
-    else {
-        return;
-    };
+    let app = spawn_app_with(backend, |s| s.refresh_reuse_interval = Duration::ZERO).await;
     let t = app.user("grace@example.com").await;
     let app = std::sync::Arc::new(app);
     let results = refresh_in_parallel(&app, &t.refresh, 8).await;
@@ -247,15 +233,13 @@ async fn parallel_refreshes_with_no_reuse_interval_mint_at_most_one_child(backen
     // The losers presented a used token: reuse detected, session revoked,
     // so even the winner's child is dead. Never two live children.
     let child = winners[0].1.clone().unwrap();
-    logs::remember(&child);
+    app.logs().remember(&child);
     problem(app.refresh(&child).await, StatusCode::BAD_REQUEST).await;
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn failed_logins_are_rate_limited_and_the_limit_resets(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     app.user("heidi@example.com").await;
     let pw = "heidi@example.com walks the long winding river road";
     for _ in 0..5 {
@@ -288,14 +272,12 @@ async fn failed_logins_are_rate_limited_and_the_limit_resets(backend: Backend) {
     for _ in 0..7 {
         app.login_ok("heidi@example.com", pw).await;
     }
-    assert!(logs::text().contains("login_rate_limited"));
-    logs::assert_clean();
+    assert!(app.logs().text().contains("login_rate_limited"));
+    app.logs().assert_clean();
 }
 
 async fn request_budget_answers_429_with_retry_after(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |s| s.auth_requests_per_minute = 3).await else {
-        return;
-    };
+    let app = spawn_app_with(backend, |s| s.auth_requests_per_minute = 3).await;
     for _ in 0..3 {
         let r = app
             .post_json("/auth/refresh", &json!({"refresh_token": "x"}))
@@ -325,9 +307,7 @@ async fn request_budget_answers_429_with_retry_after(backend: Backend) {
 }
 
 async fn bcrypt_hashes_verify_and_are_upgraded(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     // A user imported from the seeds' Express/Flask apps, with a bcrypt hash.
     let hash = bcrypt::hash("imported user password", 4).unwrap();
     let user = tokengate_server::storage::User {
@@ -365,7 +345,7 @@ async fn bcrypt_hashes_verify_and_are_upgraded(backend: Backend) {
     );
     app.login_ok("ivan@example.com", "imported user password")
         .await;
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 /// Stores a user directly, as `user import` would.
@@ -390,9 +370,7 @@ async fn stored_hash(app: &crate::app::TestApp, email: &str) -> String {
 }
 
 async fn bcrypt_refuses_passwords_over_72_bytes_and_rehashes_the_exact_one(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     // bcrypt reads 72 bytes and ignores the rest: any longer password
     // with the same first 72 bytes would match this hash.
     let exact = "a 72-byte password imported from the Express app: bcrypt reads this far!";
@@ -428,14 +406,12 @@ async fn bcrypt_refuses_passwords_over_72_bytes_and_rehashes_the_exact_one(backe
     assert!(!verdict.matches);
     app.login_ok(email, exact).await;
     problem(app.login(email, &one_more).await, StatusCode::UNAUTHORIZED).await;
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn stored_hashes_over_the_cost_ceilings_never_match(backend: Backend) {
     use argon2::PasswordHasher as _;
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     // A real hash of the password, cheap in memory but with 33 passes: over
     // the ceiling of 32, so it is not computed, whatever its cost.
     let password = "a password with a hash of absurd cost";
@@ -448,7 +424,7 @@ async fn stored_hashes_over_the_cost_ceilings_never_match(backend: Backend) {
     import_user(&app, "imported-costly", email, &hash).await;
     problem(app.login(email, password).await, StatusCode::UNAUTHORIZED).await;
     assert_eq!(stored_hash(&app, email).await, hash);
-    let logs = logs::text();
+    let logs = app.logs().text();
     let refusal = logs
         .lines()
         .find(|l| l.contains("stored password hash refused") && l.contains("imported-costly"))
@@ -456,13 +432,11 @@ async fn stored_hashes_over_the_cost_ceilings_never_match(backend: Backend) {
     assert!(refusal.contains("\"level\":\"ERROR\""), "{refusal}");
     assert!(refusal.contains("t=33"), "{refusal}");
     assert!(!logs.contains(&hash), "the hash was logged");
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn bad_requests_get_problem_json_never_5xx(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let url = app.url("/auth/login");
     let c = &app.client;
     // Not JSON.
@@ -558,13 +532,11 @@ async fn bad_requests_get_problem_json_never_5xx(backend: Backend) {
             .unwrap()
             .contains("default-src 'none'")
     );
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn registration_rules(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let good = "judy walks the long winding river road";
     let r = app.register("  Judy@Example.COM ", good).await;
     assert_eq!(r.status(), StatusCode::CREATED);
@@ -601,21 +573,18 @@ async fn registration_rules(backend: Backend) {
     // Login normalises the email the same way.
     app.login_ok("JUDY@example.com ", good).await;
 
-    let Some(closed) = spawn_app_with(backend, |s| s.registration = false).await else {
-        return;
-    };
+    let closed = spawn_app_with(backend, |s| s.registration = false).await;
     problem(
         closed.register("lee@example.com", good).await,
         StatusCode::FORBIDDEN,
     )
     .await;
-    logs::assert_clean();
+    app.logs().assert_clean();
+    closed.logs().assert_clean();
 }
 
 async fn protected_routes_need_a_bearer_header(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let t = app.user("mallory@example.com").await;
     let c = &app.client;
     let r = c.get(app.url("/auth/me")).send().await.unwrap();
@@ -662,13 +631,11 @@ async fn protected_routes_need_a_bearer_header(backend: Backend) {
     app.clock.advance(15 * 60 + 31);
     assert_eq!(app.me(&t.access).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(app.refresh(&t.refresh).await.status(), StatusCode::OK);
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn jwks_and_discovery_let_a_resource_server_verify(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let t = app.user("niaj@example.com").await;
     let r = app
         .client
@@ -723,13 +690,11 @@ async fn jwks_and_discovery_let_a_resource_server_verify(backend: Backend) {
     assert_eq!(claims.exp - claims.iat, 900);
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn restart_keeps_keys_sessions_and_revocations(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = spawn_app(backend).await;
     let a = app.user("olivia@example.com").await;
     let pw = "olivia@example.com walks the long winding river road";
     let b = app.login_ok("olivia@example.com", pw).await;
@@ -764,19 +729,16 @@ async fn restart_keeps_keys_sessions_and_revocations(backend: Backend) {
     assert_eq!(app.refresh(&a.refresh).await.status(), StatusCode::OK);
     // The revocation outlived the in-process denylist: rebuilt from the database.
     assert_eq!(app.me(&b.access).await.status(), StatusCode::UNAUTHORIZED);
-    logs::assert_clean();
+    app.logs().assert_clean();
 }
 
 async fn sessions_end_after_idle_timeout_and_lifetime(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |s| {
+    let app = spawn_app_with(backend, |s| {
         s.session_idle_timeout = Duration::from_secs(3600);
         s.session_lifetime = Duration::from_secs(3 * 3600);
         s.refresh_ttl = Duration::from_secs(2 * 3600);
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let t = app.user("peggy@example.com").await;
     app.clock.advance(3601);
     problem(app.refresh(&t.refresh).await, StatusCode::BAD_REQUEST).await;
@@ -788,10 +750,10 @@ async fn sessions_end_after_idle_timeout_and_lifetime(backend: Backend) {
         if r.status() != StatusCode::OK {
             // Past the 3 h absolute lifetime.
             problem(r, StatusCode::BAD_REQUEST).await;
-            logs::assert_clean();
+            app.logs().assert_clean();
             return;
         }
-        t = tokens(r).await;
+        t = app.tokens(r).await;
     }
     panic!("the session outlived its absolute lifetime");
 }
@@ -805,17 +767,14 @@ impl crate::app::TestApp {
 
 async fn unknown_user_and_wrong_password_look_the_same(backend: Backend) {
     // Real OWASP argon2id costs, so hashing dominates as in production.
-    let Some(app) = spawn_app_with(backend, |s| {
+    let app = spawn_app_with(backend, |s| {
         s.argon2_memory_kib = 19 * 1024;
         s.argon2_iterations = 2;
         s.login_max_failures = 10_000;
         s.login_ip_max_failures = 10_000;
         s.login_account_max_failures = 10_000;
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     app.user("trent@example.com").await;
     let mut unknown = Vec::new();
     let mut wrong = Vec::new();
@@ -867,21 +826,18 @@ async fn unknown_user_and_wrong_password_look_the_same(backend: Backend) {
         });
     assert_eq!(reasons.get("unknown_user"), Some(&15), "{reasons:?}");
     assert_eq!(reasons.get("wrong_password"), Some(&15), "{reasons:?}");
-    assert!(logs::text().contains("unknown_user"));
-    logs::assert_clean();
+    assert!(app.logs().text().contains("unknown_user"));
+    app.logs().assert_clean();
 }
 
 async fn slow_requests_time_out(backend: Backend) {
     // A deliberately huge argon2 cost makes a login slower than the timeout.
-    let Some(app) = spawn_app_with(backend, |s| {
+    let app = spawn_app_with(backend, |s| {
         s.request_timeout = Duration::from_millis(300);
         s.argon2_memory_kib = 256 * 1024;
         s.argon2_iterations = 4;
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let started = std::time::Instant::now();
     let r = app.login("victor@example.com", "some password here").await;
     assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);

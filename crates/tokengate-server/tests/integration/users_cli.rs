@@ -9,8 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::logs;
-use crate::process::start;
+use crate::process::{Server, start};
 
 fn user(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
@@ -43,13 +42,13 @@ fn user(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
 
 async fn login(
     client: &reqwest::Client,
-    base: &str,
+    server: &Server,
     email: &str,
     password: &str,
 ) -> reqwest::Response {
-    logs::remember(password);
+    server.logs().remember(password);
     client
-        .post(format!("{base}/auth/login"))
+        .post(server.url("/auth/login"))
         .json(&json!({"email": email, "password": password}))
         .send()
         .await
@@ -114,10 +113,10 @@ async fn add_list_set_roles_disable_and_enable() {
     // A running server rejects the user's live token within seconds of a CLI disable.
     let server = start(d, None);
     let client = reqwest::Client::new();
-    let r = login(&client, &server.url(""), "ops@example.com", pw).await;
+    let r = login(&client, &server, "ops@example.com", pw).await;
     let body: Value = r.json().await.unwrap();
     let access = body["access_token"].as_str().unwrap().to_owned();
-    logs::remember(&access);
+    server.logs().remember(&access);
     let me = |token: String| {
         let client = client.clone();
         let url = server.url("/auth/me");
@@ -144,14 +143,14 @@ async fn add_list_set_roles_disable_and_enable() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
-        login(&client, &server.url(""), "ops@example.com", pw)
+        login(&client, &server, "ops@example.com", pw)
             .await
             .status(),
         StatusCode::FORBIDDEN
     );
     user(d, &["enable", "--email", "ops@example.com"], "");
     assert_eq!(
-        login(&client, &server.url(""), "ops@example.com", pw)
+        login(&client, &server, "ops@example.com", pw)
             .await
             .status(),
         StatusCode::OK
@@ -159,6 +158,7 @@ async fn add_list_set_roles_disable_and_enable() {
     let (code, _, err) = user(d, &["disable", "--email", "nobody@example.com"], "");
     assert_eq!(code, 2);
     assert!(err.contains("no user"), "{err}");
+    server.logs().assert_clean();
 }
 
 #[tokio::test]
@@ -176,9 +176,6 @@ async fn import_of_ten_thousand_rows_is_all_or_nothing() {
         .iter()
         .map(|p| bcrypt::hash(p, 4).unwrap())
         .collect();
-    for p in passwords {
-        logs::remember(p);
-    }
     let mut csv = String::from("email,password_hash,roles\n");
     for i in 0..10_000 {
         let roles = if i % 1000 == 0 { "user admin" } else { "user" };
@@ -228,22 +225,19 @@ async fn import_of_ten_thousand_rows_is_all_or_nothing() {
 
     // A bcrypt user logs in; their hash becomes argon2id.
     let server = start(d, None);
+    for p in passwords {
+        server.logs().remember(p);
+    }
     let client = reqwest::Client::new();
-    let r = login(&client, &server.url(""), "user4@example.com", passwords[1]).await;
+    let r = login(&client, &server, "user4@example.com", passwords[1]).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = login(&client, &server.url(""), "user4@example.com", passwords[0]).await;
+    let r = login(&client, &server, "user4@example.com", passwords[0]).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let hash = stored_hash(&d.join("tokengate.db"), "user4@example.com").await;
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     let untouched = stored_hash(&d.join("tokengate.db"), "user5@example.com").await;
     assert!(untouched.starts_with("$2b$"), "{untouched}");
-    let r = login(
-        &client,
-        &server.url(""),
-        "user1000@example.com",
-        passwords[1],
-    )
-    .await;
+    let r = login(&client, &server, "user1000@example.com", passwords[1]).await;
     let body: Value = r.json().await.unwrap();
     let me: Value = client
         .get(server.url("/auth/me"))
@@ -255,6 +249,7 @@ async fn import_of_ten_thousand_rows_is_all_or_nothing() {
         .await
         .unwrap();
     assert_eq!(me["roles"], json!(["user", "admin"]));
+    server.logs().assert_clean();
 }
 
 /// An argon2id PHC string with these costs (salt and output are
