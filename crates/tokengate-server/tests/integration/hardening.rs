@@ -27,6 +27,8 @@ both_backends!(
     a_flood_past_the_budget_writes_one_audit_row_per_client_per_minute,
     ipv6_clients_share_a_budget_per_64,
     forwarded_addresses_count_only_from_trusted_proxies,
+    a_rehash_in_flight_cannot_undo_a_password_change,
+    a_revocation_committed_late_still_reaches_the_denylist,
 );
 
 const PASSWORD_SUFFIX: &str = " walks the long winding river road";
@@ -576,4 +578,75 @@ async fn forwarded_addresses_count_only_from_trusted_proxies(backend: Backend) {
         .unwrap();
     assert_eq!(rows[0].ip.as_deref(), Some("203.0.113.9"));
     app.logs().assert_clean();
+}
+
+/// Found by the adversarial review: a login with the old password whose
+/// stored hash wants an upgrade (any imported bcrypt user) was hashing when
+/// the owner changed the password; its rehash wrote the old password's hash
+/// over the new one. The rehash now replaces only the hash it verified.
+async fn a_rehash_in_flight_cannot_undo_a_password_change(backend: Backend) {
+    let app = spawn_app_with(backend, one_slow_hasher).await;
+    let email = "uma@example.com";
+    let old = password(email);
+    let first = app.user(email).await;
+    let me: Value = app.me(&first.access).await.json().await.unwrap();
+    let user_id = me["id"].as_str().unwrap().to_owned();
+    let sid = me["session_id"].as_str().unwrap().to_owned();
+    // As after `user import` from a bcrypt system: the next login rehashes.
+    let stored = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
+    let bcrypt_old = bcrypt::hash(&old, 4).unwrap();
+    let event = tokengate_server::audit::AuditEvent::new("test");
+    let now = app.clock.now().as_secs();
+    let replaced = app
+        .state
+        .store
+        .upgrade_password_hash(&user_id, &stored.password_hash, &bcrypt_old, now, &event)
+        .await
+        .unwrap();
+    assert!(replaced);
+    let new_password = "a brand new password for uma the careful";
+    let new_hash = app.state.hasher.hash(new_password).await.unwrap();
+    let late = queue_a_login_behind_the_hasher(&app, email).await;
+    // The owner's change commits while the old password's login waits.
+    app.state
+        .store
+        .change_password(&user_id, &new_hash, &sid, now, &event)
+        .await
+        .unwrap();
+    assert_eq!(late.await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let with_old = app.login(email, &old).await.status();
+    let with_new = app.login(email, new_password).await.status();
+    assert_eq!(
+        (with_old, with_new),
+        (StatusCode::UNAUTHORIZED, StatusCode::OK),
+        "(old password, new password)"
+    );
+}
+
+/// Found by the adversarial review: the sync read revocations since its
+/// last run by the writer's clock, so one committed late (a transaction
+/// that waited on a lock, a host whose clock lags) was never loaded.
+async fn a_revocation_committed_late_still_reaches_the_denylist(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let t = app.user("vic@example.com").await;
+    let me: Value = app.me(&t.access).await.json().await.unwrap();
+    let user_id = me["id"].as_str().unwrap().to_owned();
+    // The CLI reads its clock, then its transaction waits (or its clock lags).
+    let read_at = app.clock.now().as_secs();
+    app.clock.advance(10);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let event = tokengate_server::audit::AuditEvent::new("admin_user_updated");
+    app.state
+        .store
+        .update_user(&user_id, None, Some(true), read_at, &event)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.me(&t.access).await.status() != StatusCode::UNAUTHORIZED {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a disabled user's access token still works after the sync"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
