@@ -9,12 +9,24 @@
 //! slot is taken *before* `accept`, so while all are in use new clients
 //! wait in the kernel's backlog, costing this process nothing.
 //!
+//! A client can also hold a slot from the other end: pipeline requests and
+//! never read the answers. hyper then waits, for ever, for the socket to
+//! take the response, with the next requests already read and nothing left
+//! to time out. So a write the socket does not take within
+//! `write_stall_timeout` fails, and the connection is closed. Pipelining
+//! itself needs no cap: hyper serves a connection's requests one at a time,
+//! through bounded buffers, so a pipeline costs no more than the same
+//! requests sent one by one on a keep-alive connection.
+//!
 //! HTTP/1.1 only (TLS offers no `h2` in ALPN): hyper's header-read timeout
 //! is an HTTP/1 guard, and HTTP/2 would need its own.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,10 +35,11 @@ use axum_server::tls_rustls::RustlsConfig;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio::time::Sleep;
 use tower::ServiceExt;
 
 /// How long in-flight requests get to finish after the shutdown signal;
@@ -45,6 +58,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// The longest a connection may wait for the client to take any of
+    /// what is written to it (a response, a TLS record) before it is closed.
+    pub write_stall_timeout: Duration,
 }
 
 /// Serves `router` on `listener` (with TLS when `tls` is given, taking the
@@ -141,6 +157,9 @@ impl Connection {
     async fn run(mut self, stream: TcpStream) {
         // Responses are written whole; do not hold their last segment back.
         let _ = stream.set_nodelay(true);
+        // Under TLS too: what stalls is the socket, and TLS writes to it
+        // outside hyper's writes as well (alerts, close_notify).
+        let stream = WriteStallGuard::new(stream, self.limits.write_stall_timeout);
         let Some(tls) = self.tls.take() else {
             return self.serve_http(stream).await;
         };
@@ -191,5 +210,99 @@ impl Connection {
         if let Err(e) = result {
             tracing::debug!(peer = %peer, cause = %e, "connection closed on an error");
         }
+    }
+}
+
+/// A stream whose writes fail with [`io::ErrorKind::TimedOut`] once the peer
+/// has taken none of the bytes offered to it for `limit`: the socket stays
+/// full because the client does not read. hyper then closes the connection
+/// and its slot is freed. Reads pass through untouched: how long a client
+/// may take to send is `header_read_timeout`'s business.
+struct WriteStallGuard<S> {
+    inner: S,
+    limit: Duration,
+    /// Set when a write or flush first finds the socket full; cleared as
+    /// soon as one makes progress. Boxed: `Sleep` is `!Unpin`, and most
+    /// connections never stall, so they never allocate it.
+    stalled_until: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteStallGuard<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled_until: None,
+        }
+    }
+
+    /// Passes on what a write-side operation returned: progress clears the
+    /// stall; `Pending` starts it (or keeps it going) and, once it has
+    /// lasted `limit`, becomes an error. Polling the deadline registers this
+    /// task's waker, so the error comes even if the socket never wakes it.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled_until = None;
+            return polled;
+        }
+        let limit = self.limit;
+        let deadline = self
+            .stalled_until
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        ready!(deadline.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client took none of the response within the write stall timeout",
+        )))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteStallGuard<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStallGuard<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Closing writes too (TLS's close_notify, the FIN after buffered
+        // bytes): a client that never reads must not stall it either.
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, polled)
     }
 }

@@ -30,6 +30,11 @@ pub const REVOCATION_SYNC: Duration = Duration::from_secs(2);
 /// a flood there must not cost what one on the API port may.
 pub const METRICS_MAX_CONNECTIONS: usize = 16;
 
+/// The shortest write stall a connection is allowed, whatever
+/// `request_timeout` says: a busy network can pause a healthy client's
+/// reads for a moment.
+const MIN_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A start-up failure: one line for the operator.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -277,6 +282,16 @@ impl Application {
         let limits = Limits {
             header_read_timeout: self.state.settings.header_read_timeout,
             max_connections: self.state.settings.max_connections,
+            // A response the client will not take within the time a request
+            // may take is abandoned: no honest client needs longer to start
+            // reading a response than the server may take to produce one.
+            // Floored, as the request timeout itself is, so a zero setting
+            // cannot cut off a client whose network merely paused.
+            write_stall_timeout: self
+                .state
+                .settings
+                .request_timeout
+                .max(MIN_WRITE_STALL_TIMEOUT),
         };
         let metrics_server = self.metrics_listener.map(|listener| {
             let app = api::metrics_router(self.state.clone());

@@ -1,5 +1,6 @@
 //! Slow and numerous clients, over real TCP: headers (and the TLS handshake)
-//! must arrive within `header_read_timeout`, and at most `max_connections`
+//! must arrive within `header_read_timeout`, a response the client will not
+//! take is abandoned after `request_timeout`, and at most `max_connections`
 //! connections are served at once while the rest wait their turn.
 
 use std::net::SocketAddr;
@@ -152,6 +153,50 @@ async fn connections_over_max_connections_wait_until_one_closes() {
     drop(second);
 }
 
+/// Requests enough to fill both ends' socket buffers with their answers.
+fn pipelined_requests(count: usize) -> Vec<u8> {
+    let one = b"GET /.well-known/openid-configuration HTTP/1.1\r\nHost: x\r\n\r\n";
+    one.iter()
+        .copied()
+        .cycle()
+        .take(one.len() * count)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_never_reads_cannot_hold_a_slot_forever() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.max_connections = 1;
+        s.header_read_timeout = Duration::from_secs(1);
+        s.request_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A small window: the server's writes stall sooner.
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr_of(&app)).await.unwrap();
+    let (never_read, mut write_half) = stream.into_split();
+    // Pipelined requests, whose answers are never read: hyper blocks
+    // writing them, with the next requests already in its buffer.
+    let writer = tokio::spawn(async move {
+        let burst = pipelined_requests(50_000);
+        let _ = tokio::time::timeout(Duration::from_secs(30), write_half.write_all(&burst)).await;
+        write_half
+    });
+    // Well past both timeouts.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let other = tokio::time::timeout(
+        Duration::from_secs(6),
+        app.client.get(app.url("/healthz")).send(),
+    )
+    .await;
+    let _held_open = (never_read, writer);
+    assert!(
+        matches!(other, Ok(Ok(ref r)) if r.status() == StatusCode::OK),
+        "a client that never reads still holds the only connection slot: {other:?}"
+    );
+}
+
 /// An app serving HTTPS with a certificate from a new CA; returns the CA.
 async fn spawn_tls_app(
     certs: &TempDir,
@@ -209,15 +254,9 @@ async fn over_tls_a_stalled_handshake_is_cut_off_and_frees_its_connection() {
     assert_eq!(status, StatusCode::OK);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn over_tls_a_client_that_never_finishes_its_headers_is_disconnected() {
+/// A TLS client trusting `ca` (PEM), offering `alpn`.
+fn tls_connector(ca: &str, alpn: Vec<Vec<u8>>) -> tokio_rustls::TlsConnector {
     use tokio_rustls::rustls;
-    let certs = TempDir::new().unwrap();
-    let (app, ca) = spawn_tls_app(&certs, |s| {
-        s.header_read_timeout = Duration::from_secs(1);
-    })
-    .await;
-    let addr = addr_of(&app);
     let mut roots = rustls::RootCertStore::empty();
     let ca_der = rustls::pki_types::pem::PemObject::from_pem_slice(ca.as_bytes()).unwrap();
     roots.add(ca_der).unwrap();
@@ -228,13 +267,28 @@ async fn over_tls_a_client_that_never_finishes_its_headers_is_disconnected() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
+    config.alpn_protocols = alpn;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// The name the test certificates are issued for.
+fn localhost() -> tokio_rustls::rustls::pki_types::ServerName<'static> {
+    tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_tls_a_client_that_never_finishes_its_headers_is_disconnected() {
+    let certs = TempDir::new().unwrap();
+    let (app, ca) = spawn_tls_app(&certs, |s| {
+        s.header_read_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let addr = addr_of(&app);
     // A browser's offer: HTTP/2 first.
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tls_connector(&ca, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let started = Instant::now();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut tls = connector.connect(localhost(), tcp).await.unwrap();
     // HTTP/1.1, whose headers have a deadline, even when HTTP/2 is offered.
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     tls.write_all(UNFINISHED_HEADERS).await.unwrap();
@@ -254,5 +308,43 @@ async fn over_tls_a_client_that_never_finishes_its_headers_is_disconnected() {
     assert!(
         elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
         "cut off after {elapsed:?}, not about 1 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_tls_a_client_that_never_reads_cannot_hold_a_slot_forever() {
+    let certs = TempDir::new().unwrap();
+    let (app, ca) = spawn_tls_app(&certs, |s| {
+        s.max_connections = 1;
+        s.header_read_timeout = Duration::from_secs(1);
+        s.request_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let addr = addr_of(&app);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let tls = tls_connector(&ca, vec![b"http/1.1".to_vec()])
+        .connect(localhost(), tcp)
+        .await
+        .unwrap();
+    let (never_read, mut write_half) = tokio::io::split(tls);
+    let writer = tokio::spawn(async move {
+        let burst = pipelined_requests(50_000);
+        let _ = tokio::time::timeout(Duration::from_secs(30), write_half.write_all(&burst)).await;
+        write_half
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let other = tokio::time::timeout(
+        Duration::from_secs(6),
+        client_trusting(&ca)
+            .get(format!("https://{addr}/healthz"))
+            .send(),
+    )
+    .await;
+    let _held_open = (never_read, writer);
+    assert!(
+        matches!(other, Ok(Ok(ref r)) if r.status() == StatusCode::OK),
+        "over TLS, a client that never reads still holds the only connection slot: {other:?}"
     );
 }
