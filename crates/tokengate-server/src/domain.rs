@@ -1,8 +1,45 @@
-//! Parse, don't validate: once an `Email` or a `NewPassword` exists, it is valid.
+//! Parse, don't validate: once an `Email`, a `NewPassword` or a
+//! `RefreshToken` exists, it is valid.
 
 use std::fmt;
 
+use aws_lc_rs::{digest, hmac};
+use tokengate::b64;
 use zeroize::Zeroizing;
+
+/// Why an email address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    /// Not an address of the form name@example.com.
+    #[error("email must be an address like name@example.com")]
+    Malformed,
+}
+
+/// Why a new password was refused; the text says what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    /// Shorter than [`MIN_PASSWORD_CHARS`].
+    #[error(
+        "password must be at least {MIN_PASSWORD_CHARS} characters; a few unrelated words make a strong one"
+    )]
+    TooShort,
+    /// Longer than [`MAX_PASSWORD_CHARS`].
+    #[error("password must be at most {MAX_PASSWORD_CHARS} characters")]
+    TooLong,
+    /// Too easy to guess, with zxcvbn's advice.
+    #[error("{0}")]
+    Guessable(String),
+}
+
+/// Why role names were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RolesError {
+    /// Empty list, or a name with other characters.
+    #[error(
+        "roles must be a non-empty list of names made of letters, digits, '-', '_', '.' or ':'"
+    )]
+    Invalid,
+}
 
 /// A normalised email address: trimmed, lower-cased, one `@` with a local
 /// part and a dotted domain, at most 254 characters, no whitespace.
@@ -11,7 +48,7 @@ pub struct Email(String);
 
 impl Email {
     /// Normalises and checks an address.
-    pub fn parse(raw: &str) -> Result<Email, String> {
+    pub fn parse(raw: &str) -> Result<Email, EmailError> {
         let email = raw.trim().to_lowercase();
         let valid = email.len() <= 254
             && !email.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -29,7 +66,7 @@ impl Email {
         if valid {
             Ok(Email(email))
         } else {
-            Err("email must be an address like name@example.com".into())
+            Err(EmailError::Malformed)
         }
     }
 
@@ -57,17 +94,13 @@ pub const MAX_PASSWORD_CHARS: usize = 128;
 impl NewPassword {
     /// Checks length and strength, with advice on failure. `context` are
     /// words the password must not lean on (the email's parts).
-    pub fn parse(raw: &str, context: &[&str]) -> Result<NewPassword, String> {
+    pub fn parse(raw: &str, context: &[&str]) -> Result<NewPassword, PasswordError> {
         let chars = raw.chars().count();
         if chars < MIN_PASSWORD_CHARS {
-            return Err(format!(
-                "password must be at least {MIN_PASSWORD_CHARS} characters; a few unrelated words make a strong one"
-            ));
+            return Err(PasswordError::TooShort);
         }
         if chars > MAX_PASSWORD_CHARS {
-            return Err(format!(
-                "password must be at most {MAX_PASSWORD_CHARS} characters"
-            ));
+            return Err(PasswordError::TooLong);
         }
         let estimate = zxcvbn::zxcvbn(raw, context);
         if u8::from(estimate.score()) < 3 {
@@ -81,7 +114,7 @@ impl NewPassword {
                 }
             }
             advice.push_str("; try a longer phrase of unrelated words");
-            return Err(advice);
+            return Err(PasswordError::Guessable(advice));
         }
         Ok(NewPassword(Zeroizing::new(raw.to_owned())))
     }
@@ -117,7 +150,7 @@ pub fn random_id() -> Option<String> {
 
 /// Validates role names (letters, digits, `-_.:`, at most 64 characters
 /// each, at least one) and returns them space-separated, without repeats.
-pub fn roles_text<S: AsRef<str>>(roles: &[S]) -> Result<String, String> {
+pub fn roles_text<S: AsRef<str>>(roles: &[S]) -> Result<String, RolesError> {
     let valid = roles.iter().all(|r| {
         let r = r.as_ref();
         !r.is_empty()
@@ -126,10 +159,7 @@ pub fn roles_text<S: AsRef<str>>(roles: &[S]) -> Result<String, String> {
                 .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
     });
     if roles.is_empty() || !valid {
-        return Err(
-            "roles must be a non-empty list of names made of letters, digits, '-', '_', '.' or ':'"
-                .into(),
-        );
+        return Err(RolesError::Invalid);
     }
     let mut unique: Vec<&str> = Vec::new();
     for r in roles {
@@ -138,6 +168,55 @@ pub fn roles_text<S: AsRef<str>>(roles: &[S]) -> Result<String, String> {
         }
     }
     Ok(unique.join(" "))
+}
+
+/// A refresh token: 256 random bits, base64url (43 characters). Only its
+/// SHA-256 is stored; a rotation's child is derived from it with an HMAC,
+/// so a retried rotation yields the same child. Wiped on drop.
+pub struct RefreshToken(Zeroizing<String>);
+
+impl RefreshToken {
+    /// The length of a refresh token's text.
+    pub const LEN: usize = 43;
+
+    /// A new random token; `None` only if the system random generator fails.
+    pub fn generate() -> Option<RefreshToken> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(&mut *bytes).ok()?;
+        Some(RefreshToken(Zeroizing::new(b64::encode(*bytes))))
+    }
+
+    /// A presented token, if it has the shape of one (surrounding
+    /// whitespace ignored); anything else can be refused unread.
+    pub fn parse(raw: &str) -> Option<RefreshToken> {
+        let raw = raw.trim();
+        (raw.len() == Self::LEN && b64::decode(raw).is_ok())
+            .then(|| RefreshToken(Zeroizing::new(raw.to_owned())))
+    }
+
+    /// The token's text, for the client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// What storage keeps: base64url(SHA-256(token)).
+    pub fn stored_hash(&self) -> String {
+        b64::encode(digest::digest(&digest::SHA256, self.0.as_bytes()))
+    }
+
+    /// The token a rotation of this one issues: HMAC(key, token).
+    pub fn child(&self, key: &hmac::Key) -> RefreshToken {
+        RefreshToken(Zeroizing::new(b64::encode(hmac::sign(
+            key,
+            self.0.as_bytes(),
+        ))))
+    }
+}
+
+impl fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefreshToken([redacted])")
+    }
 }
 
 #[cfg(test)]
@@ -150,7 +229,7 @@ mod tests {
             roles_text(&["user", "admin", "user"]),
             Ok("user admin".into())
         );
-        assert!(roles_text::<&str>(&[]).is_err());
+        assert_eq!(roles_text::<&str>(&[]), Err(RolesError::Invalid));
         assert!(roles_text(&["a b"]).is_err());
         assert!(roles_text(&[""]).is_err());
     }
@@ -189,9 +268,32 @@ mod tests {
         }
         let err = NewPassword::parse("password1234", &[])
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("unrelated words"), "{err}");
         assert!(NewPassword::parse("correct horse battery staple", &[]).is_ok());
         assert!(NewPassword::parse(&"x".repeat(129), &[]).is_err());
+    }
+
+    #[test]
+    fn refresh_tokens_are_parsed_once_and_derive_their_child() {
+        let token = RefreshToken::generate();
+        let Some(token) = token else { panic!("rng") };
+        assert_eq!(token.expose().len(), RefreshToken::LEN);
+        let again = RefreshToken::parse(&format!("  {}\n", token.expose()));
+        assert_eq!(again.map(|t| t.stored_hash()), Some(token.stored_hash()));
+        for bad in [
+            "",
+            "short",
+            &"a".repeat(44),
+            &"é".repeat(22),
+            &"+".repeat(43),
+        ] {
+            assert!(RefreshToken::parse(bad).is_none(), "{bad}");
+        }
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"a derivation key for the test only");
+        assert_eq!(token.child(&key).expose(), token.child(&key).expose());
+        assert_ne!(token.child(&key).expose(), token.expose());
+        assert!(!format!("{token:?}").contains(token.expose()));
     }
 }

@@ -57,10 +57,43 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 /// A request carrying a valid, unrevoked access token in
 /// `Authorization: Bearer`. A token anywhere else (query string, cookie)
-/// is never looked at.
+/// is never looked at. Who it is for is parsed once, here.
 pub struct Authenticated {
+    /// The user (`sub`).
+    pub user_id: String,
+    /// The session (`sid`, which the policy requires).
+    pub session_id: String,
     /// The verified claims.
     pub claims: AccessClaims,
+}
+
+/// An authenticated caller whose *current* roles (read from the database,
+/// not trusted from the token) include `admin`, and who is not disabled.
+pub struct Admin {
+    /// The admin's user id.
+    pub id: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Authenticated::from_request_parts(parts, state).await?;
+        let user = state
+            .store
+            .user_by_id(&caller.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(ApiError::InvalidToken { presented: true })?;
+        if user.role_list().iter().any(|r| r == "admin") {
+            Ok(Admin { id: user.id })
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
 }
 
 impl FromRequestParts<Arc<AppState>> for Authenticated {
@@ -106,6 +139,15 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             tracing::info!(event = "access_token_rejected", reason = "revoked", user_id = %claims.sub, session_id = claims.sid.as_deref().unwrap_or(""));
             return Err(ApiError::InvalidToken { presented: true });
         }
-        Ok(Authenticated { claims })
+        // The policy requires `sid`; a token without one never gets here.
+        let session_id = claims
+            .sid
+            .clone()
+            .ok_or(ApiError::InvalidToken { presented: true })?;
+        Ok(Authenticated {
+            user_id: claims.sub.clone(),
+            session_id,
+            claims,
+        })
     }
 }

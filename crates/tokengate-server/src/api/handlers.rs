@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use super::error::ApiError;
-use super::extract::{ApiJson, Authenticated};
+use super::extract::{Admin, ApiJson, Authenticated};
 use crate::client_ip::ClientIp;
 use crate::service::{Actor, IssuedTokens, LoginRequest, LogoutScope, NewAccount};
 use crate::state::AppState;
@@ -51,7 +51,7 @@ fn token_response(tokens: &IssuedTokens) -> Response {
         "access_token": tokens.access,
         "token_type": "Bearer",
         "expires_in": tokens.access_expires_in,
-        "refresh_token": tokens.refresh.as_str(),
+        "refresh_token": tokens.refresh.expose(),
         "refresh_expires_in": tokens.refresh_expires_in,
     }))
     .into_response()
@@ -129,11 +129,9 @@ pub async fn logout(
         })?
     };
     let scope = LogoutScope::parse(request.scope.as_deref())?;
-    let claims = auth.claims;
-    let sid = claims.sid.unwrap_or_default();
     state
         .sessions
-        .logout(&claims.sub, &sid, scope, client)
+        .logout(&auth.user_id, &auth.session_id, scope, client)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -144,14 +142,14 @@ pub async fn me(
 ) -> Result<Response, ApiError> {
     let user = state
         .store
-        .user_by_id(&auth.claims.sub)
+        .user_by_id(&auth.user_id)
         .await?
         .ok_or(ApiError::InvalidToken { presented: true })?;
     Ok(Json(json!({
         "id": user.id,
         "email": user.email,
         "roles": user.role_list(),
-        "session_id": auth.claims.sid,
+        "session_id": auth.session_id,
     }))
     .into_response())
 }
@@ -228,10 +226,10 @@ pub async fn sessions(
     auth: Authenticated,
 ) -> Result<Response, ApiError> {
     let now = state.clock.now().as_secs();
-    let current = auth.claims.sid.clone().unwrap_or_default();
+    let current = auth.session_id.clone();
     let sessions: Vec<Value> = state
         .store
-        .list_sessions(&auth.claims.sub, now)
+        .list_sessions(&auth.user_id, now)
         .await?
         .into_iter()
         .map(|s| {
@@ -253,7 +251,7 @@ pub async fn end_session(
 ) -> Result<Response, ApiError> {
     state
         .sessions
-        .end_session(&auth.claims.sub, &id, client)
+        .end_session(&auth.user_id, &id, client)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -271,11 +269,11 @@ pub async fn change_password(
     auth: Authenticated,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<Response, ApiError> {
-    let sid = auth.claims.sid.unwrap_or_default();
+    let sid = auth.session_id;
     state
         .accounts
         .change_password(
-            &auth.claims.sub,
+            &auth.user_id,
             &sid,
             &body.current_password,
             &body.new_password,
@@ -283,25 +281,6 @@ pub async fn change_password(
         )
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-pub struct Admin {
-    /// The admin's user id.
-    pub id: String,
-}
-
-async fn require_admin(state: &AppState, auth: &Authenticated) -> Result<Admin, ApiError> {
-    let user = state
-        .store
-        .user_by_id(&auth.claims.sub)
-        .await?
-        .filter(|u| !u.disabled)
-        .ok_or(ApiError::InvalidToken { presented: true })?;
-    if user.role_list().iter().any(|r| r == "admin") {
-        Ok(Admin { id: user.id })
-    } else {
-        Err(ApiError::Forbidden)
-    }
 }
 
 fn user_json(u: &User) -> Value {
@@ -321,10 +300,9 @@ pub struct UserListQuery {
 /// `GET /admin/users?email=&after=&limit=`.
 pub async fn admin_list_users(
     State(state): State<Arc<AppState>>,
-    auth: Authenticated,
+    _admin: Admin,
     Query(q): Query<UserListQuery>,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &auth).await?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let users = state
         .store
@@ -358,10 +336,9 @@ pub struct NewUser {
 pub async fn admin_create_user(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
-    auth: Authenticated,
+    admin: Admin,
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<Response, ApiError> {
-    let admin = require_admin(&state, &auth).await?;
     let roles = body.roles.unwrap_or_else(|| vec!["user".to_owned()]);
     let account = NewAccount::parse(&body.email, &body.password, &roles)?;
     let actor = Actor::Admin {
@@ -385,11 +362,10 @@ pub struct UserPatch {
 pub async fn admin_update_user(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
-    auth: Authenticated,
+    admin: Admin,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UserPatch>,
 ) -> Result<Response, ApiError> {
-    let admin = require_admin(&state, &auth).await?;
     let actor = Actor::Admin {
         id: admin.id,
         ip: client,
@@ -405,10 +381,9 @@ pub async fn admin_update_user(
 pub async fn admin_revoke_sessions(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
-    auth: Authenticated,
+    admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let admin = require_admin(&state, &auth).await?;
     let actor = Actor::Admin {
         id: admin.id,
         ip: client,
@@ -429,10 +404,9 @@ pub struct AuditParams {
 /// `GET /admin/audit?type=&user=&before=&limit=`: newest first, by cursor.
 pub async fn admin_audit(
     State(state): State<Arc<AppState>>,
-    auth: Authenticated,
+    _admin: Admin,
     Query(q): Query<AuditParams>,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &auth).await?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let rows = state
         .store

@@ -64,8 +64,11 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
-    fn invalid(field: &'static str) -> impl FnOnce(String) -> ServiceError {
-        move |detail| ServiceError::Invalid { field, detail }
+    fn invalid<E: std::fmt::Display>(field: &'static str) -> impl FnOnce(E) -> ServiceError {
+        move |e| ServiceError::Invalid {
+            field,
+            detail: e.to_string(),
+        }
     }
 }
 

@@ -7,8 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use aws_lc_rs::hmac;
-use tokengate::{AccessClaims, Audience, SignOptions, UnixTime, b64};
-use zeroize::Zeroizing;
+use tokengate::{AccessClaims, Audience, SignOptions, UnixTime};
 
 use super::accounts::record;
 use super::{Denylist, ServiceError, random_id};
@@ -16,7 +15,7 @@ use crate::audit::AuditEvent;
 use crate::client_ip::limit_key;
 use crate::clock::Clock;
 use crate::config::{Settings, secs};
-use crate::domain::{Email, MAX_PASSWORD_CHARS};
+use crate::domain::{Email, MAX_PASSWORD_CHARS, RefreshToken};
 use crate::keystore::KeyManager;
 use crate::metrics::LoginOutcome;
 use crate::password::Hasher;
@@ -42,7 +41,7 @@ pub struct IssuedTokens {
     /// Its lifetime in seconds.
     pub access_expires_in: i64,
     /// The refresh token (only its hash is stored).
-    pub refresh: Zeroizing<String>,
+    pub refresh: RefreshToken,
     /// The refresh token's lifetime in seconds.
     pub refresh_expires_in: i64,
 }
@@ -79,24 +78,6 @@ impl LogoutScope {
             LogoutScope::Global => "global",
         }
     }
-}
-
-/// Refresh tokens are 256 random bits, base64url: 43 characters.
-const REFRESH_TOKEN_LEN: usize = 43;
-
-/// Refresh tokens are stored only as base64url(SHA-256(token)).
-fn token_hash(token: &str) -> String {
-    b64::encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        token.as_bytes(),
-    ))
-}
-
-fn random_token() -> Result<Zeroizing<String>, ServiceError> {
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    aws_lc_rs::rand::fill(&mut *bytes)
-        .map_err(|_| ServiceError::Internal("random generator failed".into()))?;
-    Ok(Zeroizing::new(b64::encode(*bytes)))
 }
 
 /// The session operations.
@@ -246,7 +227,8 @@ impl Sessions {
             id: random_id()?,
             user_id: user.id.clone(),
         };
-        let refresh = random_token()?;
+        let refresh = RefreshToken::generate()
+            .ok_or_else(|| ServiceError::Internal("random generator failed".into()))?;
         let session_expires_at = now.as_secs() + secs(self.settings.session_lifetime);
         let refresh_expires_at =
             (now.as_secs() + secs(self.settings.refresh_ttl)).min(session_expires_at);
@@ -263,7 +245,7 @@ impl Sessions {
             .create_session(
                 &session,
                 user.session_epoch,
-                &token_hash(&refresh),
+                &refresh.stored_hash(),
                 now.as_secs(),
                 session_expires_at,
                 refresh_expires_at,
@@ -353,9 +335,8 @@ impl Sessions {
         presented: &str,
         client: IpAddr,
     ) -> Result<IssuedTokens, ServiceError> {
-        let presented = presented.trim();
         let ip = client.to_string();
-        if presented.len() != REFRESH_TOKEN_LEN || b64::decode(presented).is_err() {
+        let Some(presented) = RefreshToken::parse(presented) else {
             self.record(
                 AuditEvent::new("refresh_failed")
                     .ip(&ip)
@@ -363,13 +344,10 @@ impl Sessions {
             )
             .await;
             return Err(ServiceError::InvalidGrant);
-        }
+        };
         // The child is derived from the parent, so a concurrent refresh of the
         // same token (a second tab) gets the same child, never a second one.
-        let child = Zeroizing::new(b64::encode(hmac::sign(
-            &self.refresh_key,
-            presented.as_bytes(),
-        )));
+        let child = presented.child(&self.refresh_key);
         let now = self.clock.now();
         let rules = RotationRules {
             now: now.as_secs(),
@@ -379,7 +357,7 @@ impl Sessions {
         };
         let outcome = self
             .store
-            .rotate_refresh(&token_hash(presented), &token_hash(&child), rules, &ip)
+            .rotate_refresh(&presented.stored_hash(), &child.stored_hash(), rules, &ip)
             .await?;
         // The row is already stored with the change; the log line follows.
         if let Some(event) = outcome.audit_event(&ip) {

@@ -233,17 +233,17 @@ async fn refresh_rotates_and_a_reused_token_ends_the_session() {
         .unwrap_or_else(|e| panic!("{e}"));
     let second = w
         .sessions
-        .refresh(&first.refresh, CLIENT)
+        .refresh(first.refresh.expose(), CLIENT)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_ne!(*second.refresh, *first.refresh);
+    assert_ne!(second.refresh.expose(), first.refresh.expose());
     w.clock.advance(11);
     assert!(matches!(
-        w.sessions.refresh(&first.refresh, CLIENT).await,
+        w.sessions.refresh(first.refresh.expose(), CLIENT).await,
         Err(ServiceError::InvalidGrant)
     ));
     assert!(matches!(
-        w.sessions.refresh(&second.refresh, CLIENT).await,
+        w.sessions.refresh(second.refresh.expose(), CLIENT).await,
         Err(ServiceError::InvalidGrant)
     ));
     assert!(matches!(
