@@ -2,7 +2,7 @@
 
 pub mod error;
 pub mod extract;
-pub mod handlers;
+pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,27 +28,27 @@ pub const HEADER_LIMIT: usize = 8 * 1024;
 /// The application router.
 pub fn router(state: Arc<AppState>) -> Router {
     let auth = Router::new()
-        .route("/auth/register", post(handlers::register))
-        .route("/auth/login", post(handlers::login))
-        .route("/auth/refresh", post(handlers::refresh))
-        .route("/auth/logout", post(handlers::logout))
-        .route("/auth/me", get(handlers::me))
-        .route("/auth/sessions", get(handlers::sessions))
-        .route("/auth/sessions/{id}", delete(handlers::end_session))
-        .route("/auth/password", post(handlers::change_password))
+        .route("/auth/register", post(routes::auth::register))
+        .route("/auth/login", post(routes::auth::login))
+        .route("/auth/refresh", post(routes::auth::refresh))
+        .route("/auth/logout", post(routes::auth::logout))
+        .route("/auth/me", get(routes::account::me))
+        .route("/auth/sessions", get(routes::account::sessions))
+        .route("/auth/sessions/{id}", delete(routes::account::end_session))
+        .route("/auth/password", post(routes::account::change_password))
         .route(
             "/admin/users",
-            get(handlers::admin_list_users).post(handlers::admin_create_user),
+            get(routes::admin::admin_list_users).post(routes::admin::admin_create_user),
         )
         .route(
             "/admin/users/{id}",
-            axum::routing::patch(handlers::admin_update_user),
+            axum::routing::patch(routes::admin::admin_update_user),
         )
         .route(
             "/admin/users/{id}/revoke-sessions",
-            post(handlers::admin_revoke_sessions),
+            post(routes::admin::admin_revoke_sessions),
         )
-        .route("/admin/audit", get(handlers::admin_audit))
+        .route("/admin/audit", get(routes::admin::admin_audit))
         .layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -63,13 +63,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         router = router.route("/metrics", metrics_route(&state));
     }
     router
-        .route("/.well-known/jwks.json", get(handlers::jwks))
+        .route("/.well-known/jwks.json", get(routes::wellknown::jwks))
         .route(
             "/.well-known/openid-configuration",
-            get(handlers::discovery),
+            get(routes::wellknown::discovery),
         )
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
+        .route("/healthz", get(routes::wellknown::healthz))
+        .route("/readyz", get(routes::wellknown::readyz))
         .fallback(not_found)
         .layer(middleware::from_fn(header_limit))
         .layer(middleware::from_fn_with_state(
@@ -104,7 +104,7 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
 
 /// `GET /metrics`, behind `metrics_token` when one is set.
 fn metrics_route(state: &Arc<AppState>) -> axum::routing::MethodRouter<Arc<AppState>> {
-    get(handlers::metrics).route_layer(middleware::from_fn_with_state(
+    get(routes::wellknown::metrics).route_layer(middleware::from_fn_with_state(
         state.clone(),
         require_metrics_token,
     ))
