@@ -148,26 +148,65 @@ pub fn random_id() -> Option<String> {
     Some(tokengate::b64::encode(bytes))
 }
 
-/// Validates role names (letters, digits, `-_.:`, at most 64 characters
-/// each, at least one) and returns them space-separated, without repeats.
-pub fn roles_text<S: AsRef<str>>(roles: &[S]) -> Result<String, RolesError> {
-    let valid = roles.iter().all(|r| {
-        let r = r.as_ref();
-        !r.is_empty()
-            && r.len() <= 64
-            && r.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-    });
-    if roles.is_empty() || !valid {
-        return Err(RolesError::Invalid);
-    }
-    let mut unique: Vec<&str> = Vec::new();
-    for r in roles {
-        if !unique.contains(&r.as_ref()) {
-            unique.push(r.as_ref());
+/// A user's roles: valid names (letters, digits, `-_.:`, at most 64
+/// characters each), at least one, no repeats, in the order given. Stored
+/// as one space-separated text.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Roles(Vec<String>);
+
+impl Roles {
+    /// Checks role names from a client or an operator.
+    pub fn parse<S: AsRef<str>>(roles: &[S]) -> Result<Roles, RolesError> {
+        let valid = roles.iter().all(|r| {
+            let r = r.as_ref();
+            !r.is_empty()
+                && r.len() <= 64
+                && r.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        });
+        if roles.is_empty() || !valid {
+            return Err(RolesError::Invalid);
         }
+        let mut unique: Vec<String> = Vec::new();
+        for r in roles {
+            if !unique.iter().any(|u| u == r.as_ref()) {
+                unique.push(r.as_ref().to_owned());
+            }
+        }
+        Ok(Roles(unique))
     }
-    Ok(unique.join(" "))
+
+    /// The roles as storage keeps them (written only from [`Roles::parse`]).
+    pub fn from_stored(text: &str) -> Roles {
+        Roles(text.split_whitespace().map(str::to_owned).collect())
+    }
+
+    /// The text storage keeps.
+    pub fn stored(&self) -> String {
+        self.0.join(" ")
+    }
+
+    /// Whether `role` is one of them.
+    pub fn contains(&self, role: &str) -> bool {
+        self.0.iter().any(|r| r == role)
+    }
+
+    /// The names, in order.
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl From<&str> for Roles {
+    fn from(stored: &str) -> Roles {
+        Roles::from_stored(stored)
+    }
+}
+
+impl fmt::Display for Roles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.stored())
+    }
 }
 
 /// A refresh token: 256 random bits, base64url (43 characters). Only its
@@ -225,13 +264,17 @@ mod tests {
 
     #[test]
     fn roles_are_checked_and_deduplicated() {
+        let roles = Roles::parse(&["user", "admin", "user"]);
+        assert_eq!(roles.as_ref().map(Roles::stored), Ok("user admin".into()));
+        assert_eq!(roles.map(|r| r.contains("admin")), Ok(true));
+        assert_eq!(Roles::parse::<&str>(&[]), Err(RolesError::Invalid));
+        assert!(Roles::parse(&["a b"]).is_err());
+        assert!(Roles::parse(&[""]).is_err());
+        assert!(Roles::parse(&["é"]).is_err());
         assert_eq!(
-            roles_text(&["user", "admin", "user"]),
-            Ok("user admin".into())
+            Roles::from_stored("user  admin").as_slice(),
+            ["user", "admin"]
         );
-        assert_eq!(roles_text::<&str>(&[]), Err(RolesError::Invalid));
-        assert!(roles_text(&["a b"]).is_err());
-        assert!(roles_text(&[""]).is_err());
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             .await?
             .filter(|u| !u.disabled)
             .ok_or(ApiError::InvalidToken { presented: true })?;
-        if user.role_list().iter().any(|r| r == "admin") {
+        if user.roles.contains("admin") {
             Ok(Admin { id: user.id })
         } else {
             Err(ApiError::Forbidden)

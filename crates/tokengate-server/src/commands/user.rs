@@ -12,7 +12,7 @@ use crate::audit::AuditEvent;
 use crate::cli::{Failure, UserCommand};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Overrides, Settings};
-use crate::domain::{Email, roles_text};
+use crate::domain::{Email, Roles};
 use crate::password::{Hasher, check_stored_hash_costs};
 use crate::ratelimit::{InProcessThrottle, LoginLimits};
 use crate::revocation::InProcessRevocations;
@@ -58,7 +58,7 @@ async fn dispatch(cmd: UserCommand, settings: &Settings, store: &Store) -> Resul
             Email::parse(&email).map_err(input)?;
             let mut roles = vec!["user".to_owned()];
             roles.extend(role);
-            roles_text(&roles).map_err(input)?;
+            Roles::parse(&roles).map_err(input)?;
             let password = read_password(password_stdin)?;
             let account = NewAccount::parse(&email, &password, &roles)?;
             let user = accounts()?.create(account, &Actor::Cli).await?;
@@ -95,7 +95,7 @@ async fn dispatch(cmd: UserCommand, settings: &Settings, store: &Store) -> Resul
         UserCommand::Disable { email, .. } => update(&accounts()?, &email, None, Some(true)).await,
         UserCommand::Enable { email, .. } => update(&accounts()?, &email, None, Some(false)).await,
         UserCommand::SetRoles { email, roles, .. } => {
-            roles_text(&roles).map_err(input)?;
+            Roles::parse(&roles).map_err(input)?;
             update(&accounts()?, &email, Some(&roles), None).await
         }
         UserCommand::Import {
@@ -141,7 +141,7 @@ fn accounts(settings: &Settings, store: &Store) -> Result<Accounts, Failure> {
     ))
 }
 
-fn new_user(email: &str, password_hash: String, roles: &str) -> Result<User, Failure> {
+fn new_user(email: &str, password_hash: String, roles: &Roles) -> Result<User, Failure> {
     User::new(email, password_hash, roles).ok_or_else(|| input("random generator failed"))
 }
 
@@ -255,9 +255,9 @@ async fn import(store: &Store, file: &Path, skip_existing: bool, now: i64) -> Re
             .filter(|r| !r.is_empty())
             .collect();
         let roles = if roles.is_empty() {
-            Ok("user".to_owned())
+            Roles::parse(&["user"])
         } else {
-            roles_text(&roles)
+            Roles::parse(&roles)
         };
         let roles = match roles {
             Ok(r) => r,

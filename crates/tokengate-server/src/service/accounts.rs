@@ -9,7 +9,7 @@ use super::{Denylist, ServiceError};
 use crate::audit::AuditEvent;
 use crate::client_ip::limit_key;
 use crate::clock::Clock;
-use crate::domain::{Email, NewPassword, email_words, roles_text};
+use crate::domain::{Email, NewPassword, Roles, email_words};
 use crate::password::Hasher;
 use crate::ratelimit::{Attempt, LoginThrottle};
 use crate::storage::{RevokeScope, Store, StoreError, Unique, User};
@@ -58,7 +58,7 @@ impl Actor {
 pub struct NewAccount {
     email: Email,
     password: NewPassword,
-    roles: String,
+    roles: Roles,
 }
 
 impl NewAccount {
@@ -69,7 +69,7 @@ impl NewAccount {
         roles: &[S],
     ) -> Result<NewAccount, ServiceError> {
         let email = Email::parse(email).map_err(ServiceError::invalid("email"))?;
-        let roles = roles_text(roles).map_err(ServiceError::invalid("roles"))?;
+        let roles = Roles::parse(roles).map_err(ServiceError::invalid("roles"))?;
         let password = NewPassword::parse(password, &email_words(email.as_str()))
             .map_err(ServiceError::invalid("password"))?;
         Ok(NewAccount {
@@ -123,10 +123,10 @@ impl Accounts {
                 .with("email", new.email.as_str()),
             Actor::Admin { .. } => actor
                 .event("admin_user_created", &user.id)
-                .with("roles", new.roles.as_str()),
+                .with("roles", new.roles.stored()),
             Actor::Cli => actor
                 .event("user_added", &user.id)
-                .with("roles", new.roles.as_str()),
+                .with("roles", new.roles.stored()),
         };
         let now = self.clock.now().as_secs();
         match self.store.create_user(&user, now, &event).await {
@@ -162,7 +162,7 @@ impl Accounts {
         actor: &Actor,
     ) -> Result<(User, usize), ServiceError> {
         let roles = roles
-            .map(roles_text)
+            .map(Roles::parse)
             .transpose()
             .map_err(ServiceError::invalid("roles"))?;
         if roles.is_none() && disabled.is_none() {
@@ -173,7 +173,7 @@ impl Accounts {
         }
         let mut event = actor.event("admin_user_updated", user_id);
         if let Some(roles) = &roles {
-            event = event.with("roles", roles.as_str());
+            event = event.with("roles", roles.stored());
         }
         if let Some(disabled) = disabled {
             event = event.with("disabled", disabled);
@@ -181,7 +181,7 @@ impl Accounts {
         let now = self.clock.now().as_secs();
         let (user, ended) = self
             .store
-            .update_user(user_id, roles.as_deref(), disabled, now, &event)
+            .update_user(user_id, roles.as_ref(), disabled, now, &event)
             .await?
             .ok_or(ServiceError::NotFound)?;
         event.with("sessions_ended", ended.len()).log();

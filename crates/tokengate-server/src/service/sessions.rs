@@ -315,7 +315,7 @@ impl Sessions {
             jti: random_id()?,
             sid: Some(sid.to_owned()),
             scope: Some(self.settings.access_scope.clone()),
-            roles: user.role_list(),
+            roles: user.roles.as_slice().to_vec(),
         };
         self.keys
             .current()

@@ -5,6 +5,7 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 use crate::audit::AuditEvent;
+use crate::domain::Roles;
 
 /// A user row.
 #[derive(Debug, Clone)]
@@ -15,8 +16,8 @@ pub struct User {
     pub email: String,
     /// PHC-format hash (argon2id, or bcrypt for imported users).
     pub password_hash: String,
-    /// Space-separated roles.
-    pub roles: String,
+    /// Roles.
+    pub roles: Roles,
     /// Access tokens issued before this are rejected (global logout).
     pub not_before: Option<i64>,
     /// A disabled user cannot log in or refresh.
@@ -31,22 +32,17 @@ pub struct User {
 impl User {
     /// A new, enabled user with a random id; `None` if the system random
     /// generator fails.
-    pub fn new(email: &str, password_hash: String, roles: &str) -> Option<User> {
+    pub fn new(email: &str, password_hash: String, roles: &Roles) -> Option<User> {
         Some(User {
             id: crate::domain::random_id()?,
             email: email.to_owned(),
             password_hash,
-            roles: roles.to_owned(),
+            roles: roles.clone(),
             not_before: None,
             disabled: false,
             created_at: 0,
             session_epoch: 0,
         })
-    }
-
-    /// Roles as a list.
-    pub fn role_list(&self) -> Vec<String> {
-        self.roles.split_whitespace().map(str::to_owned).collect()
     }
 }
 
@@ -62,7 +58,7 @@ where
         id: r.try_get("id")?,
         email: r.try_get("email")?,
         password_hash: r.try_get("password_hash")?,
-        roles: r.try_get("roles")?,
+        roles: Roles::from_stored(&r.try_get::<String, _>("roles")?),
         not_before: r.try_get("not_before")?,
         disabled: r.try_get::<i32, _>("disabled")? != 0,
         created_at: r.try_get("created_at")?,
@@ -88,7 +84,7 @@ impl Store {
             .bind(&user.id)
             .bind(&user.email)
             .bind(&user.password_hash)
-            .bind(&user.roles)
+            .bind(user.roles.stored())
             .bind(i32::from(user.disabled))
             .bind(now)
             .execute(&mut *tx)
@@ -243,7 +239,7 @@ impl Store {
     pub async fn update_user(
         &self,
         user_id: &str,
-        roles: Option<&str>,
+        roles: Option<&Roles>,
         disabled: Option<bool>,
         now: i64,
         audit: &AuditEvent,
@@ -256,7 +252,7 @@ impl Store {
             let updated = sqlx::query(
                 "UPDATE users SET roles = COALESCE(CAST($1 AS TEXT), roles), disabled = COALESCE(CAST($2 AS INTEGER), disabled), updated_at = $3 WHERE id = $4",
             )
-            .bind(roles)
+            .bind(roles.map(Roles::stored))
             .bind(disabled.map(i32::from))
             .bind(now)
             .bind(user_id)
@@ -342,7 +338,7 @@ impl Store {
                     .bind(&user.id)
                     .bind(&user.email)
                     .bind(&user.password_hash)
-                    .bind(&user.roles)
+                    .bind(user.roles.stored())
                     .bind(now)
                     .execute(&mut *tx)
                     .await?

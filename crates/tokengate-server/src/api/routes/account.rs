@@ -27,7 +27,7 @@ pub async fn me(
     Ok(Json(json!({
         "id": user.id,
         "email": user.email,
-        "roles": user.role_list(),
+        "roles": user.roles.as_slice(),
         "session_id": auth.session_id,
     }))
     .into_response())

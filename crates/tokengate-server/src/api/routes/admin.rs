@@ -20,7 +20,7 @@ use crate::storage::{AuditQuery, User};
 
 fn user_json(u: &User) -> Value {
     json!({
-        "id": u.id, "email": u.email, "roles": u.role_list(),
+        "id": u.id, "email": u.email, "roles": u.roles.as_slice(),
         "disabled": u.disabled, "created_at": u.created_at,
     })
 }
