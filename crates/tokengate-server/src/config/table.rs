@@ -1,0 +1,170 @@
+//! Every setting, declared once: its doc, key, type, default and kind.
+//!
+//! The [`settings!`] macro turns the table into the [`Settings`] struct, the
+//! key list ([`KEYS`]), the defaults layer, the per-value parsing and the
+//! rows `--print-config` prints. A new setting is one entry here (plus any
+//! check that relates it to other settings, in `validate.rs`).
+//!
+//! Why a macro of our own rather than a layered-config crate such as figment:
+//! figment would still need a serde impl per value type (durations, secrets,
+//! CIDR lists given as text or as a TOML array, the forwarding header), its
+//! errors would have to be mapped back to our one-line messages, and
+//! `--print-config` would still be written per field. It would add code, not
+//! remove it, and bring a second `toml` (figment 0.10 is on 0.8, we are on
+//! 0.9) and, for environment variables, a parser-combinator stack (pear, its
+//! proc-macro, yansi). The table keeps each value's source as figment would,
+//! with the layering itself in `layers.rs`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokengate::Algorithm;
+
+use super::kinds::{
+    Kind, address, boolean, cidr_list, client_ip_header, duration, ipv6_prefix_len, number,
+    optional, path, secret, secret_url, signing_algorithm, text,
+};
+use super::layers::Merged;
+use super::{ClientIpHeader, ConfigError, Secret, Source};
+
+/// Declares the settings: `/// doc`, then `key: Type = "default" => kind;`
+/// (no `= "default"` when the value is derived from others or unset).
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        $key:ident: $type:ty $(= $default:literal)? => $kind:expr;
+    )*) => {
+        /// The effective, validated settings. Each field is a key of
+        /// `tokengate.toml` and a `TOKENGATE_*` variable.
+        #[derive(Debug, Clone)]
+        pub struct Settings {
+            $($(#[doc = $doc])* pub $key: $type,)*
+            /// Where each key's value came from, for `--print-config`.
+            pub sources: BTreeMap<String, Source>,
+        }
+
+        /// Every setting, as it appears in `tokengate.toml`; the environment
+        /// variable is `TOKENGATE_` + the key in upper case.
+        pub const KEYS: &[&str] = &[$(stringify!($key)),*];
+
+        /// The built-in defaults as text: the lowest layer.
+        pub(super) const DEFAULTS: &[(&str, &str)] = &[$($((stringify!($key), $default),)?)*];
+
+        impl Settings {
+            /// Each setting read from its winning text, checked on its own;
+            /// derived values and checks across settings come after.
+            pub(super) fn read_each(merged: &Merged) -> Result<Settings, ConfigError> {
+                Ok(Settings {
+                    $($key: Kind::read(&$kind, stringify!($key), merged.get(stringify!($key)))?,)*
+                    sources: merged.sources(),
+                })
+            }
+
+            /// Each key with its value as `--print-config` shows it, in
+            /// table order.
+            pub(super) fn shown(&self) -> Vec<(&'static str, String)> {
+                vec![$((stringify!($key), Kind::show(&$kind, &self.$key))),*]
+            }
+        }
+    };
+}
+
+settings! {
+    /// Listen address.
+    addr: SocketAddr = "127.0.0.1:8080" => address("an address like 127.0.0.1:8080");
+    /// Directory for the SQLite file and the master key (blank: `.`).
+    data_dir: PathBuf = "./tokengate-data" => path();
+    /// `sqlite://…` or `postgres://…` (default: `tokengate.db` in `data_dir`).
+    database_url: Secret => secret_url();
+    /// Redis, for multi-instance deployments (not used yet).
+    redis_url: Option<Secret> => optional(secret_url());
+    /// The base URL clients reach the service at (default: from `addr`).
+    public_url: String => text();
+    /// `iss` of issued tokens (default: `public_url`).
+    issuer: String => text();
+    /// `aud` of issued tokens.
+    audience: String = "tokengate" => text();
+    /// Algorithm of the signing key.
+    signing_alg: Algorithm = "ES256" => signing_algorithm();
+    /// Shared secret when `signing_alg` is HS256.
+    hs_secret: Option<Secret> => optional(secret());
+    /// Master key (base64url, 32 bytes) instead of `data_dir/master.key`.
+    master_key: Option<Secret> => optional(secret());
+    /// Where the master key file lives, when not `data_dir/master.key`
+    /// (keep it apart from the database and its backups).
+    master_key_file: Option<PathBuf> => optional(path());
+    /// Access-token lifetime.
+    access_ttl: Duration = "15m" => duration();
+    /// `scope` claim of access tokens.
+    access_scope: String = "api" => text();
+    /// Refresh-token lifetime.
+    refresh_ttl: Duration = "14d" => duration();
+    /// Grace period in which a used refresh token still answers (two tabs).
+    refresh_reuse_interval: Duration = "10s" => duration();
+    /// Absolute session lifetime.
+    session_lifetime: Duration = "30d" => duration();
+    /// A session unused this long ends.
+    session_idle_timeout: Duration = "14d" => duration();
+    /// Clock-skew allowance when verifying.
+    leeway: Duration = "30s" => duration();
+    /// Whether `POST /auth/register` is open.
+    registration: bool = "true" => boolean();
+    /// Wrong passwords checked per account from one client address in the
+    /// window; further attempts get 429 without reaching the hasher.
+    login_max_failures: u32 = "5" => number();
+    /// The failed-login window.
+    login_failure_window: Duration = "15m" => duration();
+    /// Wrong passwords checked per client address, whatever the account.
+    login_ip_max_failures: u32 = "20" => number();
+    /// Wrong passwords per account from all addresses before exponential
+    /// back-off starts (1 s, 2 s, 4 s, … up to the window): an attacker
+    /// elsewhere can slow the owner down but not lock them out.
+    login_account_max_failures: u32 = "10" => number();
+    /// Overall per-client request budget on `/auth/*`.
+    auth_requests_per_minute: u32 = "120" => number();
+    /// Peers whose forwarding header is believed (CIDR list; empty: none).
+    trusted_proxies: Vec<ipnet::IpNet> => cidr_list();
+    /// The forwarding header read from a trusted proxy.
+    client_ip_header: ClientIpHeader = "x-forwarded-for" => client_ip_header();
+    /// IPv6 clients are limited per prefix of this length (a /64 is one
+    /// subscriber's network; per address would let it rotate freely).
+    ipv6_prefix_len: u8 = "64" => ipv6_prefix_len();
+    /// A client must send its request headers within this time.
+    header_read_timeout: Duration = "10s" => duration();
+    /// Connections served at once; further ones wait in the backlog.
+    max_connections: usize = "4096" => number();
+    /// Argon2id memory cost (KiB).
+    argon2_memory_kib: u32 = "19456" => number();
+    /// Argon2id iterations.
+    argon2_iterations: u32 = "2" => number();
+    /// Argon2id lanes.
+    argon2_parallelism: u32 = "1" => number();
+    /// Password hashes computed at once (the bounded blocking pool; 0 is 1).
+    password_hash_concurrency: usize = "4" => number();
+    /// Request timeout.
+    request_timeout: Duration = "30s" => duration();
+    /// How long audit events are kept.
+    audit_retention: Duration = "90d" => duration();
+    /// How long a new key is published before it signs (the JWKS max-age).
+    key_publish_delay: Duration = "5m" => duration();
+    /// Serve Prometheus metrics at `/metrics`.
+    metrics: bool = "true" => boolean();
+    /// Serve `/metrics` on this separate address (loopback by default).
+    metrics_addr: Option<SocketAddr> = "127.0.0.1:9464"
+        => optional(address("an address like 127.0.0.1:9464"));
+    /// Bearer token `/metrics` requires; with `metrics_addr` unset, it is
+    /// then served on the API port.
+    metrics_token: Option<Secret> => optional(secret());
+    /// TLS certificate chain (PEM); with `tls_key`, serve HTTPS.
+    tls_cert: Option<PathBuf> => optional(path());
+    /// TLS private key (PEM).
+    tls_key: Option<PathBuf> => optional(path());
+    /// Rotate the signing key this often (off when unset).
+    key_rotation_interval: Option<Duration> => optional(duration());
+    /// `json` or `pretty`.
+    log_format: String = "json" => text();
+    /// Tracing filter, e.g. `info` or `tokengate_server=debug` (blank: `info`).
+    log_level: String = "info" => text();
+}

@@ -1,0 +1,190 @@
+//! What the table cannot say about one value alone: values derived from
+//! other settings, and checks across settings. A setting that would weaken
+//! security refuses to start rather than warn. The checks run in a fixed
+//! order, so a configuration with several faults always reports the same one.
+
+use std::path::PathBuf;
+
+use tokengate::{Algorithm, MAX_LEEWAY};
+use zeroize::Zeroizing;
+
+use super::{
+    ARGON2_MINIMUMS, ConfigError, MAX_ACCESS_TTL, MAX_REFRESH_REUSE_INTERVAL, Secret, Settings,
+};
+
+impl Settings {
+    /// Fills in the derived values, then refuses what is unsafe or
+    /// inconsistent.
+    pub(super) fn derive_and_check(mut self) -> Result<Settings, ConfigError> {
+        self.derive();
+        self.check_storage()?;
+        self.check_signing()?;
+        self.check_lifetimes()?;
+        self.check_login_limits()?;
+        self.check_sessions()?;
+        self.check_connections()?;
+        self.check_metrics()?;
+        if self.master_key.is_some() && self.master_key_file.is_some() {
+            return Err(ConfigError::TwoMasterKeys);
+        }
+        if !matches!(self.log_format.as_str(), "json" | "pretty") {
+            return Err(ConfigError::UnknownLogFormat(self.log_format));
+        }
+        Ok(self)
+    }
+
+    /// Blank settings whose default depends on other settings.
+    fn derive(&mut self) {
+        if self.data_dir.as_os_str().is_empty() {
+            self.data_dir = PathBuf::from(".");
+        }
+        if self.database_url.expose().is_empty() {
+            let path = self.data_dir.join("tokengate.db");
+            self.database_url = Secret(Zeroizing::new(format!("sqlite://{}", path.display())));
+        }
+        if self.public_url.is_empty() {
+            let scheme = if self.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            self.public_url = format!("{scheme}://{}", self.addr);
+        }
+        self.public_url = self.public_url.trim_end_matches('/').to_owned();
+        if self.issuer.is_empty() {
+            self.issuer.clone_from(&self.public_url);
+        }
+        // One hash at a time is the least a pool can do.
+        self.password_hash_concurrency = self.password_hash_concurrency.max(1);
+        if self.log_level.is_empty() {
+            self.log_level = "info".to_owned();
+        }
+    }
+
+    fn check_storage(&self) -> Result<(), ConfigError> {
+        let url = self.database_url.expose();
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(ConfigError::UnsupportedDatabase);
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::HalfTls);
+        }
+        Ok(())
+    }
+
+    fn check_signing(&self) -> Result<(), ConfigError> {
+        match (&self.hs_secret, self.signing_alg) {
+            (None, Algorithm::HS256) => Err(ConfigError::MissingHsSecret),
+            (Some(secret), Algorithm::HS256) => {
+                tokengate::check_hmac_secret(Algorithm::HS256, secret.expose().as_bytes())
+                    .map_err(ConfigError::WeakHsSecret)
+            }
+            // A secret set for another algorithm is unused, not wrong.
+            _ => Ok(()),
+        }
+    }
+
+    fn check_lifetimes(&self) -> Result<(), ConfigError> {
+        if self.access_ttl > MAX_ACCESS_TTL {
+            return Err(ConfigError::AccessTtlOverMaximum(self.access_ttl));
+        }
+        if self.access_ttl.is_zero() {
+            return Err(ConfigError::NotPositive { key: "access_ttl" });
+        }
+        if self.refresh_ttl < self.access_ttl {
+            return Err(ConfigError::RefreshShorterThanAccess {
+                refresh_ttl: self.refresh_ttl,
+                access_ttl: self.access_ttl,
+            });
+        }
+        if self.leeway > MAX_LEEWAY {
+            return Err(ConfigError::LeewayOverMaximum(self.leeway));
+        }
+        Ok(())
+    }
+
+    /// The login limits, the request budget and the password hash cost: what
+    /// a password guesser runs into.
+    fn check_login_limits(&self) -> Result<(), ConfigError> {
+        if self.login_max_failures == 0 {
+            return Err(ConfigError::Zero {
+                key: "login_max_failures",
+            });
+        }
+        if self.auth_requests_per_minute == 0 {
+            return Err(ConfigError::Zero {
+                key: "auth_requests_per_minute",
+            });
+        }
+        if self.login_ip_max_failures < self.login_max_failures
+            || self.login_account_max_failures < self.login_max_failures
+        {
+            return Err(ConfigError::FailureLimitsBelowLoginMax {
+                login_ip_max_failures: self.login_ip_max_failures,
+                login_account_max_failures: self.login_account_max_failures,
+                login_max_failures: self.login_max_failures,
+            });
+        }
+        if !ARGON2_MINIMUMS.iter().any(|&(memory_kib, iterations)| {
+            self.argon2_memory_kib >= memory_kib && self.argon2_iterations >= iterations
+        }) {
+            return Err(ConfigError::WeakArgon2 {
+                memory_kib: self.argon2_memory_kib,
+                iterations: self.argon2_iterations,
+            });
+        }
+        Ok(())
+    }
+
+    /// A used refresh token stops working soon; a session outlives its tokens.
+    fn check_sessions(&self) -> Result<(), ConfigError> {
+        if self.refresh_reuse_interval > MAX_REFRESH_REUSE_INTERVAL {
+            return Err(ConfigError::RefreshReuseOverMaximum(
+                self.refresh_reuse_interval,
+            ));
+        }
+        if self.session_lifetime < self.refresh_ttl {
+            return Err(ConfigError::SessionShorterThanRefresh {
+                session_lifetime: self.session_lifetime,
+                refresh_ttl: self.refresh_ttl,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_connections(&self) -> Result<(), ConfigError> {
+        if self.header_read_timeout.is_zero() {
+            return Err(ConfigError::NotPositive {
+                key: "header_read_timeout",
+            });
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Zero {
+                key: "max_connections",
+            });
+        }
+        Ok(())
+    }
+
+    /// `/metrics` is served on a loopback address or behind a token.
+    fn check_metrics(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.metrics_token
+            && token.expose().len() < 32
+        {
+            return Err(ConfigError::ShortMetricsToken);
+        }
+        if self.metrics && self.metrics_token.is_none() {
+            match self.metrics_addr {
+                None => return Err(ConfigError::UnguardedMetrics),
+                Some(addr) if !addr.ip().is_loopback() => {
+                    return Err(ConfigError::ExposedMetrics(addr));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
