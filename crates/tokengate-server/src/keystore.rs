@@ -6,6 +6,7 @@
 //! the database (another disk, a secrets mount), a copy of the database or
 //! its backups alone does not give away the signing keys.
 
+use secrecy::ExposeSecret as _;
 use std::path::PathBuf;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -47,7 +48,8 @@ impl MasterKey {
         may_create: bool,
     ) -> Result<(MasterKey, bool), KeyStoreError> {
         if let Some(secret) = &settings.master_key {
-            return Self::decode(secret.expose(), "the master_key setting").map(|k| (k, false));
+            return Self::decode(secret.expose_secret(), "the master_key setting")
+                .map(|k| (k, false));
         }
         let path = master_key_path(settings);
         match std::fs::read_to_string(&path) {
@@ -262,12 +264,15 @@ impl KeyManager {
             (Some(secret), Algorithm::HS256) => {
                 // A stable kid that reveals nothing usable about the secret.
                 let tag = hmac::sign(
-                    &hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes()),
+                    &hmac::Key::new(hmac::HMAC_SHA256, secret.expose_secret().as_bytes()),
                     b"kid",
                 );
                 let kid = Kid::new(format!("hs-{}", &b64::encode(tag.as_ref())[..16]))
                     .map_err(|e| KeyStoreError(e.to_string()))?;
-                Some((kid, Zeroizing::new(secret.expose().as_bytes().to_vec())))
+                Some((
+                    kid,
+                    Zeroizing::new(secret.expose_secret().as_bytes().to_vec()),
+                ))
             }
             _ => None,
         };

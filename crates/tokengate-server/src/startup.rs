@@ -1,6 +1,7 @@
 //! Building and running the application: settings in, a bound listener and
 //! a server out. Tests build it the same way on port 0.
 
+use secrecy::ExposeSecret as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -92,7 +93,7 @@ impl Application {
         if settings.metrics {
             crate::metrics::init();
         }
-        let store = Store::connect(settings.database_url.expose())
+        let store = Store::connect(settings.database_url.expose_secret())
             .await
             .map_err(|e| StartupError(format!("storage: {e}")))?;
         let now = clock.now();

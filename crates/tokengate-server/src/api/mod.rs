@@ -4,6 +4,7 @@ pub mod error;
 pub mod extract;
 pub mod routes;
 
+use secrecy::ExposeSecret as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,7 +135,7 @@ async fn require_metrics_token(
     let authorized = token.is_some_and(|token| {
         aws_lc_rs::constant_time::verify_slices_are_equal(
             digest(token).as_ref(),
-            digest(expected.expose()).as_ref(),
+            digest(expected.expose_secret()).as_ref(),
         )
         .is_ok()
     });

@@ -1,5 +1,6 @@
 //! `tokengate keys generate` and `tokengate keys jwks`.
 
+use secrecy::ExposeSecret as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -31,7 +32,7 @@ fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Fa
     use crate::keystore::{KeyManager, key_states};
     let settings = super::load_settings(data, crate::config::Overrides::default())?;
     super::block_on(async move {
-        let store = crate::storage::Store::connect(settings.database_url.expose())
+        let store = crate::storage::Store::connect(settings.database_url.expose_secret())
             .await
             .map_err(|e| Failure::Input(e.to_string()))?;
         let now = SystemClock.now().as_secs();

@@ -1,5 +1,6 @@
 //! `tokengate serve` and `tokengate migrate`.
 
+use secrecy::ExposeSecret as _;
 use std::sync::Arc;
 
 use crate::cli::{DataArgs, Failure, ServeArgs};
@@ -55,7 +56,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
 pub fn migrate(args: DataArgs) -> Result<(), Failure> {
     let settings = super::load_settings(&args, Overrides::default())?;
     super::block_on(async move {
-        let store = Store::connect(settings.database_url.expose())
+        let store = Store::connect(settings.database_url.expose_secret())
             .await
             .map_err(|e| Failure::Input(format!("storage: {e}")))?;
         store.close().await;

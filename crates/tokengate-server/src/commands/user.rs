@@ -1,6 +1,7 @@
 //! `tokengate user add|list|disable|enable|set-roles|import`: account
 //! administration straight on the database, for operators.
 
+use secrecy::ExposeSecret as _;
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
@@ -35,7 +36,7 @@ pub fn run(cmd: UserCommand) -> Result<(), Failure> {
     };
     let settings = super::load_settings(&data, Overrides::default())?;
     super::block_on(async move {
-        let store = Store::connect(settings.database_url.expose())
+        let store = Store::connect(settings.database_url.expose_secret())
             .await
             .map_err(input)?;
         let result = dispatch(cmd, &settings, &store).await;

@@ -6,13 +6,13 @@
 //! secrets) are taken as written; [`Optional`] wraps either so that a blank
 //! value means "unset".
 
+use secrecy::ExposeSecret as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use tokengate::Algorithm;
-use zeroize::Zeroizing;
 
 use super::{ClientIpHeader, ConfigError, Secret, Source};
 
@@ -247,7 +247,7 @@ pub(super) fn path() -> Verbatim<PathBuf> {
 /// A secret: wiped on drop, printed as `[redacted]`.
 pub(super) fn secret() -> Verbatim<Secret> {
     Verbatim {
-        from_text: |text| Secret(Zeroizing::new(text.to_owned())),
+        from_text: |text| Secret::from(text.to_owned()),
         show: |_| "[redacted]".to_owned(),
     }
 }
@@ -255,8 +255,8 @@ pub(super) fn secret() -> Verbatim<Secret> {
 /// A URL that may carry a password: printed with the password redacted.
 pub(super) fn secret_url() -> Verbatim<Secret> {
     Verbatim {
-        from_text: |text| Secret(Zeroizing::new(text.to_owned())),
-        show: |url| redact_url(url.expose()),
+        from_text: |text| Secret::from(text.to_owned()),
+        show: |url| redact_url(url.expose_secret()),
     }
 }
 

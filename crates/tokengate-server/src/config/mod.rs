@@ -16,11 +16,10 @@ mod render;
 mod table;
 mod validate;
 
+use secrecy::ExposeSecret as _;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
-
-use zeroize::Zeroizing;
 
 pub use error::ConfigError;
 pub use table::{KEYS, Settings};
@@ -72,22 +71,10 @@ impl fmt::Display for Source {
     }
 }
 
-/// A secret setting: redacted in `Debug`, wiped on drop.
-#[derive(Clone)]
-pub struct Secret(Zeroizing<String>);
-
-impl Secret {
-    /// The secret text.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+/// A secret setting: redacted in `Debug`, wiped on drop, read only
+/// through `expose_secret()` (secrecy's `ExposeSecret`), so every use is
+/// visible in the code.
+pub type Secret = secrecy::SecretString;
 
 /// Which forwarding header names the client behind a trusted proxy. Only
 /// one is read: a proxy that appends to one passes the other through as the
@@ -128,7 +115,7 @@ pub struct Overrides {
 impl Settings {
     /// Wraps a secret value (for settings built in code, e.g. tests).
     pub fn secret(value: String) -> Secret {
-        Secret(Zeroizing::new(value))
+        Secret::from(value)
     }
 
     /// Loads the settings: defaults, then the config file (`--config`, else
@@ -149,7 +136,7 @@ impl Settings {
 
     /// Whether storage is PostgreSQL (else SQLite).
     pub fn is_postgres(&self) -> bool {
-        self.database_url.expose().starts_with("postgres")
+        self.database_url.expose_secret().starts_with("postgres")
     }
 }
 

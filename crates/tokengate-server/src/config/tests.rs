@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use secrecy::ExposeSecret as _;
 use tokengate::Algorithm;
 
 use super::kinds::redact_url;
@@ -38,7 +39,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(s.map(|s| s.signing_alg), Some(Algorithm::ES256));
     assert!(s.is_some_and(|s| {
         s.database_url
-            .expose()
+            .expose_secret()
             .ends_with("tokengate-data/tokengate.db")
     }));
 }

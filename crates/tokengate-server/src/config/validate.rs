@@ -3,10 +3,10 @@
 //! security refuses to start rather than warn. The checks run in a fixed
 //! order, so a configuration with several faults always reports the same one.
 
+use secrecy::ExposeSecret as _;
 use std::path::PathBuf;
 
 use tokengate::{Algorithm, MAX_LEEWAY};
-use zeroize::Zeroizing;
 
 use super::{
     ARGON2_MINIMUMS, ConfigError, MAX_ACCESS_TTL, MAX_REFRESH_REUSE_INTERVAL, Secret, Settings,
@@ -38,9 +38,9 @@ impl Settings {
         if self.data_dir.as_os_str().is_empty() {
             self.data_dir = PathBuf::from(".");
         }
-        if self.database_url.expose().is_empty() {
+        if self.database_url.expose_secret().is_empty() {
             let path = self.data_dir.join("tokengate.db");
-            self.database_url = Secret(Zeroizing::new(format!("sqlite://{}", path.display())));
+            self.database_url = Secret::from(format!("sqlite://{}", path.display()));
         }
         if self.public_url.is_empty() {
             let scheme = if self.tls_cert.is_some() {
@@ -62,7 +62,7 @@ impl Settings {
     }
 
     fn check_storage(&self) -> Result<(), ConfigError> {
-        let url = self.database_url.expose();
+        let url = self.database_url.expose_secret();
         if !["sqlite:", "postgres://", "postgresql://"]
             .iter()
             .any(|scheme| url.starts_with(scheme))
@@ -79,7 +79,7 @@ impl Settings {
         match (&self.hs_secret, self.signing_alg) {
             (None, Algorithm::HS256) => Err(ConfigError::MissingHsSecret),
             (Some(secret), Algorithm::HS256) => {
-                tokengate::check_hmac_secret(Algorithm::HS256, secret.expose().as_bytes())
+                tokengate::check_hmac_secret(Algorithm::HS256, secret.expose_secret().as_bytes())
                     .map_err(ConfigError::WeakHsSecret)
             }
             // A secret set for another algorithm is unused, not wrong.
@@ -172,7 +172,7 @@ impl Settings {
     /// `/metrics` is served on a loopback address or behind a token.
     fn check_metrics(&self) -> Result<(), ConfigError> {
         if let Some(token) = &self.metrics_token
-            && token.expose().len() < 32
+            && token.expose_secret().len() < 32
         {
             return Err(ConfigError::ShortMetricsToken);
         }

@@ -1,6 +1,7 @@
 //! The service's rules without HTTP: a real SQLite store in a temporary
 //! directory, cheap hashing, the manual clock.
 
+use secrecy::ExposeSecret as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -37,7 +38,7 @@ async fn world() -> World {
         _ => None,
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let store = Store::connect(settings.database_url.expose())
+    let store = Store::connect(settings.database_url.expose_secret())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let clock = ManualClock::default();

@@ -3,6 +3,7 @@
 //! last moment, logins racing a global logout, client addresses behind
 //! proxies, and floods past the request budget.
 
+use secrecy::ExposeSecret as _;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -428,7 +429,7 @@ async fn a_session_of_a_void_epoch_cannot_refresh(backend: Backend) {
     let t = app.user("sam@example.com").await;
     // Defence in depth: were a session ever stored under an old epoch, it
     // could not refresh. Move the epoch behind the service's back.
-    let url = app.settings.database_url.expose().to_owned();
+    let url = app.settings.database_url.expose_secret().to_owned();
     let sql = "UPDATE users SET session_epoch = session_epoch + 1 WHERE email = 'sam@example.com'";
     match backend {
         Backend::Sqlite => {
