@@ -288,6 +288,13 @@ impl From<crate::service::ServiceError> for Failure {
     }
 }
 
+impl From<crate::files::FileError> for Failure {
+    /// A key, claims or output file the operator named: input to fix.
+    fn from(e: crate::files::FileError) -> Self {
+        Failure::Input(e.to_string())
+    }
+}
+
 impl Failure {
     fn exit_code(&self) -> ExitCode {
         match self {

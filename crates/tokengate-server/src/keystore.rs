@@ -11,16 +11,103 @@ use std::path::PathBuf;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::{hmac, rand};
-use tokengate::{Algorithm, KeyRing, Kid, SigningKey, b64};
+use tokengate::{Algorithm, KeyError, KeyRing, Kid, SigningKey, b64};
 use zeroize::Zeroizing;
 
 use crate::config::Settings;
-use crate::storage::{Store, StoredKey};
+use crate::files::{self, FileError};
+use crate::storage::{Store, StoreError, StoredKey};
 
-/// Why the keys could not be loaded; each is one clear line at start-up.
+/// Why the keys could not be loaded, stored or rotated; each is one clear
+/// line for the operator.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct KeyStoreError(pub String);
+pub enum KeyStoreError {
+    /// The master key (the setting or the file) is not 32 bytes of base64url.
+    #[error(
+        "{origin}: the master key must be 32 random bytes in base64url (make one with `tokengate secret generate`)"
+    )]
+    MalformedMasterKey {
+        /// Where it came from: the setting, or the file's path.
+        origin: String,
+    },
+    /// The master key file is gone while the database holds keys sealed
+    /// with it: a new master key could not open them.
+    #[error(
+        "master key {} not found, but the database holds signing keys sealed with one: restore the file, or point master_key_file at it",
+        .path.display()
+    )]
+    MasterKeyMissing {
+        /// Where the file was looked for.
+        path: PathBuf,
+    },
+    /// The master key file could not be read, created or made private.
+    #[error(transparent)]
+    MasterKeyFile(#[from] FileError),
+    /// The system random generator failed.
+    #[error("random generator failed")]
+    Random,
+    /// AES-256-GCM refused the master key.
+    #[error("master key rejected by AES-256-GCM")]
+    MasterKeyRejected,
+    /// Sealing a private key failed.
+    #[error("encryption failed")]
+    Encryption,
+    /// A sealed key is not base64url, or too short to hold a nonce.
+    #[error("stored key is corrupt")]
+    CorruptStoredKey,
+    /// A sealed key failed authentication: the master key is not the one
+    /// that sealed it, or the row was altered.
+    #[error("cannot decrypt: wrong master key, or the stored key was altered")]
+    Decryption,
+    /// One stored key could not be unsealed.
+    #[error("signing key {kid}: {source}")]
+    Unsealing {
+        /// The key's id.
+        kid: String,
+        /// Why.
+        source: Box<KeyStoreError>,
+    },
+    /// One stored key was unsealed but is not a usable key.
+    #[error("signing key {kid}: {source}")]
+    InvalidStoredKey {
+        /// The key's id.
+        kid: String,
+        /// Why.
+        source: KeyError,
+    },
+    /// One stored key names an algorithm this build does not know.
+    #[error("key {kid}: {source}")]
+    UnknownAlgorithm {
+        /// The key's id.
+        kid: String,
+        /// Why.
+        source: KeyError,
+    },
+    /// The stored keys could not be read.
+    #[error("cannot read signing keys: {0}")]
+    ReadKeys(#[source] StoreError),
+    /// A new key could not be stored.
+    #[error("cannot store the signing key: {0}")]
+    StoreKey(#[source] StoreError),
+    /// A rotation's key is still waiting to sign; one at a time.
+    #[error("a rotation is already pending: wait until its key activates")]
+    RotationPending,
+    /// HS256 signs with `hs_secret`, which is configured, not stored.
+    #[error("signing_alg is HS256: its key is hs_secret; rotate by changing hs_secret")]
+    HsSecretNotRotatable,
+    /// `hs_secret` is not a usable HS256 key.
+    #[error("hs_secret: {0}")]
+    HsSecret(#[source] KeyError),
+    /// A new signing key could not be generated.
+    #[error("key generation: {0}")]
+    Generation(#[source] KeyError),
+    /// A key operation failed: a kid, an export, or the ring refusing a key.
+    #[error("{0}")]
+    Key(#[source] KeyError),
+    /// The JWKS could not be rendered.
+    #[error("{0}")]
+    Jwks(#[source] serde_json::Error),
+}
 
 /// The master key: 32 random bytes.
 pub struct MasterKey(Zeroizing<Vec<u8>>);
@@ -55,57 +142,45 @@ impl MasterKey {
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let text = Zeroizing::new(text);
-                crate::keyfile::make_private(&path).map_err(|e| {
-                    KeyStoreError(format!("cannot make {} private: {e}", path.display()))
-                })?;
+                files::make_private(&path)?;
                 Self::decode(text.trim(), &path.display().to_string()).map(|k| (k, false))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !may_create => {
-                Err(KeyStoreError(format!(
-                    "master key {} not found, but the database holds signing keys sealed with one: restore the file, or point master_key_file at it",
-                    path.display()
-                )))
+                Err(KeyStoreError::MasterKeyMissing { path })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = Zeroizing::new(vec![0u8; 32]);
-                rand::fill(&mut bytes)
-                    .map_err(|_| KeyStoreError("random generator failed".into()))?;
+                rand::fill(&mut bytes).map_err(|_| KeyStoreError::Random)?;
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    crate::keyfile::create_private_dir(dir).map_err(|e| {
-                        KeyStoreError(format!("cannot create {}: {e}", dir.display()))
-                    })?;
+                    files::create_private_dir(dir)?;
                 }
                 let text = Zeroizing::new(format!("{}\n", b64::encode(bytes.as_slice())));
-                crate::keyfile::create_new(&path, text.as_bytes(), true)
-                    .map_err(|f| KeyStoreError(format!("{f:?}")))?;
+                files::create_new(&path, text.as_bytes(), true)?;
                 Ok((MasterKey(bytes), true))
             }
-            Err(e) => Err(KeyStoreError(format!(
-                "cannot read {}: {e}",
-                path.display()
-            ))),
+            Err(source) => Err(FileError::Read { path, source }.into()),
         }
     }
 
     fn decode(text: &str, origin: &str) -> Result<MasterKey, KeyStoreError> {
         match b64::decode(text) {
             Ok(bytes) if bytes.len() == 32 => Ok(MasterKey(Zeroizing::new(bytes))),
-            _ => Err(KeyStoreError(format!(
-                "{origin}: the master key must be 32 random bytes in base64url (make one with `tokengate secret generate`)"
-            ))),
+            _ => Err(KeyStoreError::MalformedMasterKey {
+                origin: origin.to_owned(),
+            }),
         }
     }
 
     fn aead(&self) -> Result<LessSafeKey, KeyStoreError> {
         UnboundKey::new(&AES_256_GCM, &self.0)
             .map(LessSafeKey::new)
-            .map_err(|_| KeyStoreError("master key rejected by AES-256-GCM".into()))
+            .map_err(|_| KeyStoreError::MasterKeyRejected)
     }
 
     /// Encrypts `plaintext`, bound to `context` (kid and algorithm).
     pub fn seal(&self, plaintext: &[u8], context: &str) -> Result<String, KeyStoreError> {
         let mut nonce = [0u8; NONCE_LEN];
-        rand::fill(&mut nonce).map_err(|_| KeyStoreError("random generator failed".into()))?;
+        rand::fill(&mut nonce).map_err(|_| KeyStoreError::Random)?;
         let mut buffer = Zeroizing::new(plaintext.to_vec());
         self.aead()?
             .seal_in_place_append_tag(
@@ -113,7 +188,7 @@ impl MasterKey {
                 Aad::from(context.as_bytes()),
                 &mut *buffer,
             )
-            .map_err(|_| KeyStoreError("encryption failed".into()))?;
+            .map_err(|_| KeyStoreError::Encryption)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buffer);
         Ok(b64::encode(out))
@@ -121,22 +196,17 @@ impl MasterKey {
 
     /// Decrypts what [`MasterKey::seal`] made with the same `context`.
     pub fn open(&self, sealed: &str, context: &str) -> Result<Zeroizing<Vec<u8>>, KeyStoreError> {
-        let bytes =
-            b64::decode(sealed).map_err(|_| KeyStoreError("stored key is corrupt".into()))?;
+        let bytes = b64::decode(sealed).map_err(|_| KeyStoreError::CorruptStoredKey)?;
         let (nonce, ciphertext) = bytes
             .split_at_checked(NONCE_LEN)
-            .ok_or_else(|| KeyStoreError("stored key is corrupt".into()))?;
-        let nonce = Nonce::try_assume_unique_for_key(nonce)
-            .map_err(|_| KeyStoreError("stored key is corrupt".into()))?;
+            .ok_or(KeyStoreError::CorruptStoredKey)?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyStoreError::CorruptStoredKey)?;
         let mut buffer = Zeroizing::new(ciphertext.to_vec());
         let plain = self
             .aead()?
             .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buffer)
-            .map_err(|_| {
-                KeyStoreError(
-                    "cannot decrypt: wrong master key, or the stored key was altered".into(),
-                )
-            })?;
+            .map_err(|_| KeyStoreError::Decryption)?;
         Ok(Zeroizing::new(plain.to_vec()))
     }
 
@@ -251,7 +321,7 @@ impl KeyManager {
         let stored = store
             .signing_keys()
             .await
-            .map_err(|e| KeyStoreError(format!("cannot read signing keys: {e}")))?;
+            .map_err(KeyStoreError::ReadKeys)?;
         let (master, created_master) = MasterKey::load_or_create(settings, stored.is_empty())?;
         let mut notes = Vec::new();
         if created_master {
@@ -268,7 +338,7 @@ impl KeyManager {
                     b"kid",
                 );
                 let kid = Kid::new(format!("hs-{}", &b64::encode(tag.as_ref())[..16]))
-                    .map_err(|e| KeyStoreError(e.to_string()))?;
+                    .map_err(KeyStoreError::Key)?;
                 Some((
                     kid,
                     Zeroizing::new(secret.expose_secret().as_bytes().to_vec()),
@@ -324,13 +394,11 @@ impl KeyManager {
         retire_others_at: Option<i64>,
         how: &str,
     ) -> Result<String, KeyStoreError> {
-        let key = SigningKey::generate(self.signing_alg, None)
-            .map_err(|e| KeyStoreError(format!("key generation: {e}")))?;
+        let key =
+            SigningKey::generate(self.signing_alg, None).map_err(KeyStoreError::Generation)?;
         let kid = key.kid().as_str().to_owned();
         let alg = key.alg().name().to_owned();
-        let der = key
-            .to_pkcs8_der()
-            .map_err(|e| KeyStoreError(e.to_string()))?;
+        let der = key.to_pkcs8_der().map_err(KeyStoreError::Key)?;
         let sealed = self.master.seal(&der, &context(&kid, &alg))?;
         let audit = crate::audit::AuditEvent::new("key_rotated")
             .with("kid", kid.as_str())
@@ -348,11 +416,9 @@ impl KeyManager {
         let added = store
             .add_signing_key(&row, retire_others_at, now, &audit)
             .await
-            .map_err(|e| KeyStoreError(format!("cannot store the signing key: {e}")))?;
+            .map_err(KeyStoreError::StoreKey)?;
         if !added {
-            return Err(KeyStoreError(
-                "a rotation is already pending: wait until its key activates".into(),
-            ));
+            return Err(KeyStoreError::RotationPending);
         }
         audit.log();
         Ok(kid)
@@ -368,9 +434,7 @@ impl KeyManager {
         how: &str,
     ) -> Result<String, KeyStoreError> {
         if self.hs_key.is_some() {
-            return Err(KeyStoreError(
-                "signing_alg is HS256: its key is hs_secret; rotate by changing hs_secret".into(),
-            ));
+            return Err(KeyStoreError::HsSecretNotRotatable);
         }
         let kid = self.schedule_rotation(store, now, how).await?;
         self.refresh(store, now).await?;
@@ -383,7 +447,7 @@ impl KeyManager {
         let stored = store
             .signing_keys()
             .await
-            .map_err(|e| KeyStoreError(format!("cannot read signing keys: {e}")))?;
+            .map_err(KeyStoreError::ReadKeys)?;
         let hs = self.hs_key.is_some();
         let states = key_states(&stored, now, hs);
         if let (Some(interval), false) = (self.rotation_interval, hs) {
@@ -415,36 +479,43 @@ impl KeyManager {
         let mut ring = KeyRing::new();
         if let Some((kid, secret)) = &self.hs_key {
             let key = SigningKey::from_hmac_secret(Algorithm::HS256, secret, kid.clone())
-                .map_err(|e| KeyStoreError(format!("hs_secret: {e}")))?;
-            ring.add_signing_key(key)
-                .map_err(|e| KeyStoreError(e.to_string()))?;
+                .map_err(KeyStoreError::HsSecret)?;
+            ring.add_signing_key(key).map_err(KeyStoreError::Key)?;
         }
         let mut signer = None;
         for (row, state) in stored.iter().zip(&states) {
             if *state == KeyState::Retired {
                 continue;
             }
-            let alg = Algorithm::from_name(&row.alg)
-                .map_err(|e| KeyStoreError(format!("key {}: {e}", row.kid)))?;
+            let alg = Algorithm::from_name(&row.alg).map_err(|source| {
+                KeyStoreError::UnknownAlgorithm {
+                    kid: row.kid.clone(),
+                    source,
+                }
+            })?;
             let der = self
                 .master
                 .open(&row.encrypted_key, &context(&row.kid, &row.alg))
-                .map_err(|e| KeyStoreError(format!("signing key {}: {e}", row.kid)))?;
-            let kid = Kid::new(row.kid.clone()).map_err(|e| KeyStoreError(e.to_string()))?;
-            let key = SigningKey::from_pkcs8_der(&der, Some(alg), Some(kid))
-                .map_err(|e| KeyStoreError(format!("signing key {}: {e}", row.kid)))?;
-            ring.add_signing_key(key)
-                .map_err(|e| KeyStoreError(e.to_string()))?;
+                .map_err(|e| KeyStoreError::Unsealing {
+                    kid: row.kid.clone(),
+                    source: Box::new(e),
+                })?;
+            let kid = Kid::new(row.kid.clone()).map_err(KeyStoreError::Key)?;
+            let key = SigningKey::from_pkcs8_der(&der, Some(alg), Some(kid)).map_err(|source| {
+                KeyStoreError::InvalidStoredKey {
+                    kid: row.kid.clone(),
+                    source,
+                }
+            })?;
+            ring.add_signing_key(key).map_err(KeyStoreError::Key)?;
             if *state == KeyState::Signing {
                 signer = Some(row.kid.clone());
             }
         }
         if let Some(kid) = signer {
-            ring.set_active(&kid)
-                .map_err(|e| KeyStoreError(e.to_string()))?;
+            ring.set_active(&kid).map_err(KeyStoreError::Key)?;
         }
-        let jwks_json =
-            serde_json::to_string(&ring.jwks()).map_err(|e| KeyStoreError(e.to_string()))?;
+        let jwks_json = serde_json::to_string(&ring.jwks()).map_err(KeyStoreError::Jwks)?;
         let set = std::sync::Arc::new(KeySet {
             ring,
             jwks_json,
@@ -511,5 +582,31 @@ mod tests {
             vec![Verifying, Verifying],
             "HS256 signs; stored keys verify"
         );
+    }
+
+    #[test]
+    fn a_key_sealed_under_another_master_key_does_not_open() {
+        let sealer = MasterKey(Zeroizing::new(vec![1; 32]));
+        let other = MasterKey(Zeroizing::new(vec![2; 32]));
+        let bound_to = context("k1", "ES256");
+        let sealed = sealer.seal(b"private key", &bound_to).unwrap();
+        assert_eq!(
+            sealer.open(&sealed, &bound_to).unwrap().as_slice(),
+            b"private key"
+        );
+        let refused = other.open(&sealed, &bound_to).unwrap_err();
+        assert!(matches!(refused, KeyStoreError::Decryption));
+        assert_eq!(
+            refused.to_string(),
+            "cannot decrypt: wrong master key, or the stored key was altered"
+        );
+        assert!(matches!(
+            sealer.open(&sealed, &context("k2", "ES256")),
+            Err(KeyStoreError::Decryption)
+        ));
+        assert!(matches!(
+            sealer.open("AAAA", &bound_to),
+            Err(KeyStoreError::CorruptStoredKey)
+        ));
     }
 }

@@ -1,7 +1,10 @@
 //! The tokengate auth service and command-line tool.
 //!
-//! `cli` holds the clap definitions and dispatch; `commands` holds what each
-//! subcommand does; `keyfile` reads and writes key files.
+//! Layers, imports pointing down only: the front ends (`cli` + `commands`;
+//! `api`, built and served by `startup` and `server`) call `service`, which
+//! uses `storage`, `keystore` and `domain`; infrastructure such as `files`,
+//! `clock` and `metrics` is below them all. Nothing under the front ends
+//! imports `cli` or `commands`; `docs/ARCHITECTURE.md` has the full map.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -12,7 +15,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod domain;
-pub mod keyfile;
+pub mod files;
 pub mod keystore;
 pub mod metrics;
 pub mod password;

@@ -3,7 +3,7 @@
 
 use secrecy::ExposeSecret as _;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,14 +14,14 @@ use crate::api;
 use crate::client_ip::ClientIpResolver;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::keystore;
-use crate::password::Hasher;
+use crate::keystore::{self, KeyStoreError};
+use crate::password::{HashError, Hasher};
 use crate::ratelimit::{InProcessThrottle, LoginLimits, RequestBudget};
 use crate::revocation::InProcessRevocations;
 use crate::server::{self, Limits};
 use crate::service::{Accounts, Denylist, Sessions};
 use crate::state::AppState;
-use crate::storage::Store;
+use crate::storage::{Store, StoreError};
 
 /// How often revocations and signing keys recorded in the database are
 /// loaded into this process.
@@ -36,18 +36,66 @@ pub const METRICS_MAX_CONNECTIONS: usize = 16;
 /// reads for a moment.
 const MIN_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A start-up failure: one line for the operator.
+/// Why the application could not start, or stop cleanly: one line for the
+/// operator.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StartupError(pub String);
+pub enum StartupError {
+    /// Connecting, migrating, or the first revocation load failed.
+    #[error("storage: {0}")]
+    Storage(#[source] StoreError),
+    /// The signing keys could not be loaded or created.
+    #[error("keys: {0}")]
+    Keys(#[from] KeyStoreError),
+    /// The settings make no valid token verification policy.
+    #[error("verify policy: {0}")]
+    VerifyPolicy(#[source] tokengate::PolicyError),
+    /// The password hashing settings were refused.
+    #[error(transparent)]
+    PasswordHashing(#[from] HashError),
+    /// The API address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The metrics address could not be bound.
+    #[error("cannot listen on {addr} for metrics: {source}")]
+    BindMetrics {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bound listener could not say its address.
+    #[error("{0}")]
+    LocalAddr(#[source] std::io::Error),
+    /// The TLS certificate chain or key could not be loaded.
+    #[error("TLS: cannot use {} / {}: {source}", .cert.display(), .key.display())]
+    Tls {
+        /// The certificate chain file.
+        cert: PathBuf,
+        /// The private key file.
+        key: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A reload of the TLS files failed (the current ones stay in use).
+    #[error("TLS reload: {0}")]
+    TlsReload(#[source] std::io::Error),
+    /// The database pool did not close within its time.
+    #[error("database did not close in 10 s")]
+    CloseTimeout,
+}
 
 /// The TLS configuration and where it is reloaded from.
 #[derive(Clone)]
 pub struct Tls {
     /// The live rustls configuration; reloading swaps it for new connections.
     pub config: axum_server::tls_rustls::RustlsConfig,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 impl Tls {
@@ -56,7 +104,7 @@ impl Tls {
     pub async fn reload(&self) -> Result<(), StartupError> {
         let config = http1_tls_config(&self.cert, &self.key)
             .await
-            .map_err(|e| StartupError(format!("TLS reload: {e}")))?;
+            .map_err(StartupError::TlsReload)?;
         self.config.reload_from_config(config);
         Ok(())
     }
@@ -95,12 +143,10 @@ impl Application {
         }
         let store = Store::connect(settings.database_url.expose_secret())
             .await
-            .map_err(|e| StartupError(format!("storage: {e}")))?;
+            .map_err(StartupError::Storage)?;
         let now = clock.now();
         let (keys, refresh_key, notes) =
-            keystore::KeyManager::start(&settings, &store, now.as_secs())
-                .await
-                .map_err(|e| StartupError(format!("keys: {e}")))?;
+            keystore::KeyManager::start(&settings, &store, now.as_secs()).await?;
         for note in &notes {
             tracing::info!(note = %note, "key store");
         }
@@ -111,43 +157,45 @@ impl Application {
             .leeway(settings.leeway)
             .require_claims(["sub", "sid", "jti"])
             .build()
-            .map_err(|e| StartupError(format!("verify policy: {e}")))?;
+            .map_err(StartupError::VerifyPolicy)?;
         let hasher = Hasher::new(
             settings.argon2_memory_kib,
             settings.argon2_iterations,
             settings.argon2_parallelism,
             settings.password_hash_concurrency,
-        )
-        .map_err(|e| StartupError(e.to_string()))?;
+        )?;
         let revocations = Arc::new(InProcessRevocations::default());
         let window = crate::config::secs(settings.login_failure_window);
-        let listener = TcpListener::bind(settings.addr)
-            .await
-            .map_err(|e| StartupError(format!("cannot listen on {}: {e}", settings.addr)))?;
+        let listener =
+            TcpListener::bind(settings.addr)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.addr,
+                    source,
+                })?;
         let tls = match (&settings.tls_cert, &settings.tls_key) {
             (Some(cert), Some(key)) => Some(Tls {
                 config: http1_tls_config(cert, key)
                     .await
                     .map(axum_server::tls_rustls::RustlsConfig::from_config)
-                    .map_err(|e| {
-                        StartupError(format!(
-                            "TLS: cannot use {} / {}: {e}",
-                            cert.display(),
-                            key.display()
-                        ))
+                    .map_err(|source| StartupError::Tls {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        source,
                     })?,
                 cert: cert.clone(),
                 key: key.clone(),
             }),
             _ => None,
         };
-        let metrics_listener =
-            match (settings.metrics, settings.metrics_addr) {
-                (true, Some(addr)) => Some(TcpListener::bind(addr).await.map_err(|e| {
-                    StartupError(format!("cannot listen on {addr} for metrics: {e}"))
-                })?),
-                _ => None,
-            };
+        let metrics_listener = match (settings.metrics, settings.metrics_addr) {
+            (true, Some(addr)) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::BindMetrics { addr, source })?,
+            ),
+            _ => None,
+        };
         let throttle: Arc<dyn crate::ratelimit::LoginThrottle> =
             Arc::new(InProcessThrottle::new(LoginLimits {
                 per_account_and_client: settings.login_max_failures,
@@ -196,7 +244,7 @@ impl Application {
         state
             .sync_revocations(state.denylist.lookback(now.as_secs()))
             .await
-            .map_err(|e| StartupError(format!("storage: {e}")))?;
+            .map_err(StartupError::Storage)?;
         Ok(Application {
             listener,
             tls,
@@ -207,9 +255,7 @@ impl Application {
 
     /// The bound address (the real port when 0 was asked for).
     pub fn local_addr(&self) -> Result<SocketAddr, StartupError> {
-        self.listener
-            .local_addr()
-            .map_err(|e| StartupError(e.to_string()))
+        self.listener.local_addr().map_err(StartupError::LocalAddr)
     }
 
     /// The metrics listener's address, when `metrics_addr` is set.
@@ -333,7 +379,7 @@ impl Application {
         // Give the pool a moment to return connections, then close cleanly.
         tokio::time::timeout(Duration::from_secs(10), store.close())
             .await
-            .map_err(|_| StartupError("database did not close in 10 s".into()))?;
+            .map_err(|_| StartupError::CloseTimeout)?;
         Ok(())
     }
 }

@@ -49,6 +49,9 @@ pub enum ApiError {
     /// No such resource (or not the caller's).
     #[error("not found")]
     NotFound,
+    /// No route serves the path.
+    #[error("no such endpoint")]
+    NoSuchEndpoint,
     /// Registration is switched off.
     #[error("registration disabled")]
     RegistrationDisabled,
@@ -214,6 +217,17 @@ impl IntoResponse for ApiError {
                     "No such resource.",
                 ),
             ),
+            // `about:blank`: a path we do not serve is a plain HTTP 404,
+            // with no problem type of our own (RFC 9457 §4.2.1).
+            E::NoSuchEndpoint => (
+                StatusCode::NOT_FOUND,
+                json!({
+                    "type": "about:blank",
+                    "title": "Not found",
+                    "status": StatusCode::NOT_FOUND.as_u16(),
+                    "detail": "no such endpoint",
+                }),
+            ),
             E::RegistrationDisabled => (
                 StatusCode::FORBIDDEN,
                 problem(
@@ -305,5 +319,27 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_path_gets_the_plain_404_problem() {
+        let response = ApiError::NoSuchEndpoint.into_response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        let expected = json!({
+            "type": "about:blank", "title": "Not found", "status": 404, "detail": "no such endpoint"
+        });
+        assert_eq!(body, expected.to_string());
     }
 }

@@ -15,6 +15,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use self::error::ApiError;
@@ -63,7 +64,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     if settings.metrics && settings.metrics_addr.is_none() && settings.metrics_token.is_some() {
         router = router.route("/metrics", metrics_route(&state));
     }
-    router
+    let router = router
         .route("/.well-known/jwks.json", get(routes::wellknown::jwks))
         .route(
             "/.well-known/openid-configuration",
@@ -71,7 +72,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/healthz", get(routes::wellknown::healthz))
         .route("/readyz", get(routes::wellknown::readyz))
-        .fallback(not_found)
+        .fallback(no_such_endpoint)
         .layer(middleware::from_fn(header_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -83,24 +84,16 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .settings
                 .request_timeout
                 .max(Duration::from_millis(100)),
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            security_headers,
-        ))
+        ));
+    with_security_headers(router, &state)
         .layer(middleware::from_fn(observe))
         .with_state(state)
 }
 
 /// The router for a separate metrics listener (`metrics_addr`).
 pub fn metrics_router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/metrics", metrics_route(&state))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            security_headers,
-        ))
-        .with_state(state)
+    let router = Router::new().route("/metrics", metrics_route(&state));
+    with_security_headers(router, &state).with_state(state)
 }
 
 /// `GET /metrics`, behind `metrics_token` when one is set.
@@ -169,33 +162,26 @@ async fn observe(request: Request, next: Next) -> Response {
     response
 }
 
-async fn not_found() -> Response {
-    let body = serde_json::json!({
-        "type": "about:blank", "title": "Not found", "status": 404, "detail": "no such endpoint"
-    });
-    let mut response = (StatusCode::NOT_FOUND, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
+/// Any path no route serves.
+async fn no_such_endpoint() -> ApiError {
+    ApiError::NoSuchEndpoint
 }
 
-/// Headers on every response, errors included; HSTS when serving TLS.
-async fn security_headers(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    if state.settings.tls_cert.is_some() {
-        headers.insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
-        );
-    }
-    for (name, value) in [
+/// The headers every response carries, errors included (set over any a
+/// handler chose); HSTS only when serving TLS. The nearer a layer is to
+/// the router, the earlier its header is written: the headers go out in
+/// the order listed.
+fn with_security_headers(router: Router<Arc<AppState>>, state: &AppState) -> Router<Arc<AppState>> {
+    let hsts = state
+        .settings
+        .tls_cert
+        .is_some()
+        .then(|| HeaderValue::from_static("max-age=63072000; includeSubDomains"));
+    let router = router.layer(SetResponseHeaderLayer::overriding(
+        header::STRICT_TRANSPORT_SECURITY,
+        hsts,
+    ));
+    [
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
         ("referrer-policy", "no-referrer"),
@@ -204,13 +190,14 @@ async fn security_headers(
             "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
         ),
         ("cross-origin-resource-policy", "same-origin"),
-    ] {
-        headers.insert(
+    ]
+    .into_iter()
+    .fold(router, |router, (name, value)| {
+        router.layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static(name),
             HeaderValue::from_static(value),
-        );
-    }
-    response
+        ))
+    })
 }
 
 /// Nothing under `/auth/` may be cached: those responses carry tokens or

@@ -1,6 +1,7 @@
 //! What each subcommand does. Each returns `Result<(), Failure>`; the exit
 //! code and the one line on stderr are decided in `cli::main`.
 
+pub mod keyfiles;
 pub mod keys;
 pub mod secret;
 pub mod serve;

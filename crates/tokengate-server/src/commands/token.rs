@@ -6,8 +6,9 @@ use std::time::SystemTime;
 use serde_json::Value;
 use tokengate::{KeyRing, SignOptions, UnixTime, VerifyPolicy};
 
+use super::keyfiles;
 use crate::cli::{Failure, SignArgs, TokenCommand, VerifyArgs};
-use crate::keyfile;
+use crate::files;
 
 /// Longest token `decode` will look at: generous, it is a debugging aid.
 const DECODE_MAX_LEN: usize = 64 * 1024;
@@ -48,9 +49,9 @@ fn pretty(v: &Value) -> Result<String, Failure> {
 }
 
 fn sign(args: SignArgs) -> Result<(), Failure> {
-    let key = keyfile::signing_key(&args.key, args.alg, args.kid.as_deref())?;
+    let key = keyfiles::signing_key(&args.key, args.alg, args.kid.as_deref())?;
     let text = match args.claims.strip_prefix('@') {
-        Some(path) => String::from_utf8(keyfile::read(path.as_ref())?)
+        Some(path) => String::from_utf8(files::read(path.as_ref())?)
             .map_err(|_| Failure::Input(format!("{path}: not UTF-8")))?,
         None => args.claims.clone(),
     };
@@ -75,7 +76,7 @@ fn verify(args: VerifyArgs) -> Result<(), Failure> {
         (Some(path), _) | (None, Some(path)) => path,
         (None, None) => return Err(Failure::Input("give --key or --jwks".into())),
     };
-    let ring = keyfile::verifying_ring(path, args.alg, args.kid.as_deref())?;
+    let ring = keyfiles::verifying_ring(path, args.alg, args.kid.as_deref())?;
     let mut policy = VerifyPolicy::builder().leeway(args.leeway);
     policy = if args.iss.is_empty() {
         eprintln!("note: iss is not checked (no --iss given)");

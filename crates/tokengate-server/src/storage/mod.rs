@@ -16,6 +16,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+use crate::files::{self, FileError};
+
 /// A storage failure. Constraint violations the caller must handle have
 /// their own variants; everything else is `Database`.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,10 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The SQLite database file or its directory could not be created or
+    /// made private.
+    #[error(transparent)]
+    DatabaseFile(#[from] FileError),
 }
 
 /// The unique constraints of the schema (see `migrations/`), as a
@@ -215,17 +221,17 @@ fn sqlite_file(url: &str) -> Option<&Path> {
 /// gives the `-wal` and `-shm` files it makes later the database file's
 /// mode: creating the file 0600 first keeps all three private whatever the
 /// umask. Existing files readable by others are made private, with a warning.
-fn prepare_private_database_file(path: &Path) -> std::io::Result<()> {
+fn prepare_private_database_file(path: &Path) -> Result<(), FileError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::keyfile::create_private_dir(dir)?;
+        files::create_private_dir(dir)?;
     }
-    crate::keyfile::create_private_file(path)?;
-    crate::keyfile::make_private(path)?;
+    files::create_private_file(path)?;
+    files::make_private(path)?;
     // Left by an earlier run (a crash, or a version that did not do this).
     for suffix in ["-wal", "-shm"] {
         let mut companion = path.as_os_str().to_owned();
         companion.push(suffix);
-        crate::keyfile::make_private(Path::new(&companion))?;
+        files::make_private(Path::new(&companion))?;
     }
     Ok(())
 }
@@ -245,8 +251,7 @@ impl Store {
             }
         } else {
             if let Some(path) = sqlite_file(url) {
-                prepare_private_database_file(path)
-                    .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+                prepare_private_database_file(path)?;
             }
             // WAL lets readers run beside the writer; synchronous=FULL makes
             // every commit durable before it is acknowledged; busy_timeout

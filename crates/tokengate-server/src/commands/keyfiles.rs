@@ -1,17 +1,14 @@
-//! Reading key files (PEM, JWK, JWKS) and writing new ones safely.
+//! Key files for the CLI: reading PEM, JWK and JWKS files into keys and
+//! rings, with each failure as the command's one line on standard error.
+//! Creating files safely is [`crate::files`]' part.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use tokengate::{Algorithm, Jwk, JwkSet, KeyFamily, KeyRing, Kid, SigningKey, VerifyingKey};
 
 use crate::cli::Failure;
-
-/// Reads a file, with the path in the error.
-pub fn read(path: &Path) -> Result<Vec<u8>, Failure> {
-    fs::read(path).map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))
-}
+use crate::files;
 
 fn input(path: &Path, what: impl std::fmt::Display) -> Failure {
     Failure::Input(format!("{}: {what}", path.display()))
@@ -58,7 +55,7 @@ fn rsa_pem_alg(path: &Path, asked: Option<Algorithm>, public: &Jwk) -> Result<Al
     let Some(sibling_path) = sibling_jwk_path(path).filter(|p| p.exists()) else {
         return asked.ok_or_else(ambiguous);
     };
-    let sibling: Jwk = serde_json::from_slice(&read(&sibling_path)?)
+    let sibling: Jwk = serde_json::from_slice(&files::read(&sibling_path)?)
         .map_err(|e| input(&sibling_path, format!("not a JWK: {e}")))?;
     // RFC 7638 thumbprints: equal exactly when the public keys are.
     let same_key = sibling.thumbprint().is_some() && sibling.thumbprint() == public.thumbprint();
@@ -144,7 +141,7 @@ pub fn signing_key(
     alg: Option<Algorithm>,
     kid: Option<&str>,
 ) -> Result<SigningKey, Failure> {
-    let bytes = zeroize::Zeroizing::new(read(path)?);
+    let bytes = zeroize::Zeroizing::new(files::read(path)?);
     if is_pem(&bytes) {
         return private_pem(path, &bytes, alg, kid);
     }
@@ -162,7 +159,7 @@ pub fn verifying_ring(
     alg: Option<Algorithm>,
     kid: Option<&str>,
 ) -> Result<KeyRing, Failure> {
-    let bytes = zeroize::Zeroizing::new(read(path)?);
+    let bytes = zeroize::Zeroizing::new(files::read(path)?);
     if is_pem(&bytes) {
         let text = String::from_utf8_lossy(&bytes);
         let key = if text.contains("PRIVATE KEY-----") {
@@ -196,36 +193,11 @@ pub fn verifying_ring(
         .map_err(|e| input(path, e))
 }
 
-/// Creates `path` with `contents`, refusing to overwrite, with mode 0600
-/// when `private` (set at creation, so the file is never world-readable).
-pub fn create_new(path: &Path, contents: &[u8], private: bool) -> Result<(), Failure> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if private { 0o600 } else { 0o644 });
-    }
-    let mut file = options.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Failure::Input(format!(
-                "{} already exists; refusing to overwrite it",
-                path.display()
-            ))
-        } else {
-            Failure::Input(format!("cannot create {}: {e}", path.display()))
-        }
-    })?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Failure::Input(format!("cannot write {}: {e}", path.display())))
-}
-
 /// The key files in a directory (`*.pem`, `*.json`), sorted by name.
 pub fn key_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
     let entries = fs::read_dir(dir)
         .map_err(|e| Failure::Input(format!("cannot read directory {}: {e}", dir.display())))?;
-    let mut files: Vec<PathBuf> = entries
+    let mut found: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
@@ -234,63 +206,6 @@ pub fn key_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
                     .is_some_and(|ext| ext == "pem" || ext == "json")
         })
         .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// Creates `path` empty with mode 0600 if it does not exist (an existing
-/// file is left as it is, never truncated). For files another library
-/// would otherwise create with the umask's mode.
-pub fn create_private_file(path: &Path) -> std::io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Takes group and other permissions off `path` (mode 0600) if it has
-/// any, logging a warning that names the file. A missing file is fine.
-pub fn make_private(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = match fs::metadata(path) {
-            Ok(metadata) => metadata.permissions().mode(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        if mode & 0o077 != 0 {
-            fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-            tracing::warn!(
-                file = %path.display(),
-                was = format!("{:o}", mode & 0o777),
-                "file was readable by others: made private (mode 600)"
-            );
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
-}
-
-/// Creates `dir` (and parents) readable by the owner only: it holds the
-/// database and the master key. The mode is given at creation, so the
-/// umask can only narrow it.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
+    found.sort();
+    Ok(found)
 }
