@@ -1,29 +1,25 @@
 //! The tokengate auth service and command-line tool.
 //!
-//! Layers, imports pointing down only: the front ends (`cli` + `commands`;
-//! `api`, built and served by `startup` and `server`) call `service`, which
-//! uses `storage`, `keystore` and `domain`; infrastructure such as `files`,
-//! `clock` and `metrics` is below them all. Nothing under the front ends
-//! imports `cli` or `commands`; `docs/ARCHITECTURE.md` has the full map.
+//! Layers, imports pointing down only:
+//!
+//! - front ends: [`cli`] (clap, the one failure → exit-code mapping, the
+//!   commands) and [`http`] (axum router, middleware, extractors, routes,
+//!   the one error → problem+json mapping, the accept loop); [`startup`]
+//!   wires a running service together;
+//! - [`service`]: every rule, once, for both front ends;
+//! - [`store`] (SQLite / PostgreSQL) and [`domain`] (types parsed once);
+//! - [`infra`]: configuration, telemetry, metrics, the password hasher, the
+//!   clock, the revocation and throttle backends, client addresses, private
+//!   files, the audit event.
+//!
+//! Nothing imports a layer above its own; `docs/ARCHITECTURE.md` has the
+//! full map.
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod audit;
 pub mod cli;
-pub mod client_ip;
-pub mod clock;
-pub mod commands;
-pub mod config;
 pub mod domain;
-pub mod files;
-pub mod keystore;
-pub mod metrics;
-pub mod password;
-pub mod ratelimit;
-pub mod revocation;
-pub mod server;
+pub mod http;
+pub mod infra;
 pub mod service;
 pub mod startup;
-pub mod state;
-pub mod storage;
-pub mod telemetry;
+pub mod store;

@@ -10,18 +10,18 @@ use std::time::Duration;
 use tokengate::VerifyPolicy;
 use tokio::net::TcpListener;
 
-use crate::api;
-use crate::client_ip::ClientIpResolver;
-use crate::clock::Clock;
-use crate::config::Settings;
-use crate::keystore::{self, KeyStoreError};
-use crate::password::{HashError, Hasher};
-use crate::ratelimit::{InProcessThrottle, LoginLimits, RequestBudget};
-use crate::revocation::InProcessRevocations;
-use crate::server::{self, Limits};
+use crate::http;
+use crate::http::server::{self, Limits};
+use crate::http::state::AppState;
+use crate::infra::client_ip::ClientIpResolver;
+use crate::infra::clock::Clock;
+use crate::infra::config::Settings;
+use crate::infra::password::{HashError, Hasher};
+use crate::infra::ratelimit::{InProcessThrottle, LoginLimits, RequestBudget};
+use crate::infra::revocation::InProcessRevocations;
+use crate::service::keys::{self, KeyStoreError};
 use crate::service::{Accounts, Denylist, Sessions};
-use crate::state::AppState;
-use crate::storage::{Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// How often revocations and signing keys recorded in the database are
 /// loaded into this process.
@@ -112,7 +112,7 @@ impl Tls {
 
 /// The rustls configuration for a certificate chain and key, offering
 /// only HTTP/1.1 in ALPN: the server speaks nothing else (see
-/// [`crate::server`]).
+/// [`crate::http::server`]).
 async fn http1_tls_config(
     cert: &Path,
     key: &Path,
@@ -139,14 +139,14 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> Result<Application, StartupError> {
         if settings.metrics {
-            crate::metrics::init();
+            crate::infra::metrics::init();
         }
         let store = Store::connect(settings.database_url.expose_secret())
             .await
             .map_err(StartupError::Storage)?;
         let now = clock.now();
         let (keys, refresh_key, notes) =
-            keystore::KeyManager::start(&settings, &store, now.as_secs()).await?;
+            keys::KeyManager::start(&settings, &store, now.as_secs()).await?;
         for note in &notes {
             tracing::info!(note = %note, "key store");
         }
@@ -165,7 +165,7 @@ impl Application {
             settings.password_hash_concurrency,
         )?;
         let revocations = Arc::new(InProcessRevocations::default());
-        let window = crate::config::secs(settings.login_failure_window);
+        let window = crate::infra::config::secs(settings.login_failure_window);
         let listener =
             TcpListener::bind(settings.addr)
                 .await
@@ -196,7 +196,7 @@ impl Application {
             ),
             _ => None,
         };
-        let throttle: Arc<dyn crate::ratelimit::LoginThrottle> =
+        let throttle: Arc<dyn crate::infra::ratelimit::LoginThrottle> =
             Arc::new(InProcessThrottle::new(LoginLimits {
                 per_account_and_client: settings.login_max_failures,
                 per_client: settings.login_ip_max_failures,
@@ -341,7 +341,7 @@ impl Application {
                 .max(MIN_WRITE_STALL_TIMEOUT),
         };
         let metrics_server = self.metrics_listener.map(|listener| {
-            let app = api::metrics_router(self.state.clone());
+            let app = http::metrics_router(self.state.clone());
             let limits = Limits {
                 max_connections: METRICS_MAX_CONNECTIONS,
                 ..limits
@@ -359,7 +359,7 @@ impl Application {
             .tls
             .clone()
             .map(|tls| tokio::spawn(reload_on_sighup(tls)));
-        let app = api::router(self.state);
+        let app = http::router(self.state);
         server::serve(
             self.listener,
             app,

@@ -6,13 +6,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::{Denylist, ServiceError};
-use crate::audit::AuditEvent;
-use crate::client_ip::limit_key;
-use crate::clock::Clock;
 use crate::domain::{Email, NewPassword, Roles, email_words};
-use crate::password::Hasher;
-use crate::ratelimit::{Attempt, LoginThrottle};
-use crate::storage::{RevokeScope, Store, StoreError, Unique, User};
+use crate::infra::audit::AuditEvent;
+use crate::infra::client_ip::limit_key;
+use crate::infra::clock::Clock;
+use crate::infra::password::Hasher;
+use crate::infra::ratelimit::{Attempt, LoginThrottle};
+use crate::store::{RevokeScope, Store, StoreError, Unique, User};
 
 /// Who asks for an account change; it decides the audit event's kind and
 /// what it records.

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::secs;
-use crate::revocation::Revocations;
-use crate::storage::{Store, StoreError};
+use crate::infra::config::secs;
+use crate::infra::revocation::Revocations;
+use crate::store::{Store, StoreError};
 
 /// Revocations of live access tokens, kept exactly as long as they matter.
 #[derive(Clone)]

@@ -6,14 +6,15 @@
 
 pub mod accounts;
 pub mod denylist;
+pub mod keys;
 pub mod sessions;
 
 pub use accounts::{Accounts, Actor, NewAccount};
 pub use denylist::Denylist;
 pub use sessions::{IssuedTokens, LoginRequest, LogoutScope, Sessions};
 
-use crate::password::HashError;
-use crate::storage::StoreError;
+use crate::infra::password::HashError;
+use crate::store::StoreError;
 
 /// What a service call can fail with. Client mistakes and refusals have
 /// their own variants (the front ends map each once); everything else is a

@@ -11,16 +11,16 @@ use tokengate::{AccessClaims, Audience, SignOptions, UnixTime};
 
 use super::accounts::record;
 use super::{Denylist, ServiceError, random_id};
-use crate::audit::AuditEvent;
-use crate::client_ip::limit_key;
-use crate::clock::Clock;
-use crate::config::{Settings, secs};
 use crate::domain::{Email, MAX_PASSWORD_CHARS, RefreshToken};
-use crate::keystore::KeyManager;
-use crate::metrics::LoginOutcome;
-use crate::password::Hasher;
-use crate::ratelimit::{Attempt, LoginThrottle};
-use crate::storage::{ClientInfo, RevokeScope, Rotation, RotationRules, SessionRef, Store, User};
+use crate::infra::audit::AuditEvent;
+use crate::infra::client_ip::limit_key;
+use crate::infra::clock::Clock;
+use crate::infra::config::{Settings, secs};
+use crate::infra::metrics::LoginOutcome;
+use crate::infra::password::Hasher;
+use crate::infra::ratelimit::{Attempt, LoginThrottle};
+use crate::service::keys::KeyManager;
+use crate::store::{ClientInfo, RevokeScope, Rotation, RotationRules, SessionRef, Store, User};
 
 /// A login's inputs, as the front end received them.
 pub struct LoginRequest<'a> {
@@ -148,8 +148,8 @@ impl Sessions {
         {
             Ok(reservation) => reservation,
             Err(retry_after) => {
-                crate::metrics::login(LoginOutcome::RateLimited);
-                crate::metrics::rate_limited("login");
+                crate::infra::metrics::login(LoginOutcome::RateLimited);
+                crate::infra::metrics::rate_limited("login");
                 self.record(
                     AuditEvent::new("login_rate_limited")
                         .ip(ip)
@@ -165,7 +165,7 @@ impl Sessions {
         // The hasher never computes a stored hash over the cost ceilings (it
         // takes the dummy's time instead); the operator must hear of it.
         let refused_hash = user.as_ref().and_then(|u| {
-            let rule = crate::password::check_stored_hash_costs(&u.password_hash).err()?;
+            let rule = crate::infra::password::check_stored_hash_costs(&u.password_hash).err()?;
             tracing::error!(user_id = %u.id, %rule, "stored password hash refused: it never matches");
             Some(rule)
         });
@@ -197,7 +197,7 @@ impl Sessions {
                 (true, None) => "wrong_password",
                 (false, _) => "unknown_user",
             };
-            crate::metrics::login(LoginOutcome::Failure);
+            crate::infra::metrics::login(LoginOutcome::Failure);
             self.record(
                 AuditEvent::new("login_failed")
                     .ip(ip)
@@ -208,7 +208,7 @@ impl Sessions {
             return Err(ServiceError::InvalidCredentials);
         };
         if user.disabled {
-            crate::metrics::login(LoginOutcome::Disabled);
+            crate::infra::metrics::login(LoginOutcome::Disabled);
             // Only after the right password: a disabled account is no secret to its owner.
             self.record(
                 AuditEvent::new("login_failed")
@@ -256,7 +256,7 @@ impl Sessions {
         if !created {
             // "Log out everywhere", a password change or disabling happened
             // while this login waited for the hasher: it must not outlive them.
-            crate::metrics::login(LoginOutcome::Failure);
+            crate::infra::metrics::login(LoginOutcome::Failure);
             self.record(
                 AuditEvent::new("login_failed")
                     .user(&user.id)
@@ -268,7 +268,7 @@ impl Sessions {
         }
         event.log();
         let access = self.access_token(&user, &session.id, now)?;
-        crate::metrics::login(LoginOutcome::Success);
+        crate::infra::metrics::login(LoginOutcome::Success);
         Ok(IssuedTokens {
             access,
             access_expires_in: secs(self.settings.access_ttl),
@@ -363,7 +363,7 @@ impl Sessions {
         if let Some(event) = outcome.audit_event(&ip) {
             event.log();
         }
-        crate::metrics::refresh(match &outcome {
+        crate::infra::metrics::refresh(match &outcome {
             Rotation::Rotated(_) => "rotated",
             Rotation::Replayed(_) => "replayed",
             Rotation::ReuseDetected(_) => "reuse_detected",

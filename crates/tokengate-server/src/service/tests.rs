@@ -8,13 +8,13 @@ use std::sync::Arc;
 use tempfile::TempDir;
 
 use super::*;
-use crate::clock::{Clock, ManualClock};
-use crate::config::{Overrides, Settings};
-use crate::keystore::KeyManager;
-use crate::password::Hasher;
-use crate::ratelimit::{InProcessThrottle, LoginLimits};
-use crate::revocation::InProcessRevocations;
-use crate::storage::Store;
+use crate::infra::clock::{Clock, ManualClock};
+use crate::infra::config::{Overrides, Settings};
+use crate::infra::password::Hasher;
+use crate::infra::ratelimit::{InProcessThrottle, LoginLimits};
+use crate::infra::revocation::InProcessRevocations;
+use crate::service::keys::KeyManager;
+use crate::store::Store;
 
 struct World {
     store: Store,
@@ -47,7 +47,7 @@ async fn world() -> World {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let hasher = Hasher::new(1024, 1, 1, 2).unwrap_or_else(|e| panic!("{e}"));
-    let throttle: Arc<dyn crate::ratelimit::LoginThrottle> =
+    let throttle: Arc<dyn crate::infra::ratelimit::LoginThrottle> =
         Arc::new(InProcessThrottle::new(LoginLimits {
             per_account_and_client: 3,
             per_client: 10,
@@ -89,7 +89,7 @@ async fn world() -> World {
 }
 
 impl World {
-    async fn user(&self, email: &str) -> crate::storage::User {
+    async fn user(&self, email: &str) -> crate::store::User {
         let account = NewAccount::parse(email, PASSWORD, &["user"]);
         let account = account.unwrap_or_else(|e| panic!("{e}"));
         self.accounts
@@ -201,8 +201,8 @@ async fn a_global_logout_voids_a_login_that_read_the_user_before_it() {
         .await;
     assert!(logout.is_ok());
     let store = &w.store;
-    let event = crate::audit::AuditEvent::new("login_succeeded");
-    let session = crate::storage::SessionRef {
+    let event = crate::infra::audit::AuditEvent::new("login_succeeded");
+    let session = crate::store::SessionRef {
         id: "late".into(),
         user_id: user.id.clone(),
     };
@@ -215,7 +215,7 @@ async fn a_global_logout_voids_a_login_that_read_the_user_before_it() {
             now,
             now + 100,
             now + 100,
-            &crate::storage::ClientInfo::default(),
+            &crate::store::ClientInfo::default(),
             &event,
         )
         .await;

@@ -3,8 +3,8 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokengate_server::audit::AuditEvent;
-use tokengate_server::storage::{
+use tokengate_server::infra::audit::AuditEvent;
+use tokengate_server::store::{
     AuditQuery, ClientInfo, SessionRef, StoreError, StoredKey, Unique, User,
 };
 
@@ -79,7 +79,7 @@ async fn send(
     request.send().await.unwrap()
 }
 
-async fn events(app: &TestApp, kind: &str) -> Vec<tokengate_server::storage::AuditRow> {
+async fn events(app: &TestApp, kind: &str) -> Vec<tokengate_server::store::AuditRow> {
     app.state
         .store
         .audit_page(&AuditQuery {

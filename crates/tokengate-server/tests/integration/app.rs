@@ -37,10 +37,10 @@ use std::sync::Arc;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokengate_server::clock::ManualClock;
-use tokengate_server::config::{Overrides, Settings};
+use tokengate_server::http::state::AppState;
+use tokengate_server::infra::clock::ManualClock;
+use tokengate_server::infra::config::{Overrides, Settings};
 use tokengate_server::startup::Application;
-use tokengate_server::state::AppState;
 use tokio::runtime::Runtime;
 
 use crate::logs::Logs;

@@ -200,7 +200,7 @@ async fn a_client_that_never_reads_cannot_hold_a_slot_forever() {
 /// An app serving HTTPS with a certificate from a new CA; returns the CA.
 async fn spawn_tls_app(
     certs: &TempDir,
-    tweak: impl FnOnce(&mut tokengate_server::config::Settings),
+    tweak: impl FnOnce(&mut tokengate_server::infra::config::Settings),
 ) -> (TestApp, String) {
     let ca = issue(certs.path());
     let app = spawn_app_with(Backend::Sqlite, |s| {

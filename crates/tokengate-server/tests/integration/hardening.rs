@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::app::{Backend, TestApp, problem, spawn_app, spawn_app_with};
 use crate::both_backends;
-use tokengate_server::clock::Clock as _;
+use tokengate_server::infra::clock::Clock as _;
 
 both_backends!(
     concurrent_wrong_logins_reach_the_hasher_at_most_the_limit,
@@ -201,7 +201,7 @@ async fn a_client_is_limited_across_accounts(backend: Backend) {
 }
 
 /// A short-lived token with a long leeway: the gap the review found.
-fn short_tokens_long_leeway(s: &mut tokengate_server::config::Settings) {
+fn short_tokens_long_leeway(s: &mut tokengate_server::infra::config::Settings) {
     s.access_ttl = Duration::from_secs(3);
     s.leeway = Duration::from_secs(20);
 }
@@ -287,12 +287,12 @@ async fn revocations_synced_from_the_database_hold_to_the_last_moment(backend: B
     let sid = me["session_id"].as_str().unwrap().to_owned();
     // Revoked by another instance or the CLI: only the database knows.
     let now = app.clock.now().as_secs();
-    let event = tokengate_server::audit::AuditEvent::new("session_revoked");
+    let event = tokengate_server::infra::audit::AuditEvent::new("session_revoked");
     app.state
         .store
         .revoke_sessions(
             &user_id,
-            tokengate_server::storage::RevokeScope::Only(&sid),
+            tokengate_server::store::RevokeScope::Only(&sid),
             now,
             &event,
         )
@@ -347,7 +347,7 @@ async fn queue_a_login_behind_the_hasher(
     victim
 }
 
-fn one_slow_hasher(s: &mut tokengate_server::config::Settings) {
+fn one_slow_hasher(s: &mut tokengate_server::infra::config::Settings) {
     s.password_hash_concurrency = 1;
     s.argon2_memory_kib = 64 * 1024;
     s.argon2_iterations = 3;
@@ -399,7 +399,7 @@ async fn a_login_in_flight_cannot_outlive_a_password_change_or_disabling(backend
             .unwrap();
         let victim = queue_a_login_behind_the_hasher(&app, email).await;
         let now = app.clock.now().as_secs();
-        let event = tokengate_server::audit::AuditEvent::new("test");
+        let event = tokengate_server::infra::audit::AuditEvent::new("test");
         if disable {
             app.state
                 .store
@@ -461,7 +461,7 @@ async fn a_flood_past_the_budget_writes_one_audit_row_per_client_per_minute(back
     let rows = app
         .state
         .store
-        .audit_page(&tokengate_server::storage::AuditQuery {
+        .audit_page(&tokengate_server::store::AuditQuery {
             kind: Some("request_budget_exceeded".into()),
             limit: 500,
             ..Default::default()
@@ -477,7 +477,7 @@ async fn a_flood_past_the_budget_writes_one_audit_row_per_client_per_minute(back
     let rows = app
         .state
         .store
-        .audit_page(&tokengate_server::storage::AuditQuery {
+        .audit_page(&tokengate_server::store::AuditQuery {
             kind: Some("request_budget_exceeded".into()),
             limit: 500,
             ..Default::default()
@@ -570,7 +570,7 @@ async fn forwarded_addresses_count_only_from_trusted_proxies(backend: Backend) {
     let rows = app
         .state
         .store
-        .audit_page(&tokengate_server::storage::AuditQuery {
+        .audit_page(&tokengate_server::store::AuditQuery {
             kind: Some("login_succeeded".into()),
             limit: 10,
             ..Default::default()
@@ -596,7 +596,7 @@ async fn a_rehash_in_flight_cannot_undo_a_password_change(backend: Backend) {
     // As after `user import` from a bcrypt system: the next login rehashes.
     let stored = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
     let bcrypt_old = bcrypt::hash(&old, 4).unwrap();
-    let event = tokengate_server::audit::AuditEvent::new("test");
+    let event = tokengate_server::infra::audit::AuditEvent::new("test");
     let now = app.clock.now().as_secs();
     let replaced = app
         .state
@@ -636,7 +636,7 @@ async fn a_revocation_committed_late_still_reaches_the_denylist(backend: Backend
     let read_at = app.clock.now().as_secs();
     app.clock.advance(10);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let event = tokengate_server::audit::AuditEvent::new("admin_user_updated");
+    let event = tokengate_server::infra::audit::AuditEvent::new("admin_user_updated");
     app.state
         .store
         .update_user(&user_id, None, Some(true), read_at, &event)

@@ -54,7 +54,7 @@ thread_local! {
 pub fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
-        tokengate_server::telemetry::init("json", "debug,sqlx=warn,hyper=warn", || Route {
+        tokengate_server::infra::telemetry::init("json", "debug,sqlx=warn,hyper=warn", || Route {
             to: ATTACHED.try_with(|a| a.borrow().clone()).ok().flatten(),
         });
     });

@@ -138,7 +138,9 @@ async fn by_default_metrics_are_on_the_metrics_listener_only(backend: Backend) {
 async fn a_metrics_token_guards_metrics_on_the_api_port(backend: Backend) {
     let app = spawn_app_with(backend, |s| {
         s.metrics_addr = None;
-        s.metrics_token = Some(tokengate_server::config::Settings::secret(TOKEN.into()));
+        s.metrics_token = Some(tokengate_server::infra::config::Settings::secret(
+            TOKEN.into(),
+        ));
     })
     .await;
     assert!(app.metrics_base.is_none(), "no separate listener");
@@ -147,7 +149,9 @@ async fn a_metrics_token_guards_metrics_on_the_api_port(backend: Backend) {
 
 async fn a_metrics_token_guards_the_metrics_listener_too(backend: Backend) {
     let app = spawn_app_with(backend, |s| {
-        s.metrics_token = Some(tokengate_server::config::Settings::secret(TOKEN.into()));
+        s.metrics_token = Some(tokengate_server::infra::config::Settings::secret(
+            TOKEN.into(),
+        ));
     })
     .await;
     let public = app.client.get(app.url("/metrics")).send().await.unwrap();

@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokengate::{AccessClaims, JwkSet, KeyRing, VerifyPolicy};
-use tokengate_server::clock::Clock;
+use tokengate_server::infra::clock::Clock;
 
 use crate::app::{Backend, TestApp, spawn_app, spawn_app_with};
 use crate::both_backends;
@@ -115,7 +115,7 @@ async fn rotation_without_logging_anyone_out(backend: Backend) {
     let rows = app
         .state
         .store
-        .audit_page(&tokengate_server::storage::AuditQuery {
+        .audit_page(&tokengate_server::store::AuditQuery {
             kind: Some("key_rotated".into()),
             limit: 10,
             ..Default::default()
@@ -148,7 +148,9 @@ async fn hs256_service_signs_with_the_shared_secret(backend: Backend) {
     let secret = tokengate::generate_secret(32).unwrap();
     let app = spawn_app_with(backend, |s| {
         s.signing_alg = tokengate::Algorithm::HS256;
-        s.hs_secret = Some(tokengate_server::config::Settings::secret(secret.clone()));
+        s.hs_secret = Some(tokengate_server::infra::config::Settings::secret(
+            secret.clone(),
+        ));
     })
     .await;
     let t = app.user("hmac@example.com").await;

@@ -292,7 +292,7 @@ async fn request_budget_answers_429_with_retry_after(backend: Backend) {
     let rows = app
         .state
         .store
-        .audit_page(&tokengate_server::storage::AuditQuery {
+        .audit_page(&tokengate_server::store::AuditQuery {
             kind: Some("request_budget_exceeded".into()),
             limit: 10,
             ..Default::default()
@@ -310,7 +310,7 @@ async fn bcrypt_hashes_verify_and_are_upgraded(backend: Backend) {
     let app = spawn_app(backend).await;
     // A user imported from the seeds' Express/Flask apps, with a bcrypt hash.
     let hash = bcrypt::hash("imported user password", 4).unwrap();
-    let user = tokengate_server::storage::User {
+    let user = tokengate_server::store::User {
         id: "imported-1".into(),
         email: "ivan@example.com".into(),
         password_hash: hash,
@@ -320,7 +320,7 @@ async fn bcrypt_hashes_verify_and_are_upgraded(backend: Backend) {
         created_at: 1,
         session_epoch: 0,
     };
-    let event = tokengate_server::audit::AuditEvent::new("user_imported").user("imported-1");
+    let event = tokengate_server::infra::audit::AuditEvent::new("user_imported").user("imported-1");
     app.state.store.create_user(&user, 1, &event).await.unwrap();
     problem(
         app.login("ivan@example.com", "wrong password here").await,
@@ -350,7 +350,7 @@ async fn bcrypt_hashes_verify_and_are_upgraded(backend: Backend) {
 
 /// Stores a user directly, as `user import` would.
 async fn import_user(app: &crate::app::TestApp, id: &str, email: &str, password_hash: &str) {
-    let user = tokengate_server::storage::User {
+    let user = tokengate_server::store::User {
         id: id.into(),
         email: email.into(),
         password_hash: password_hash.into(),
@@ -360,7 +360,7 @@ async fn import_user(app: &crate::app::TestApp, id: &str, email: &str, password_
         created_at: 1,
         session_epoch: 0,
     };
-    let event = tokengate_server::audit::AuditEvent::new("user_imported").user(id);
+    let event = tokengate_server::infra::audit::AuditEvent::new("user_imported").user(id);
     app.state.store.create_user(&user, 1, &event).await.unwrap();
 }
 
@@ -760,7 +760,7 @@ async fn sessions_end_after_idle_timeout_and_lifetime(backend: Backend) {
 
 impl crate::app::TestApp {
     fn clock_now(&self) -> tokengate::UnixTime {
-        use tokengate_server::clock::Clock;
+        use tokengate_server::infra::clock::Clock;
         self.clock.now()
     }
 }
@@ -811,7 +811,7 @@ async fn unknown_user_and_wrong_password_look_the_same(backend: Backend) {
     let rows = app
         .state
         .store
-        .audit_page(&tokengate_server::storage::AuditQuery {
+        .audit_page(&tokengate_server::store::AuditQuery {
             kind: Some("login_failed".into()),
             limit: 100,
             ..Default::default()

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-use crate::config::ClientIpHeader;
+use crate::infra::config::ClientIpHeader;
 
 /// The address limits, audit rows and session lists attribute a request to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,7 +3,7 @@
 use sqlx::Row;
 
 use super::{Store, StoreError};
-use crate::audit::AuditEvent;
+use crate::infra::audit::AuditEvent;
 
 /// A stored audit event.
 #[derive(Debug, Clone, serde::Serialize)]

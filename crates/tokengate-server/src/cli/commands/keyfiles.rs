@@ -1,6 +1,6 @@
 //! Key files for the CLI: reading PEM, JWK and JWKS files into keys and
 //! rings, with each failure as the command's one line on standard error.
-//! Creating files safely is [`crate::files`]' part.
+//! Creating files safely is [`crate::infra::files`]' part.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tokengate::{Algorithm, Jwk, JwkSet, KeyFamily, KeyRing, Kid, SigningKey, VerifyingKey};
 
 use crate::cli::Failure;
-use crate::files;
+use crate::infra::files;
 
 fn input(path: &Path, what: impl std::fmt::Display) -> Failure {
     Failure::Input(format!("{}: {what}", path.display()))

@@ -16,7 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-use crate::files::{self, FileError};
+use crate::infra::files::{self, FileError};
 
 /// A storage failure. Constraint violations the caller must handle have
 /// their own variants; everything else is `Database`.
@@ -141,8 +141,8 @@ pub struct Store {
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pool {
-            $crate::storage::Pool::Sqlite($pool) => $body,
-            $crate::storage::Pool::Postgres($pool) => $body,
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
         }
     };
 }

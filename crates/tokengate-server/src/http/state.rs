@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use tokengate::VerifyPolicy;
 
-use crate::client_ip::ClientIpResolver;
-use crate::clock::Clock;
-use crate::config::{Settings, secs};
-use crate::keystore::KeyManager;
-use crate::password::Hasher;
-use crate::ratelimit::{LoginThrottle, RequestBudget};
+use crate::infra::client_ip::ClientIpResolver;
+use crate::infra::clock::Clock;
+use crate::infra::config::{Settings, secs};
+use crate::infra::password::Hasher;
+use crate::infra::ratelimit::{LoginThrottle, RequestBudget};
+use crate::service::keys::KeyManager;
 use crate::service::{Accounts, Denylist, Sessions};
-use crate::storage::Store;
+use crate::store::Store;
 
 /// Shared state, behind an `Arc`.
 pub struct AppState {
@@ -46,7 +46,7 @@ pub struct AppState {
 impl AppState {
     /// Logs an event that changed nothing and stores its row. A storage
     /// failure here is logged, not returned: the request's answer stands.
-    pub async fn record(&self, event: crate::audit::AuditEvent) {
+    pub async fn record(&self, event: crate::infra::audit::AuditEvent) {
         crate::service::accounts::record(&self.store, self.clock.as_ref(), event).await;
     }
 
@@ -54,12 +54,12 @@ impl AppState {
     /// process, another instance, or the `user` CLI) into the denylist.
     /// Start-up calls it from [`Denylist::lookback`]; a background task then
     /// calls it every few seconds.
-    pub async fn sync_revocations(&self, since: i64) -> Result<(), crate::storage::StoreError> {
+    pub async fn sync_revocations(&self, since: i64) -> Result<(), crate::store::StoreError> {
         self.denylist.sync_from(&self.store, since).await
     }
 
     /// Deletes audit events older than the retention; returns how many.
-    pub async fn prune_audit(&self) -> Result<u64, crate::storage::StoreError> {
+    pub async fn prune_audit(&self) -> Result<u64, crate::store::StoreError> {
         let retention = secs(self.settings.audit_retention);
         let cutoff = self.clock.now().as_secs().saturating_sub(retention);
         let pruned = self.store.prune_audit(cutoff).await?;
@@ -77,6 +77,6 @@ impl AppState {
 
     /// The key a client is limited under (IPv6 by prefix).
     pub fn limit_key(&self, client: IpAddr) -> IpAddr {
-        crate::client_ip::limit_key(client, self.settings.ipv6_prefix_len)
+        crate::infra::client_ip::limit_key(client, self.settings.ipv6_prefix_len)
     }
 }

@@ -14,9 +14,9 @@ use aws_lc_rs::{hmac, rand};
 use tokengate::{Algorithm, KeyError, KeyRing, Kid, SigningKey, b64};
 use zeroize::Zeroizing;
 
-use crate::config::Settings;
-use crate::files::{self, FileError};
-use crate::storage::{Store, StoreError, StoredKey};
+use crate::infra::config::Settings;
+use crate::infra::files::{self, FileError};
+use crate::store::{Store, StoreError, StoredKey};
 
 /// Why the keys could not be loaded, stored or rotated; each is one clear
 /// line for the operator.
@@ -307,7 +307,7 @@ pub struct KeyManager {
     current: std::sync::RwLock<std::sync::Arc<KeySet>>,
 }
 
-use crate::config::secs;
+use crate::infra::config::secs;
 
 impl KeyManager {
     /// Loads the master key (creating it on first start), creates the first
@@ -400,7 +400,7 @@ impl KeyManager {
         let alg = key.alg().name().to_owned();
         let der = key.to_pkcs8_der().map_err(KeyStoreError::Key)?;
         let sealed = self.master.seal(&der, &context(&kid, &alg))?;
-        let audit = crate::audit::AuditEvent::new("key_rotated")
+        let audit = crate::infra::audit::AuditEvent::new("key_rotated")
             .with("kid", kid.as_str())
             .with("alg", alg.as_str())
             .with("how", how)

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use crate::api::error::ApiError;
-use crate::api::extract::{ApiJson, Authenticated};
-use crate::client_ip::ClientIp;
-use crate::state::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, Authenticated};
+use crate::http::state::AppState;
+use crate::infra::client_ip::ClientIp;
 
 pub async fn me(
     State(state): State<Arc<AppState>>,

@@ -12,11 +12,11 @@ use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::api::error::ApiError;
-use crate::api::extract::{ApiJson, Authenticated};
-use crate::client_ip::ClientIp;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, Authenticated};
+use crate::http::state::AppState;
+use crate::infra::client_ip::ClientIp;
 use crate::service::{Actor, IssuedTokens, LoginRequest, LogoutScope, NewAccount};
-use crate::state::AppState;
 
 #[derive(Deserialize)]
 pub struct Credentials {

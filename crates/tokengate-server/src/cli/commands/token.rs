@@ -8,7 +8,7 @@ use tokengate::{KeyRing, SignOptions, UnixTime, VerifyPolicy};
 
 use super::keyfiles;
 use crate::cli::{Failure, SignArgs, TokenCommand, VerifyArgs};
-use crate::files;
+use crate::infra::files;
 
 /// Longest token `decode` will look at: generous, it is a debugging aid.
 const DECODE_MAX_LEN: usize = 64 * 1024;
@@ -153,7 +153,7 @@ mod tests {
         assert_eq!(relative("exp", 1_000 + 90, 1_000), "expires in 1 min");
         assert_eq!(relative("iat", 1_000, 1_030), "30 s ago");
         assert_eq!(relative("nbf", 10_000, 1_000), "not valid for another 2 h");
-        assert_eq!(crate::commands::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(crate::commands::rfc3339(-1), "-1 (before 1970)");
+        assert_eq!(crate::cli::commands::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(crate::cli::commands::rfc3339(-1), "-1 (before 1970)");
     }
 }

@@ -5,8 +5,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::password::HashError;
-use crate::storage::{StoreError, Unique};
+use crate::infra::password::HashError;
+use crate::store::{StoreError, Unique};
 
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]

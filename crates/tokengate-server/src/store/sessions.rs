@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::{Store, StoreError};
-use crate::audit::AuditEvent;
+use crate::infra::audit::AuditEvent;
 
 /// A session (a refresh-token family) as rotation sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,8 @@
 pub mod error;
 pub mod extract;
 pub mod routes;
+pub mod server;
+pub mod state;
 
 use secrecy::ExposeSecret as _;
 use std::net::SocketAddr;
@@ -19,8 +21,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use self::error::ApiError;
-use crate::client_ip::ClientIp;
-use crate::state::AppState;
+use crate::http::state::AppState;
+use crate::infra::client_ip::ClientIp;
 
 /// Request bodies on `/auth/*` are small JSON documents.
 pub const AUTH_BODY_LIMIT: usize = 16 * 1024;
@@ -153,7 +155,7 @@ async fn observe(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
-    crate::metrics::request(
+    crate::infra::metrics::request(
         route,
         &method,
         response.status().as_u16(),
@@ -248,12 +250,12 @@ async fn request_budget(
     match state.budget.check(key) {
         Ok(()) => next.run(request).await,
         Err(retry_after) => {
-            crate::metrics::rate_limited("budget");
+            crate::infra::metrics::rate_limited("budget");
             let now = state.clock.now().as_secs();
             if state.budget.first_refusal_this_minute(key, now) {
                 state
                     .record(
-                        crate::audit::AuditEvent::new("request_budget_exceeded")
+                        crate::infra::audit::AuditEvent::new("request_budget_exceeded")
                             .ip(client.0)
                             .with("path", request.uri().path())
                             .with("retry_after", retry_after)

@@ -9,8 +9,8 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::api::error::ApiError;
-use crate::state::AppState;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
 
 /// Caches may keep the JWKS at most as long as a new key waits before it
 /// signs, so every verifier has it in time (capped at a day).
@@ -80,13 +80,13 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiE
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let handle = crate::metrics::init()
+    let handle = crate::infra::metrics::init()
         .ok_or_else(|| ApiError::Internal("metrics recorder not installed".into()))?;
     let live = state
         .store
         .count_active_sessions(state.clock.now().as_secs())
         .await?;
-    crate::metrics::active_sessions(live);
+    crate::infra::metrics::active_sessions(live);
     let mut response = handle.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

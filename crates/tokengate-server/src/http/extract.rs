@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use tokengate::AccessClaims;
 
 use super::error::ApiError;
-use crate::client_ip::ClientIp;
-use crate::state::AppState;
+use crate::http::state::AppState;
+use crate::infra::client_ip::ClientIp;
 
 /// The client's address, as the `client_ip` middleware resolved it once per
 /// request (the peer, or behind a trusted proxy the forwarded address).
@@ -120,7 +120,7 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             .ring
             .verify::<AccessClaims>(token, &state.policy, now)
             .map_err(|e| {
-                crate::metrics::token_rejected(e.code());
+                crate::infra::metrics::token_rejected(e.code());
                 tracing::info!(event = "access_token_rejected", reason = %e);
                 ApiError::InvalidToken { presented: true }
             })?;
@@ -135,7 +135,7 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             )
             .await
         {
-            crate::metrics::token_rejected("revoked");
+            crate::infra::metrics::token_rejected("revoked");
             tracing::info!(event = "access_token_rejected", reason = "revoked", user_id = %claims.sub, session_id = claims.sid.as_deref().unwrap_or(""));
             return Err(ApiError::InvalidToken { presented: true });
         }

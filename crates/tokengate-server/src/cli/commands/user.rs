@@ -9,16 +9,16 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use crate::audit::AuditEvent;
 use crate::cli::{Failure, UserCommand};
-use crate::clock::{Clock, SystemClock};
-use crate::config::{Overrides, Settings};
 use crate::domain::{Email, Roles};
-use crate::password::{Hasher, check_stored_hash_costs};
-use crate::ratelimit::{InProcessThrottle, LoginLimits};
-use crate::revocation::InProcessRevocations;
+use crate::infra::audit::AuditEvent;
+use crate::infra::clock::{Clock, SystemClock};
+use crate::infra::config::{Overrides, Settings};
+use crate::infra::password::{Hasher, check_stored_hash_costs};
+use crate::infra::ratelimit::{InProcessThrottle, LoginLimits};
+use crate::infra::revocation::InProcessRevocations;
 use crate::service::{Accounts, Actor, Denylist, NewAccount, ServiceError};
-use crate::storage::{Store, User};
+use crate::store::{Store, User};
 
 fn input(e: impl std::fmt::Display) -> Failure {
     Failure::Input(e.to_string())
@@ -130,7 +130,7 @@ fn accounts(settings: &Settings, store: &Store) -> Result<Accounts, Failure> {
         per_account_and_client: settings.login_max_failures,
         per_client: settings.login_ip_max_failures,
         per_account_before_backoff: settings.login_account_max_failures,
-        window: crate::config::secs(settings.login_failure_window),
+        window: crate::infra::config::secs(settings.login_failure_window),
     }));
     Ok(Accounts::new(
         store.clone(),
@@ -308,7 +308,7 @@ async fn import(store: &Store, file: &Path, skip_existing: bool, now: i64) -> Re
         .import_users(&users, skip_existing, now, &event, &|n| bar.inc(n))
         .await
         .map_err(|e| match e {
-            crate::storage::StoreError::Conflict(crate::storage::Unique::Email) => {
+            crate::store::StoreError::Conflict(crate::store::Unique::Email) => {
                 input("an email was taken while importing; nothing imported")
             }
             other => input(other),

@@ -12,9 +12,9 @@ pub mod user;
 /// layered configuration with `--data-dir`/`--config` and these overrides.
 pub fn load_settings(
     data: &crate::cli::DataArgs,
-    overrides: crate::config::Overrides,
-) -> Result<crate::config::Settings, crate::cli::Failure> {
-    crate::config::Settings::load(&crate::config::Overrides {
+    overrides: crate::infra::config::Overrides,
+) -> Result<crate::infra::config::Settings, crate::cli::Failure> {
+    crate::infra::config::Settings::load(&crate::infra::config::Overrides {
         config_file: data.config.clone(),
         data_dir: data.data_dir.clone(),
         ..overrides

@@ -8,7 +8,7 @@ use tokengate::{Jwk, JwkSet, Kid, SigningKey, VerifyingKey};
 
 use super::keyfiles;
 use crate::cli::{Failure, KeysCommand};
-use crate::files;
+use crate::infra::files;
 
 /// Runs a `keys` subcommand.
 pub fn run(cmd: KeysCommand) -> Result<(), Failure> {
@@ -29,11 +29,11 @@ enum ServiceKeys {
 
 /// The keys of the service's data directory / database.
 fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Failure> {
-    use crate::clock::{Clock, SystemClock};
-    use crate::keystore::{KeyManager, key_states};
-    let settings = super::load_settings(data, crate::config::Overrides::default())?;
+    use crate::infra::clock::{Clock, SystemClock};
+    use crate::service::keys::{KeyManager, key_states};
+    let settings = super::load_settings(data, crate::infra::config::Overrides::default())?;
     super::block_on(async move {
-        let store = crate::storage::Store::connect(settings.database_url.expose_secret())
+        let store = crate::store::Store::connect(settings.database_url.expose_secret())
             .await
             .map_err(|e| Failure::Input(e.to_string()))?;
         let now = SystemClock.now().as_secs();
@@ -93,7 +93,9 @@ fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Fa
                         .map_err(|e| Failure::Input(e.to_string()))?;
                     println!(
                         "{kid}: published now, signs from {}",
-                        super::rfc3339(now + crate::config::secs(settings.key_publish_delay))
+                        super::rfc3339(
+                            now + crate::infra::config::secs(settings.key_publish_delay)
+                        )
                     );
                     Ok(())
                 }

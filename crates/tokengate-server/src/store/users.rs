@@ -4,8 +4,8 @@
 use sqlx::Row;
 
 use super::{Store, StoreError};
-use crate::audit::AuditEvent;
 use crate::domain::Roles;
+use crate::infra::audit::AuditEvent;
 
 /// A user row.
 #[derive(Debug, Clone)]

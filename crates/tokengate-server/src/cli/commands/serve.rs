@@ -4,10 +4,10 @@ use secrecy::ExposeSecret as _;
 use std::sync::Arc;
 
 use crate::cli::{DataArgs, Failure, ServeArgs};
-use crate::clock::SystemClock;
-use crate::config::Overrides;
+use crate::infra::clock::SystemClock;
+use crate::infra::config::Overrides;
 use crate::startup::{Application, shutdown_signal};
-use crate::storage::Store;
+use crate::store::Store;
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
@@ -31,7 +31,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         print!("{}", settings.render());
         return Ok(());
     }
-    crate::telemetry::init(&settings.log_format, &settings.log_level, std::io::stdout);
+    crate::infra::telemetry::init(&settings.log_format, &settings.log_level, std::io::stdout);
     runtime()?.block_on(async move {
         let public_url = settings.public_url.clone();
         let scheme = if settings.tls_cert.is_some() { "https" } else { "http" };

@@ -11,12 +11,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use crate::api::error::ApiError;
-use crate::api::extract::{Admin, ApiJson};
-use crate::client_ip::ClientIp;
+use crate::http::error::ApiError;
+use crate::http::extract::{Admin, ApiJson};
+use crate::http::state::AppState;
+use crate::infra::client_ip::ClientIp;
 use crate::service::{Actor, NewAccount};
-use crate::state::AppState;
-use crate::storage::{AuditQuery, User};
+use crate::store::{AuditQuery, User};
 
 fn user_json(u: &User) -> Value {
     json!({

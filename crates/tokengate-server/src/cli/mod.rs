@@ -1,13 +1,13 @@
 //! Command-line definitions (clap) and the one place failures become exit codes.
 
+pub mod commands;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tokengate::Algorithm;
-
-use crate::commands;
 
 /// JWT authentication for APIs: the auth service, keys and tokens.
 #[derive(Debug, Parser)]
@@ -288,9 +288,9 @@ impl From<crate::service::ServiceError> for Failure {
     }
 }
 
-impl From<crate::files::FileError> for Failure {
+impl From<crate::infra::files::FileError> for Failure {
     /// A key, claims or output file the operator named: input to fix.
-    fn from(e: crate::files::FileError) -> Self {
+    fn from(e: crate::infra::files::FileError) -> Self {
         Failure::Input(e.to_string())
     }
 }
