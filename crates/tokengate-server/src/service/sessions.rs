@@ -208,16 +208,10 @@ impl Sessions {
             return Err(ServiceError::InvalidCredentials);
         };
         if user.disabled {
-            crate::infra::metrics::login(LoginOutcome::Disabled);
             // Only after the right password: a disabled account is no secret to its owner.
-            self.record(
-                AuditEvent::new("login_failed")
-                    .user(&user.id)
-                    .ip(ip)
-                    .with("reason", "user_disabled"),
-            )
-            .await;
-            return Err(ServiceError::AccountDisabled);
+            return Err(self
+                .refuse_known_user(&user, ip, LoginOutcome::Disabled, "user_disabled")
+                .await);
         }
         if verdict.needs_rehash {
             self.rehash(&user, request.password, ip, now.as_secs())
@@ -256,15 +250,14 @@ impl Sessions {
         if !created {
             // "Log out everywhere", a password change or disabling happened
             // while this login waited for the hasher: it must not outlive them.
-            crate::infra::metrics::login(LoginOutcome::Failure);
-            self.record(
-                AuditEvent::new("login_failed")
-                    .user(&user.id)
-                    .ip(ip)
-                    .with("reason", "sessions_ended_during_login"),
-            )
-            .await;
-            return Err(ServiceError::InvalidCredentials);
+            return Err(self
+                .refuse_known_user(
+                    &user,
+                    ip,
+                    LoginOutcome::Failure,
+                    "sessions_ended_during_login",
+                )
+                .await);
         }
         event.log();
         let access = self.access_token(&user, &session.id, now)?;
@@ -275,6 +268,29 @@ impl Sessions {
             refresh,
             refresh_expires_in: refresh_expires_at - now.as_secs(),
         })
+    }
+
+    /// Refuses a login of a known user after its password matched: the
+    /// metric, the audit row, and the error the client gets.
+    async fn refuse_known_user(
+        &self,
+        user: &User,
+        ip: IpAddr,
+        outcome: LoginOutcome,
+        reason: &'static str,
+    ) -> ServiceError {
+        crate::infra::metrics::login(outcome);
+        self.record(
+            AuditEvent::new("login_failed")
+                .user(&user.id)
+                .ip(ip)
+                .with("reason", reason),
+        )
+        .await;
+        match outcome {
+            LoginOutcome::Disabled => ServiceError::AccountDisabled,
+            _ => ServiceError::InvalidCredentials,
+        }
     }
 
     /// Replaces a weaker stored hash with one of today's costs; a failure

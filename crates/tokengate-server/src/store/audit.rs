@@ -6,14 +6,13 @@ use super::{Store, StoreError};
 use crate::infra::audit::AuditEvent;
 
 /// A stored audit event.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct AuditRow {
     /// Cursor id, increasing.
     pub id: i64,
     /// Unix seconds.
     pub at: i64,
     /// Event kind.
-    #[serde(rename = "type")]
     pub kind: String,
     /// User concerned.
     pub user_id: Option<String>,

@@ -63,7 +63,7 @@ pub struct ClientInfo {
 }
 
 /// A live session, as the session list shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct SessionInfo {
     /// Session id.
     pub id: String,

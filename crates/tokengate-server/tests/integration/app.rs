@@ -334,6 +334,19 @@ impl TestApp {
         &self.logs
     }
 
+    /// The stored audit events of `kind`, newest first.
+    pub async fn audit_events(&self, kind: &str) -> Vec<tokengate_server::store::AuditRow> {
+        self.state
+            .store
+            .audit_page(&tokengate_server::store::AuditQuery {
+                kind: Some(kind.into()),
+                limit: 500,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

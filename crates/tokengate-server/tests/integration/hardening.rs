@@ -458,32 +458,14 @@ async fn a_flood_past_the_budget_writes_one_audit_row_per_client_per_minute(back
         .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
         .count();
     assert!(refused >= 95, "{statuses:?}");
-    let rows = app
-        .state
-        .store
-        .audit_page(&tokengate_server::store::AuditQuery {
-            kind: Some("request_budget_exceeded".into()),
-            limit: 500,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let rows = app.audit_events("request_budget_exceeded").await;
     assert_eq!(rows.len(), 1, "one row for the whole minute's flood");
     app.clock.advance(60);
     let r = app
         .post_json("/auth/refresh", &json!({"refresh_token": "x"}))
         .await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let rows = app
-        .state
-        .store
-        .audit_page(&tokengate_server::store::AuditQuery {
-            kind: Some("request_budget_exceeded".into()),
-            limit: 500,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let rows = app.audit_events("request_budget_exceeded").await;
     assert_eq!(rows.len(), 2, "a new minute, a new row");
 }
 
@@ -567,16 +549,7 @@ async fn forwarded_addresses_count_only_from_trusted_proxies(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(sessions["sessions"][0]["ip"], "203.0.113.9");
-    let rows = app
-        .state
-        .store
-        .audit_page(&tokengate_server::store::AuditQuery {
-            kind: Some("login_succeeded".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let rows = app.audit_events("login_succeeded").await;
     assert_eq!(rows[0].ip.as_deref(), Some("203.0.113.9"));
     app.logs().assert_clean();
 }

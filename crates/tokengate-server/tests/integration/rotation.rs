@@ -112,16 +112,7 @@ async fn rotation_without_logging_anyone_out(backend: Backend) {
     assert_eq!(left.keys[0].kid.as_deref(), Some(new_kid.as_str()));
     assert_eq!(app.me(&t2.access).await.status(), StatusCode::OK);
     // The rotation is in the audit log.
-    let rows = app
-        .state
-        .store
-        .audit_page(&tokengate_server::store::AuditQuery {
-            kind: Some("key_rotated".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let rows = app.audit_events("key_rotated").await;
     assert!(rows.iter().any(|r| r.detail["kid"] == new_kid.as_str()));
     app.logs().assert_clean();
 }

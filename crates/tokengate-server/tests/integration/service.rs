@@ -289,16 +289,7 @@ async fn request_budget_answers_429_with_retry_after(backend: Backend) {
         .await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(r.headers().contains_key("retry-after"));
-    let rows = app
-        .state
-        .store
-        .audit_page(&tokengate_server::store::AuditQuery {
-            kind: Some("request_budget_exceeded".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let rows = app.audit_events("request_budget_exceeded").await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].detail["path"], "/auth/refresh");
     // Outside /auth the budget does not apply.
@@ -808,16 +799,7 @@ async fn unknown_user_and_wrong_password_look_the_same(backend: Backend) {
         "unknown {u:.4}s vs wrong password {w:.4}s (ratio {ratio:.2})"
     );
     // The audit log keeps the difference the client cannot see.
-    let rows = app
-        .state
-        .store
-        .audit_page(&tokengate_server::store::AuditQuery {
-            kind: Some("login_failed".into()),
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let rows = app.audit_events("login_failed").await;
     let reasons: std::collections::BTreeMap<String, usize> =
         rows.iter().fold(Default::default(), |mut m, r| {
             *m.entry(r.detail["reason"].as_str().unwrap_or("").to_owned())

@@ -16,7 +16,16 @@ use crate::http::extract::{Admin, ApiJson};
 use crate::http::state::AppState;
 use crate::infra::client_ip::ClientIp;
 use crate::service::{Actor, NewAccount};
-use crate::store::{AuditQuery, User};
+use crate::store::{AuditQuery, AuditRow, User};
+
+/// An audit row as the admin API shows it (the storage row is not a
+/// response type).
+fn audit_json(row: &AuditRow) -> Value {
+    json!({
+        "id": row.id, "at": row.at, "type": row.kind, "user_id": row.user_id,
+        "session_id": row.session_id, "ip": row.ip, "detail": row.detail,
+    })
+}
 
 fn user_json(u: &User) -> Value {
     json!({
@@ -157,5 +166,6 @@ pub async fn admin_audit(
     } else {
         None
     };
-    Ok(Json(json!({ "events": rows, "next_before": next })).into_response())
+    let events: Vec<Value> = rows.iter().map(audit_json).collect();
+    Ok(Json(json!({ "events": events, "next_before": next })).into_response())
 }
