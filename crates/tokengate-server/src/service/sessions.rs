@@ -80,6 +80,29 @@ impl LogoutScope {
     }
 }
 
+/// The lifetimes a session's tokens get, in the whole seconds Unix times
+/// are kept in: read from the settings once.
+#[derive(Debug, Clone, Copy)]
+struct Lifetimes {
+    access: i64,
+    refresh: i64,
+    session: i64,
+    idle: i64,
+    reuse_interval: i64,
+}
+
+impl Lifetimes {
+    fn of(settings: &Settings) -> Lifetimes {
+        Lifetimes {
+            access: secs(settings.access_ttl),
+            refresh: secs(settings.refresh_ttl),
+            session: secs(settings.session_lifetime),
+            idle: secs(settings.session_idle_timeout),
+            reuse_interval: secs(settings.refresh_reuse_interval),
+        }
+    }
+}
+
 /// The session operations.
 #[derive(Clone)]
 pub struct Sessions {
@@ -91,6 +114,7 @@ pub struct Sessions {
     keys: Arc<KeyManager>,
     refresh_key: hmac::Key,
     settings: Arc<Settings>,
+    lifetimes: Lifetimes,
 }
 
 impl Sessions {
@@ -114,6 +138,7 @@ impl Sessions {
             denylist,
             keys,
             refresh_key,
+            lifetimes: Lifetimes::of(&settings),
             settings,
         }
     }
@@ -223,9 +248,8 @@ impl Sessions {
         };
         let refresh = RefreshToken::generate()
             .ok_or_else(|| ServiceError::Internal("random generator failed".into()))?;
-        let session_expires_at = now.as_secs() + secs(self.settings.session_lifetime);
-        let refresh_expires_at =
-            (now.as_secs() + secs(self.settings.refresh_ttl)).min(session_expires_at);
+        let session_expires_at = now.as_secs() + self.lifetimes.session;
+        let refresh_expires_at = (now.as_secs() + self.lifetimes.refresh).min(session_expires_at);
         let client = ClientInfo {
             user_agent: request.user_agent,
             ip: Some(ip.to_string()),
@@ -264,7 +288,7 @@ impl Sessions {
         crate::infra::metrics::login(LoginOutcome::Success);
         Ok(IssuedTokens {
             access,
-            access_expires_in: secs(self.settings.access_ttl),
+            access_expires_in: self.lifetimes.access,
             refresh,
             refresh_expires_in: refresh_expires_at - now.as_secs(),
         })
@@ -325,7 +349,7 @@ impl Sessions {
             iss: self.settings.issuer.clone(),
             sub: user.id.clone(),
             aud: Audience::One(self.settings.audience.clone()),
-            exp: now.as_secs() + secs(self.settings.access_ttl),
+            exp: now.as_secs() + self.lifetimes.access,
             iat: now.as_secs(),
             nbf: None,
             jti: random_id()?,
@@ -367,9 +391,9 @@ impl Sessions {
         let now = self.clock.now();
         let rules = RotationRules {
             now: now.as_secs(),
-            refresh_ttl: secs(self.settings.refresh_ttl),
-            reuse_interval: secs(self.settings.refresh_reuse_interval),
-            idle_timeout: secs(self.settings.session_idle_timeout),
+            refresh_ttl: self.lifetimes.refresh,
+            reuse_interval: self.lifetimes.reuse_interval,
+            idle_timeout: self.lifetimes.idle,
         };
         let outcome = self
             .store
@@ -416,9 +440,9 @@ impl Sessions {
         let access = self.access_token(&user, &session.id, now)?;
         Ok(IssuedTokens {
             access,
-            access_expires_in: secs(self.settings.access_ttl),
+            access_expires_in: self.lifetimes.access,
             refresh: child,
-            refresh_expires_in: secs(self.settings.refresh_ttl),
+            refresh_expires_in: self.lifetimes.refresh,
         })
     }
 
