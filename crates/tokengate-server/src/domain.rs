@@ -41,6 +41,82 @@ pub enum RolesError {
     Invalid,
 }
 
+/// Declares an opaque id: 128 random bits in base64url when made here,
+/// otherwise what storage or a verified token says. Reads as `&str`.
+macro_rules! opaque_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, sqlx::Type)]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A new random id; `None` only if the system random generator fails.
+            pub fn random() -> Option<$name> {
+                random_id().map($name)
+            }
+
+            /// The id's text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(text: String) -> $name {
+                $name(text)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(text: &str) -> $name {
+                $name(text.to_owned())
+            }
+        }
+
+        impl From<&$name> for String {
+            fn from(id: &$name) -> String {
+                id.0.clone()
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+opaque_id!(
+    /// A user's id: the `sub` of their tokens.
+    UserId
+);
+opaque_id!(
+    /// A session's id: the `sid` of its tokens, one refresh-token family.
+    SessionId
+);
+
 /// A normalised email address: trimmed, lower-cased, one `@` with a local
 /// part and a dotted domain, at most 254 characters, no whitespace.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use tokengate::AccessClaims;
 
 use super::error::ApiError;
+use crate::domain::{SessionId, UserId};
 use crate::http::state::AppState;
 use crate::infra::client_ip::ClientIp;
 
@@ -60,9 +61,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 /// is never looked at. Who it is for is parsed once, here.
 pub struct Authenticated {
     /// The user (`sub`).
-    pub user_id: String,
+    pub user_id: UserId,
     /// The session (`sid`, which the policy requires).
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The verified claims.
     pub claims: AccessClaims,
 }
@@ -71,7 +72,7 @@ pub struct Authenticated {
 /// not trusted from the token) include `admin`, and who is not disabled.
 pub struct Admin {
     /// The admin's user id.
-    pub id: String,
+    pub id: UserId,
 }
 
 impl FromRequestParts<Arc<AppState>> for Admin {
@@ -145,8 +146,8 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             .clone()
             .ok_or(ApiError::InvalidToken { presented: true })?;
         Ok(Authenticated {
-            user_id: claims.sub.clone(),
-            session_id,
+            user_id: UserId::from(claims.sub.clone()),
+            session_id: SessionId::from(session_id),
             claims,
         })
     }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::{Denylist, ServiceError};
-use crate::domain::{Email, NewPassword, Roles, email_words};
+use crate::domain::{Email, NewPassword, Roles, UserId, email_words};
 use crate::infra::audit::AuditEvent;
 use crate::infra::client_ip::limit_key;
 use crate::infra::clock::Clock;
@@ -26,7 +26,7 @@ pub enum Actor {
     /// An admin through the API.
     Admin {
         /// The admin's user id.
-        id: String,
+        id: UserId,
         /// Their address.
         ip: IpAddr,
     },

@@ -11,7 +11,7 @@ use tokengate::{AccessClaims, Audience, SignOptions, UnixTime};
 
 use super::accounts::record;
 use super::{Denylist, ServiceError, random_id};
-use crate::domain::{Email, MAX_PASSWORD_CHARS, RefreshToken};
+use crate::domain::{Email, MAX_PASSWORD_CHARS, RefreshToken, SessionId};
 use crate::infra::audit::AuditEvent;
 use crate::infra::client_ip::limit_key;
 use crate::infra::clock::Clock;
@@ -243,7 +243,8 @@ impl Sessions {
                 .await;
         }
         let session = SessionRef {
-            id: random_id()?,
+            id: SessionId::random()
+                .ok_or_else(|| ServiceError::Internal("random generator failed".into()))?,
             user_id: user.id.clone(),
         };
         let refresh = RefreshToken::generate()
@@ -347,7 +348,7 @@ impl Sessions {
     fn access_token(&self, user: &User, sid: &str, now: UnixTime) -> Result<String, ServiceError> {
         let claims = AccessClaims {
             iss: self.settings.issuer.clone(),
-            sub: user.id.clone(),
+            sub: user.id.to_string(),
             aud: Audience::One(self.settings.audience.clone()),
             exp: now.as_secs() + self.lifetimes.access,
             iat: now.as_secs(),

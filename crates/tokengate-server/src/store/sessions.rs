@@ -4,15 +4,16 @@
 use sqlx::Row;
 
 use super::{Store, StoreError};
+use crate::domain::{SessionId, UserId};
 use crate::infra::audit::AuditEvent;
 
 /// A session (a refresh-token family) as rotation sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRef {
     /// Session id (the `sid` claim).
-    pub id: String,
+    pub id: SessionId,
     /// Owner.
-    pub user_id: String,
+    pub user_id: UserId,
 }
 
 /// What presenting a refresh token led to.
@@ -236,7 +237,7 @@ impl Store {
             let revoked_at: Option<i64> = session.try_get("revoked_at")?;
             let void = session.try_get::<i64, _>("user_epoch")? != session.try_get::<i64, _>("session_epoch")?
                 || session.try_get::<i32, _>("disabled")? != 0;
-            let reference = SessionRef { id: session_id.clone(), user_id };
+            let reference = SessionRef { id: SessionId::from(session_id.clone()), user_id: UserId::from(user_id) };
             let ended = revoked_at.is_some()
                 || void
                 || session_expires_at <= now

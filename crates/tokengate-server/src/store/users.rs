@@ -4,14 +4,14 @@
 use sqlx::Row;
 
 use super::{Store, StoreError};
-use crate::domain::Roles;
+use crate::domain::{Roles, UserId};
 use crate::infra::audit::AuditEvent;
 
 /// A user row.
 #[derive(Debug, Clone)]
 pub struct User {
     /// Opaque id (the `sub` claim).
-    pub id: String,
+    pub id: UserId,
     /// Normalised email.
     pub email: String,
     /// PHC-format hash (argon2id, or bcrypt for imported users).
@@ -34,7 +34,7 @@ impl User {
     /// generator fails.
     pub fn new(email: &str, password_hash: String, roles: &Roles) -> Option<User> {
         Some(User {
-            id: crate::domain::random_id()?,
+            id: UserId::random()?,
             email: email.to_owned(),
             password_hash,
             roles: roles.clone(),
@@ -55,7 +55,7 @@ where
     i64: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
 {
     Ok(User {
-        id: r.try_get("id")?,
+        id: UserId::from(r.try_get::<String, _>("id")?),
         email: r.try_get("email")?,
         password_hash: r.try_get("password_hash")?,
         roles: Roles::from_stored(&r.try_get::<String, _>("roles")?),
@@ -81,7 +81,7 @@ impl Store {
             sqlx::query(
                 "INSERT INTO users (id, email, password_hash, roles, disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
             )
-            .bind(&user.id)
+            .bind(user.id.as_str())
             .bind(&user.email)
             .bind(&user.password_hash)
             .bind(user.roles.stored())
@@ -335,7 +335,7 @@ impl Store {
             let mut inserted = 0u64;
             for user in users {
                 inserted += sqlx::query(sql)
-                    .bind(&user.id)
+                    .bind(user.id.as_str())
                     .bind(&user.email)
                     .bind(&user.password_hash)
                     .bind(user.roles.stored())

@@ -48,7 +48,7 @@ pub async fn sessions(
         .map(|s| {
             json!({
                 "id": s.id, "created_at": s.created_at, "last_used_at": s.last_used_at,
-                "user_agent": s.user_agent, "ip": s.ip, "current": s.id == current,
+                "user_agent": s.user_agent, "ip": s.ip, "current": current == s.id.as_str(),
             })
         })
         .collect();
