@@ -1,7 +1,11 @@
 //! The one place errors become HTTP: RFC 9457 problem documents with the
 //! right status; server-side causes are logged, never sent.
 
+use std::borrow::Cow;
+
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -11,9 +15,28 @@ use crate::store::{StoreError, Unique};
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The body is not JSON, or not the expected JSON.
-    #[error("bad request: {0}")]
-    BadRequest(String),
+    /// The body is not JSON at all.
+    #[error("malformed JSON body")]
+    MalformedJson,
+    /// The body could not be read to its end (the client stopped sending).
+    #[error("body unreadable")]
+    BodyUnreadable,
+    /// A query parameter is missing, unknown or of the wrong type.
+    #[error("invalid query parameter {field}: {detail}")]
+    InvalidQuery {
+        /// The parameter.
+        field: Cow<'static, str>,
+        /// What is wrong, in plain words.
+        detail: String,
+    },
+    /// A path segment does not parse.
+    #[error("invalid path segment {field}: {detail}")]
+    InvalidPath {
+        /// The segment's name in the route.
+        field: Cow<'static, str>,
+        /// What is wrong, in plain words.
+        detail: String,
+    },
     /// The body has the wrong content type.
     #[error("unsupported media type")]
     UnsupportedMediaType,
@@ -23,14 +46,18 @@ pub enum ApiError {
     /// A field failed validation; the message says what to do.
     #[error("invalid {field}: {detail}")]
     Invalid {
-        /// The field.
-        field: &'static str,
+        /// The field (`"body"` when the body as a whole is wrong).
+        field: Cow<'static, str>,
         /// What is wrong and how to fix it.
         detail: String,
     },
     /// Wrong email or password (deliberately one answer for both).
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// The current password given to change it is wrong. The caller is
+    /// already known, so unlike a login this can say which input is wrong.
+    #[error("wrong current password")]
+    WrongCurrentPassword,
     /// No, bad, expired or revoked access token.
     #[error("invalid token")]
     InvalidToken {
@@ -52,6 +79,14 @@ pub enum ApiError {
     /// No route serves the path.
     #[error("no such endpoint")]
     NoSuchEndpoint,
+    /// The path exists, the method does not (axum adds `Allow`).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// An error status something below the handlers answered with no body
+    /// (the request timeout, say): given a problem document in
+    /// [`problem_for_bare_errors`].
+    #[error("{0}")]
+    Status(StatusCode),
     /// Registration is switched off.
     #[error("registration disabled")]
     RegistrationDisabled,
@@ -88,8 +123,12 @@ impl From<crate::service::ServiceError> for ApiError {
     fn from(e: crate::service::ServiceError) -> Self {
         use crate::service::ServiceError as S;
         match e {
-            S::Invalid { field, detail } => ApiError::Invalid { field, detail },
+            S::Invalid { field, detail } => ApiError::Invalid {
+                field: field.into(),
+                detail,
+            },
             S::InvalidCredentials => ApiError::InvalidCredentials,
+            S::WrongCurrentPassword => ApiError::WrongCurrentPassword,
             S::AccountDisabled => ApiError::AccountDisabled,
             S::RateLimited { retry_after } => ApiError::TooManyRequests { retry_after },
             S::EmailTaken(_) => ApiError::EmailTaken,
@@ -125,22 +164,51 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         use ApiError as E;
         let (status, body) = match &self {
-            E::BadRequest(detail) => (
+            E::MalformedJson => (
                 StatusCode::BAD_REQUEST,
                 problem(
                     StatusCode::BAD_REQUEST,
-                    "bad-request",
-                    "Bad request",
-                    detail,
+                    "malformed-json",
+                    "Malformed JSON",
+                    "The body is not valid JSON.",
                 ),
             ),
+            E::BodyUnreadable => (
+                StatusCode::BAD_REQUEST,
+                problem(
+                    StatusCode::BAD_REQUEST,
+                    "body-unreadable",
+                    "Body unreadable",
+                    "The request body could not be read to its end.",
+                ),
+            ),
+            E::InvalidQuery { field, detail } => {
+                let mut body = problem(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-query",
+                    "Invalid query parameter",
+                    detail,
+                );
+                body["field"] = json!(field);
+                (StatusCode::BAD_REQUEST, body)
+            }
+            E::InvalidPath { field, detail } => {
+                let mut body = problem(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-path",
+                    "Invalid path",
+                    detail,
+                );
+                body["field"] = json!(field);
+                (StatusCode::BAD_REQUEST, body)
+            }
             E::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 problem(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "unsupported-media-type",
                     "Unsupported media type",
-                    "send the body as JSON with Content-Type: application/json",
+                    "Send the body as JSON, with Content-Type: application/json.",
                 ),
             ),
             E::PayloadTooLarge => (
@@ -149,7 +217,7 @@ impl IntoResponse for ApiError {
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload-too-large",
                     "Payload too large",
-                    "the request body is over the 16 KiB limit",
+                    "The request body is over the 16 KiB limit.",
                 ),
             ),
             E::Invalid { field, detail } => {
@@ -169,6 +237,18 @@ impl IntoResponse for ApiError {
                     "invalid-credentials",
                     "Invalid credentials",
                     "The email or password is incorrect.",
+                ),
+            ),
+            // 403, not 401: the bearer token is good, and a 401 (with its
+            // WWW-Authenticate challenge) would tell the client to refresh
+            // or log in again, which would not help.
+            E::WrongCurrentPassword => (
+                StatusCode::FORBIDDEN,
+                problem(
+                    StatusCode::FORBIDDEN,
+                    "wrong-current-password",
+                    "Wrong current password",
+                    "The current password is incorrect.",
                 ),
             ),
             E::InvalidToken { .. } => (
@@ -228,6 +308,24 @@ impl IntoResponse for ApiError {
                     "detail": "no such endpoint",
                 }),
             ),
+            E::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({
+                    "type": "about:blank",
+                    "title": "Method not allowed",
+                    "status": StatusCode::METHOD_NOT_ALLOWED.as_u16(),
+                    "detail": "This endpoint does not accept this method; the Allow header lists those it does.",
+                }),
+            ),
+            E::Status(status) => (
+                *status,
+                json!({
+                    "type": "about:blank",
+                    "title": status.canonical_reason().unwrap_or("Error"),
+                    "status": status.as_u16(),
+                    "detail": bare_status_detail(*status),
+                }),
+            ),
             E::RegistrationDisabled => (
                 StatusCode::FORBIDDEN,
                 problem(
@@ -261,7 +359,7 @@ impl IntoResponse for ApiError {
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "headers-too-large",
                     "Request header fields too large",
-                    "the request headers are over the 8 KiB limit",
+                    "The request headers are over the 8 KiB limit.",
                 ),
             ),
             E::Unavailable(cause) => {
@@ -320,6 +418,37 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Words for a status answered below the handlers.
+fn bare_status_detail(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::REQUEST_TIMEOUT => "The request took too long; try again.",
+        s if s.is_server_error() => "Something went wrong on our side.",
+        _ => "The request could not be served.",
+    }
+}
+
+/// The net under the mapping above: an error status that reaches the edge
+/// with no content type (a layer's or axum's own, such as the request
+/// timeout) gets a problem document; its status and headers stay.
+pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let (problem_parts, body) = ApiError::Status(status).into_response().into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if let Some(content_type) = problem_parts.headers.get(header::CONTENT_TYPE) {
+        parts
+            .headers
+            .insert(header::CONTENT_TYPE, content_type.clone());
+    }
+    Response::from_parts(parts, body)
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
-//! Extractors: JSON bodies whose rejections are problem documents, and the
-//! bearer-token authentication every protected route uses.
+//! Extractors: JSON bodies, query strings and path segments whose
+//! rejections are problem documents naming the field, and the bearer-token
+//! authentication every protected route uses.
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 use tokengate::AccessClaims;
 
@@ -29,7 +31,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// `Json<T>` with problem+json rejections.
+/// `Json<T>` with problem+json rejections: a body that is not JSON is a
+/// 400, one that parses but does not fit is a 422 naming the field.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
@@ -39,20 +42,281 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Invalid {
-                field: "body",
-                detail: e.body_text(),
-            }),
-            Err(JsonRejection::JsonSyntaxError(_)) => {
-                Err(ApiError::BadRequest("the body is not valid JSON".into()))
+            Err(JsonRejection::JsonDataError(e)) => {
+                let mistake = FieldMistake::parse(&innermost_message(&e));
+                Err(ApiError::Invalid {
+                    detail: mistake.sentence(Place::Body),
+                    field: mistake.field.into(),
+                })
             }
-            Err(JsonRejection::BytesRejection(e))
-                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                Err(ApiError::PayloadTooLarge)
-            }
-            Err(other) => Err(ApiError::BadRequest(other.body_text())),
+            Err(JsonRejection::JsonSyntaxError(_)) => Err(ApiError::MalformedJson),
+            Err(JsonRejection::BytesRejection(e)) => Err(body_unreadable(&e)),
+            Err(other) => Err(ApiError::Internal(other.body_text())),
         }
+    }
+}
+
+/// An optional JSON body: empty (or only whitespace) gives `T::default()`;
+/// anything else must be JSON of type `T`, with `ApiJson`'s rejections.
+pub struct OptionalApiJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declares_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| body_unreadable(&e))?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalApiJson(T::default()));
+        }
+        if !declares_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        serde_json::from_slice(&body)
+            .map(OptionalApiJson)
+            .map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => {
+                    let mistake = FieldMistake::parse(&e.to_string());
+                    ApiError::Invalid {
+                        detail: mistake.sentence(Place::Body),
+                        field: mistake.field.into(),
+                    }
+                }
+                _ => ApiError::MalformedJson,
+            })
+    }
+}
+
+/// A body that could not be read: over the limit, or cut off.
+fn body_unreadable(rejection: &BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge
+    } else {
+        ApiError::BodyUnreadable
+    }
+}
+
+/// `Query<T>` with problem+json rejections: a 400 naming the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(e) => {
+                let mistake = FieldMistake::parse(&innermost_message(&e));
+                Err(ApiError::InvalidQuery {
+                    detail: mistake.sentence(Place::Query),
+                    field: mistake.field.into(),
+                })
+            }
+        }
+    }
+}
+
+/// `Path<T>` with problem+json rejections: a 400 naming the segment.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::path::ErrorKind;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let field = match e.kind() {
+                    ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::InvalidUtf8InPathParam { key }
+                    | ErrorKind::DeserializeError { key, .. } => key.clone(),
+                    _ => "path".to_owned(),
+                };
+                Err(ApiError::InvalidPath {
+                    detail: format!("The '{field}' in the path is not valid."),
+                    field: field.into(),
+                })
+            }
+            // The route and the handler disagree: our bug, not the client's.
+            Err(other) => Err(ApiError::Internal(other.body_text())),
+        }
+    }
+}
+
+/// The last error in a rejection's source chain: serde's own message, with
+/// the field path in front when the failing value was inside a field.
+fn innermost_message(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = error;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    innermost.to_string()
+}
+
+/// Where a value the client sent lives, for the words of the answer.
+#[derive(Clone, Copy)]
+enum Place {
+    Body,
+    Query,
+}
+
+/// What serde found wrong, read from its message: the field it names and
+/// the kind of mistake. Only serde's fixed wording is relied on; anything
+/// unrecognised becomes a generic sentence. The client's values are never
+/// repeated (a password could be one of them) and the parser's position
+/// ("at line 1 column 27") never leaves.
+#[derive(Debug, PartialEq)]
+struct FieldMistake {
+    /// The field or parameter (`"body"` when serde names none).
+    field: String,
+    kind: MistakeKind,
+}
+
+#[derive(Debug, PartialEq)]
+enum MistakeKind {
+    Missing,
+    Unknown,
+    Duplicate,
+    /// The value has the wrong type; the plain name of the expected one.
+    WrongType(&'static str),
+    Invalid,
+}
+
+/// The longest field name repeated back (an unknown field is the client's
+/// text).
+const FIELD_NAME_LIMIT: usize = 64;
+
+impl FieldMistake {
+    fn parse(message: &str) -> FieldMistake {
+        let message = strip_position(message);
+        // serde's own messages start with these; anything before ": " that
+        // is not one of them is the path serde_path_to_error put in front.
+        const SERDE_STARTS: [&str; 7] = [
+            "missing field `",
+            "unknown field `",
+            "duplicate field `",
+            "invalid type: ",
+            "invalid value: ",
+            "invalid length ",
+            "unknown variant `",
+        ];
+        let (path, message) = match message.split_once(": ") {
+            Some((path, rest)) if !SERDE_STARTS.iter().any(|s| message.starts_with(s)) => {
+                (Some(field_of_path(path)), rest)
+            }
+            _ => (None, message),
+        };
+        let named = |prefix: &str| {
+            message
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.split('`').next())
+                .map(|name| match &path {
+                    Some(path) => format!("{path}.{name}"),
+                    None => name.to_owned(),
+                })
+        };
+        let at_path = || path.clone().unwrap_or_else(|| "body".to_owned());
+        let (field, kind) = if let Some(field) = named("missing field `") {
+            (field, MistakeKind::Missing)
+        } else if let Some(field) = named("unknown field `") {
+            (field, MistakeKind::Unknown)
+        } else if let Some(field) = named("duplicate field `") {
+            (field, MistakeKind::Duplicate)
+        } else if let Some(rest) = message.strip_prefix("invalid type: ") {
+            let expected = rest.rsplit_once(", expected ").map_or("", |(_, e)| e);
+            (at_path(), MistakeKind::WrongType(plain_type(expected)))
+        } else if is_integer_parse_error(message) {
+            // A query parameter given to `i64::from_str`.
+            (at_path(), MistakeKind::WrongType("a whole number"))
+        } else {
+            (at_path(), MistakeKind::Invalid)
+        };
+        let field = match field.char_indices().nth(FIELD_NAME_LIMIT) {
+            Some((cut, _)) => field[..cut].to_owned(),
+            None => field,
+        };
+        FieldMistake { field, kind }
+    }
+
+    /// The answer in plain words, naming the field as a person would.
+    fn sentence(&self, place: Place) -> String {
+        let name = match (place, self.field.as_str()) {
+            (_, "body") => "The body".to_owned(),
+            (Place::Body, field) => format!("The {}", field.replace('_', " ")),
+            (Place::Query, field) => format!("The query parameter '{field}'"),
+        };
+        match (&self.kind, place) {
+            (MistakeKind::Missing, _) => format!("{name} is missing."),
+            (MistakeKind::Unknown, Place::Body) => {
+                format!("'{}' is not a field this endpoint accepts.", self.field)
+            }
+            (MistakeKind::Unknown, Place::Query) => format!(
+                "'{}' is not a query parameter this endpoint accepts.",
+                self.field
+            ),
+            (MistakeKind::Duplicate, _) => format!("{name} is given more than once."),
+            (MistakeKind::WrongType(expected), _) => format!("{name} must be {expected}."),
+            (MistakeKind::Invalid, _) => format!("{name} is not valid."),
+        }
+    }
+}
+
+/// Drops serde_json's " at line L column C" suffix.
+fn strip_position(message: &str) -> &str {
+    match message.rsplit_once(" at line ") {
+        Some((head, tail))
+            if tail
+                .split_once(" column ")
+                .is_some_and(|(line, column)| is_number(line) && is_number(column)) =>
+        {
+            head
+        }
+        _ => message,
+    }
+}
+
+fn is_number(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `roles[0]` is the `roles` field; `a.b` stays as it is; `[0]` (an array
+/// where an object belongs) is the body.
+fn field_of_path(path: &str) -> String {
+    match path.split('[').next() {
+        Some(field) if !field.is_empty() => field.to_owned(),
+        _ => "body".to_owned(),
+    }
+}
+
+/// `core::num::ParseIntError`'s messages.
+fn is_integer_parse_error(message: &str) -> bool {
+    [
+        "invalid digit found in string",
+        "cannot parse integer from empty string",
+        "number too large to fit in target type",
+        "number too small to fit in target type",
+    ]
+    .contains(&message)
+}
+
+/// serde's `expected …` in words a client developer uses.
+fn plain_type(expected: &str) -> &'static str {
+    match expected {
+        "a string" => "a string",
+        "a boolean" => "true or false",
+        "a sequence" => "a list",
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "an integer" => {
+            "a whole number"
+        }
+        e if e.starts_with("struct ") || e == "a map" => "a JSON object",
+        _ => "of another type",
     }
 }
 
@@ -150,5 +414,75 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             session_id: SessionId::from(session_id),
             claims,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mistake(message: &str) -> FieldMistake {
+        FieldMistake::parse(message)
+    }
+
+    #[test]
+    fn a_missing_field_is_named_without_the_parser_position() {
+        let m = mistake("missing field `password` at line 1 column 27");
+        assert_eq!(m.field, "password");
+        assert_eq!(m.kind, MistakeKind::Missing);
+        assert_eq!(m.sentence(Place::Body), "The password is missing.");
+        let m = mistake("missing field `current_password` at line 1 column 2");
+        assert_eq!(m.sentence(Place::Body), "The current password is missing.");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_field_and_never_repeats_the_value() {
+        let m = mistake(
+            "password: invalid type: string \"hunter2\", expected a boolean at line 1 column 9",
+        );
+        assert_eq!(m.field, "password");
+        let sentence = m.sentence(Place::Body);
+        assert_eq!(sentence, "The password must be true or false.");
+        assert!(!sentence.contains("hunter2"));
+        let m =
+            mistake("roles[1]: invalid type: integer `5`, expected a string at line 1 column 9");
+        assert_eq!(m.field, "roles");
+        assert_eq!(m.kind, MistakeKind::WrongType("a string"));
+    }
+
+    #[test]
+    fn a_body_of_the_wrong_shape_is_the_body() {
+        let m = mistake("invalid type: sequence, expected struct Credentials at line 1 column 0");
+        assert_eq!(m.field, "body");
+        assert_eq!(m.sentence(Place::Body), "The body must be a JSON object.");
+        let m = mistake("[0]: invalid type: integer `1`, expected a string at line 1 column 2");
+        assert_eq!(m.field, "body");
+    }
+
+    #[test]
+    fn unknown_fields_are_named_and_cut_short() {
+        let m = mistake("unknown field `scop`, expected `scope` at line 1 column 7");
+        assert_eq!(m.field, "scop");
+        assert_eq!(m.kind, MistakeKind::Unknown);
+        let long = format!("unknown field `{}`, expected `scope`", "x".repeat(500));
+        assert_eq!(mistake(&long).field.len(), FIELD_NAME_LIMIT);
+    }
+
+    #[test]
+    fn a_query_integer_that_does_not_parse_is_a_whole_number_to_fix() {
+        let m = mistake("limit: invalid digit found in string");
+        assert_eq!(m.field, "limit");
+        assert_eq!(
+            m.sentence(Place::Query),
+            "The query parameter 'limit' must be a whole number."
+        );
+    }
+
+    #[test]
+    fn an_unrecognised_message_still_names_the_field() {
+        let m = mistake("before: something new in a later serde");
+        assert_eq!(m.field, "before");
+        assert_eq!(m.kind, MistakeKind::Invalid);
+        assert_eq!(mistake("gibberish").field, "body");
     }
 }

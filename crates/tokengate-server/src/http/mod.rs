@@ -53,6 +53,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(routes::admin::admin_revoke_sessions),
         )
         .route("/admin/audit", get(routes::admin::admin_audit))
+        // Before the layers, so the 405 passes them like any answer (and
+        // after every route: it applies to the routes present).
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -69,11 +72,13 @@ pub fn router(state: Arc<AppState>) -> Router {
     let router = router
         .route("/.well-known/jwks.json", get(routes::wellknown::jwks))
         .route(
-            "/.well-known/openid-configuration",
-            get(routes::wellknown::discovery),
+            "/.well-known/oauth-authorization-server",
+            get(routes::wellknown::authorization_server_metadata),
         )
         .route("/healthz", get(routes::wellknown::healthz))
         .route("/readyz", get(routes::wellknown::readyz))
+        // The `/auth` and `/admin` routes above already have theirs.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_such_endpoint)
         .layer(middleware::from_fn(header_limit))
         .layer(middleware::from_fn_with_state(
@@ -87,6 +92,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .request_timeout
                 .max(Duration::from_millis(100)),
         ));
+    let router = router.layer(middleware::from_fn(error::problem_for_bare_errors));
     with_security_headers(router, &state)
         .layer(middleware::from_fn(observe))
         .with_state(state)
@@ -94,7 +100,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// The router for a separate metrics listener (`metrics_addr`).
 pub fn metrics_router(state: Arc<AppState>) -> Router {
-    let router = Router::new().route("/metrics", metrics_route(&state));
+    let router = Router::new()
+        .route("/metrics", metrics_route(&state))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(no_such_endpoint)
+        .layer(middleware::from_fn(error::problem_for_bare_errors));
     with_security_headers(router, &state).with_state(state)
 }
 
@@ -167,6 +177,11 @@ async fn observe(request: Request, next: Next) -> Response {
 /// Any path no route serves.
 async fn no_such_endpoint() -> ApiError {
     ApiError::NoSuchEndpoint
+}
+
+/// A path served, with a method it is not served for; axum adds `Allow`.
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// The headers every response carries, errors included (set over any a

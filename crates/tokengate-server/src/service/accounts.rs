@@ -267,7 +267,7 @@ impl Accounts {
                     .with("reason", "wrong_current_password"),
             )
             .await;
-            return Err(ServiceError::InvalidCredentials);
+            return Err(ServiceError::WrongCurrentPassword);
         }
         let new = NewPassword::parse(new, &email_words(&user.email))
             .map_err(ServiceError::invalid("new_password"))?;

@@ -32,6 +32,10 @@ pub enum ServiceError {
     /// Wrong email or password (deliberately one answer for both).
     #[error("the email or password is incorrect")]
     InvalidCredentials,
+    /// The current password given to change it is wrong (the caller is
+    /// known, so this need not hide which input was wrong).
+    #[error("the current password is incorrect")]
+    WrongCurrentPassword,
     /// The account is disabled (said only after the right password).
     #[error("the account is disabled")]
     AccountDisabled,

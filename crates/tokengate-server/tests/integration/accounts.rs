@@ -15,6 +15,7 @@ both_backends!(
     users_list_and_end_their_sessions,
     password_change_ends_the_other_sessions,
     admin_endpoints_refuse_non_admins,
+    admin_queries_that_do_not_parse_are_400_naming_the_parameter,
     admins_manage_users,
     disabling_a_user_stops_their_live_tokens,
     every_event_type_is_stored_and_rolled_back_changes_leave_no_row,
@@ -187,7 +188,23 @@ async fn password_change_ends_the_other_sessions(backend: Backend) {
         Some(change("not my password", new_pw)),
     )
     .await;
-    problem(r, StatusCode::UNAUTHORIZED).await;
+    // The caller is known: say which input is wrong. 403, since the token
+    // is good and a 401 would send the client to log in again.
+    assert!(r.headers().get("www-authenticate").is_none());
+    let body = problem(r, StatusCode::FORBIDDEN).await;
+    assert_eq!(body["type"], "urn:tokengate:problem:wrong-current-password");
+    assert_eq!(body["detail"], "The current password is incorrect.");
+    let r = send(
+        &app,
+        reqwest::Method::POST,
+        "/auth/password",
+        &a.access,
+        Some(json!({"new_password": new_pw})),
+    )
+    .await;
+    let body = problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["field"], "current_password");
+    assert_eq!(body["detail"], "The current password is missing.");
     let r = send(
         &app,
         reqwest::Method::POST,
@@ -222,6 +239,36 @@ async fn password_change_ends_the_other_sessions(backend: Backend) {
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0].detail["sessions_ended"], 1);
     assert_eq!(events(&app, "password_change_failed").await.len(), 1);
+    app.logs().assert_clean();
+}
+
+async fn admin_queries_that_do_not_parse_are_400_naming_the_parameter(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = admin(&app).await;
+    for (path, parameter) in [
+        ("/admin/users?limit=abc", "limit"),
+        ("/admin/audit?before=x", "before"),
+        ("/admin/audit?limit=", "limit"),
+    ] {
+        let body = problem(
+            get(&app, path, &admin.access).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert_eq!(
+            body["type"], "urn:tokengate:problem:invalid-query",
+            "{path}"
+        );
+        assert_eq!(body["field"], parameter, "{path}");
+        assert_eq!(
+            body["detail"],
+            format!("The query parameter '{parameter}' must be a whole number."),
+            "{path}"
+        );
+    }
+    // Well-formed, it still answers.
+    let r = get(&app, "/admin/audit?before=10&limit=5", &admin.access).await;
+    assert_eq!(r.status(), StatusCode::OK);
     app.logs().assert_clean();
 }
 

@@ -155,7 +155,7 @@ async fn connections_over_max_connections_wait_until_one_closes() {
 
 /// Requests enough to fill both ends' socket buffers with their answers.
 fn pipelined_requests(count: usize) -> Vec<u8> {
-    let one = b"GET /.well-known/openid-configuration HTTP/1.1\r\nHost: x\r\n\r\n";
+    let one = b"GET /.well-known/oauth-authorization-server HTTP/1.1\r\nHost: x\r\n\r\n";
     one.iter()
         .copied()
         .cycle()

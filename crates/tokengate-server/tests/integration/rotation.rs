@@ -185,7 +185,7 @@ async fn jwks_cache_lifetime_follows_the_publish_delay(backend: Backend) {
     .await;
     for path in [
         "/.well-known/jwks.json",
-        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
     ] {
         let r = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(r.headers()["cache-control"], "public, max-age=60", "{path}");

@@ -22,6 +22,7 @@ both_backends!(
     bcrypt_refuses_passwords_over_72_bytes_and_rehashes_the_exact_one,
     stored_hashes_over_the_cost_ceilings_never_match,
     bad_requests_get_problem_json_never_5xx,
+    each_error_class_has_a_stable_type_and_names_the_field,
     registration_rules,
     protected_routes_need_a_bearer_header,
     jwks_and_discovery_let_a_resource_server_verify,
@@ -488,7 +489,8 @@ async fn bad_requests_get_problem_json_never_5xx(backend: Backend) {
     )
     .await;
     let r = c.get(app.url("/auth/login")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["allow"], "POST");
+    problem(r, StatusCode::METHOD_NOT_ALLOWED).await;
     // Garbage refresh tokens.
     for token in ["", "short", &"A".repeat(43), &"é".repeat(43)] {
         problem(app.refresh(token).await, StatusCode::BAD_REQUEST).await;
@@ -523,6 +525,139 @@ async fn bad_requests_get_problem_json_never_5xx(backend: Backend) {
             .unwrap()
             .contains("default-src 'none'")
     );
+    app.logs().assert_clean();
+}
+
+/// The problem document's `type`, after `problem` checked the rest.
+async fn problem_type(response: reqwest::Response, status: StatusCode) -> (String, Value) {
+    let body = problem(response, status).await;
+    let kind = body["type"].as_str().unwrap_or_default().to_owned();
+    (kind, body)
+}
+
+/// No parser internals in a problem document.
+fn assert_plain_words(body: &Value) {
+    let detail = body["detail"].as_str().unwrap_or_default();
+    for internal in ["line ", "column", "`", "Failed to", "serde", "struct "] {
+        assert!(!detail.contains(internal), "{internal:?} in {detail:?}");
+    }
+}
+
+async fn each_error_class_has_a_stable_type_and_names_the_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let c = &app.client;
+    let login = app.url("/auth/login");
+
+    // 404: no route.
+    let (kind, _) = problem_type(
+        c.get(app.url("/no/such/path")).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(kind, "about:blank");
+
+    // 405: the route exists, the method does not; Allow lists the methods.
+    let r = c.get(&login).send().await.unwrap();
+    assert_eq!(r.headers()["allow"], "POST");
+    let (kind, _) = problem_type(r, StatusCode::METHOD_NOT_ALLOWED).await;
+    assert_eq!(kind, "about:blank");
+    let r = c
+        .delete(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    let allow = r.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(allow.contains("GET"), "{allow}");
+    problem(r, StatusCode::METHOD_NOT_ALLOWED).await;
+
+    // 415: not JSON by its content type.
+    let r = c
+        .post(&login)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let (kind, _) = problem_type(r, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert_eq!(kind, "urn:tokengate:problem:unsupported-media-type");
+
+    // 400: not JSON at all.
+    let r = c
+        .post(&login)
+        .header("content-type", "application/json")
+        .body(r#"{"email": "a@b.co", "password": "#)
+        .send()
+        .await
+        .unwrap();
+    let (kind, body) = problem_type(r, StatusCode::BAD_REQUEST).await;
+    assert_eq!(kind, "urn:tokengate:problem:malformed-json");
+    assert_plain_words(&body);
+
+    // 422: JSON, but a field is missing: named, in plain words.
+    let r = app
+        .post_json("/auth/login", &json!({"email": "a@b.co"}))
+        .await;
+    let (kind, body) = problem_type(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(kind, "urn:tokengate:problem:invalid-field");
+    assert_eq!(body["field"], "password");
+    assert_eq!(body["detail"], "The password is missing.");
+    assert_plain_words(&body);
+
+    // 422: the wrong type, named, and the value never repeated.
+    let r = app
+        .post_json(
+            "/auth/login",
+            &json!({"email": "a@b.co", "password": ["hunter2"]}),
+        )
+        .await;
+    let (_, body) = problem_type(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["field"], "password");
+    assert_eq!(body["detail"], "The password must be a string.");
+    assert!(!body.to_string().contains("hunter2"));
+
+    // 422: a body that is not an object.
+    for not_an_object in [json!("a string"), json!([1, 2])] {
+        let r = app.post_json("/auth/refresh", &not_an_object).await;
+        let (_, body) = problem_type(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(body["field"], "body", "{not_an_object}");
+        assert_plain_words(&body);
+    }
+    let r = app.post_json("/auth/refresh", &json!("a string")).await;
+    let (_, body) = problem_type(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["detail"], "The body must be a JSON object.");
+
+    // 413: over the body limit.
+    let big = json!({"email": "a@b.co", "password": "x".repeat(20 * 1024)});
+    let (kind, _) = problem_type(
+        app.post_json("/auth/login", &big).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    assert_eq!(kind, "urn:tokengate:problem:payload-too-large");
+
+    // Logout's optional body: an unknown field is named, plainly.
+    let t = app.user("olivia@example.com").await;
+    let r = c
+        .post(app.url("/auth/logout"))
+        .bearer_auth(&t.access)
+        .json(&json!({"scop": "global"}))
+        .send()
+        .await
+        .unwrap();
+    let (_, body) = problem_type(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["field"], "scop");
+    assert_plain_words(&body);
+
+    // 400: a path segment that is not UTF-8.
+    let r = c
+        .delete(app.url("/auth/sessions/%FF"))
+        .bearer_auth(&t.access)
+        .send()
+        .await
+        .unwrap();
+    let (kind, body) = problem_type(r, StatusCode::BAD_REQUEST).await;
+    assert_eq!(kind, "urn:tokengate:problem:invalid-path");
+    assert_eq!(body["field"], "id");
     app.logs().assert_clean();
 }
 
@@ -644,25 +779,51 @@ async fn jwks_and_discovery_let_a_resource_server_verify(backend: Backend) {
     let jwks: JwkSet = r.json().await.unwrap();
     assert_eq!(jwks.keys.len(), 1);
     assert!(!jwks.keys[0].is_private());
-    let discovery: Value = app
+    let metadata: Value = app
         .client
-        .get(app.url("/.well-known/openid-configuration"))
+        .get(app.url("/.well-known/oauth-authorization-server"))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(discovery["issuer"], "https://auth.test");
+    let public = |path: &str| format!("{}{path}", app.settings.public_url);
+    assert_eq!(metadata["issuer"], "https://auth.test");
+    assert_eq!(metadata["jwks_uri"], public("/.well-known/jwks.json"));
+    for (name, path) in [
+        ("token_endpoint", "/auth/login"),
+        ("refresh_endpoint", "/auth/refresh"),
+        ("revocation_endpoint", "/auth/logout"),
+        ("registration_endpoint", "/auth/register"),
+        ("userinfo_endpoint", "/auth/me"),
+    ] {
+        assert_eq!(metadata[name], public(path), "{name}");
+    }
     assert_eq!(
-        discovery["jwks_uri"],
-        app.url("/.well-known/jwks.json")
-            .replace(&app.base, &app.settings.public_url)
-    );
-    assert_eq!(
-        discovery["id_token_signing_alg_values_supported"],
+        metadata["access_token_signing_alg_values_supported"],
         json!(["ES256"])
     );
+    // Nothing claimed that does not hold: no ID tokens, no grants of
+    // RFC 6749's form, no authorization endpoint's response types.
+    assert_eq!(metadata["response_types_supported"], json!([]));
+    assert_eq!(metadata["grant_types_supported"], json!([]));
+    assert!(
+        metadata
+            .get("id_token_signing_alg_values_supported")
+            .is_none()
+    );
+    assert!(!metadata.to_string().contains("password"));
+    // No OpenID discovery: without ID tokens it could not be true.
+    problem(
+        app.client
+            .get(app.url("/.well-known/openid-configuration"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     // A resource server with only the JWKS verifies the access token.
     let (ring, skipped) = KeyRing::from_jwks(&jwks);
     assert!(skipped.is_empty());
@@ -822,7 +983,8 @@ async fn slow_requests_time_out(backend: Backend) {
     .await;
     let started = std::time::Instant::now();
     let r = app.login("victor@example.com", "some password here").await;
-    assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+    let body = problem(r, StatusCode::REQUEST_TIMEOUT).await;
+    assert_eq!(body["type"], "about:blank");
     assert!(started.elapsed() < Duration::from_secs(2));
     // The server keeps answering.
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();

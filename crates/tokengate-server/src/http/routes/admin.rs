@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use crate::http::error::ApiError;
-use crate::http::extract::{Admin, ApiJson};
+use crate::http::extract::{Admin, ApiJson, ApiPath, ApiQuery};
 use crate::http::state::AppState;
 use crate::infra::client_ip::ClientIp;
 use crate::service::{Actor, NewAccount};
@@ -45,7 +45,7 @@ pub struct UserListQuery {
 pub async fn admin_list_users(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
-    Query(q): Query<UserListQuery>,
+    ApiQuery(q): ApiQuery<UserListQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let users = state
@@ -107,7 +107,7 @@ pub async fn admin_update_user(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
     admin: Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UserPatch>,
 ) -> Result<Response, ApiError> {
     let actor = Actor::Admin {
@@ -126,7 +126,7 @@ pub async fn admin_revoke_sessions(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
     admin: Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let actor = Actor::Admin {
         id: admin.id,
@@ -149,7 +149,7 @@ pub struct AuditParams {
 pub async fn admin_audit(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
-    Query(q): Query<AuditParams>,
+    ApiQuery(q): ApiQuery<AuditParams>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let rows = state

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +12,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, Authenticated};
+use crate::http::extract::{ApiJson, Authenticated, OptionalApiJson};
 use crate::http::state::AppState;
 use crate::infra::client_ip::ClientIp;
 use crate::service::{Actor, IssuedTokens, LoginRequest, LogoutScope, NewAccount};
@@ -99,7 +98,7 @@ pub async fn refresh(
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct LogoutRequest {
+pub struct LogoutRequest {
     #[serde(default)]
     scope: Option<String>,
 }
@@ -109,24 +108,8 @@ pub async fn logout(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
     auth: Authenticated,
-    headers: HeaderMap,
-    body: Bytes,
+    OptionalApiJson(request): OptionalApiJson<LogoutRequest>,
 ) -> Result<Response, ApiError> {
-    let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        LogoutRequest::default()
-    } else {
-        let json = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !json {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        serde_json::from_slice(&body).map_err(|e| ApiError::Invalid {
-            field: "body",
-            detail: e.to_string(),
-        })?
-    };
     let scope = LogoutScope::parse(request.scope.as_deref())?;
     state
         .sessions

@@ -1,4 +1,4 @@
-//! What anyone may read: the JWKS, discovery, health and readiness, and
+//! What anyone may read: the JWKS, RFC 8414 metadata, health and readiness, and
 //! `/metrics` where it is served.
 
 use std::sync::Arc;
@@ -32,8 +32,15 @@ pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     response
 }
 
-/// `GET /.well-known/openid-configuration`.
-pub async fn discovery(State(state): State<Arc<AppState>>) -> Response {
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414): only what
+/// holds. There is no authorization endpoint, so no response types; login
+/// and refresh are JSON endpoints rather than RFC 6749 grants, so the grant
+/// list is empty (left out, it would default to `authorization_code` and
+/// `implicit`). The endpoint names are tokengate's: `token_endpoint` is
+/// the JSON login, `refresh_endpoint` and `userinfo_endpoint` are not
+/// RFC 8414 names. There is no `openid-configuration`: without ID tokens
+/// no document there could be both valid OpenID discovery and true.
+pub async fn authorization_server_metadata(State(state): State<Arc<AppState>>) -> Response {
     let base = &state.settings.public_url;
     let algs: Vec<String> = state
         .keys
@@ -50,11 +57,9 @@ pub async fn discovery(State(state): State<Arc<AppState>>) -> Response {
         "registration_endpoint": format!("{base}/auth/register"),
         "revocation_endpoint": format!("{base}/auth/logout"),
         "userinfo_endpoint": format!("{base}/auth/me"),
-        "grant_types_supported": ["password", "refresh_token"],
-        "response_types_supported": ["token"],
-        "subject_types_supported": ["public"],
+        "response_types_supported": [],
+        "grant_types_supported": [],
         "token_endpoint_auth_methods_supported": ["none"],
-        "id_token_signing_alg_values_supported": algs,
         "access_token_signing_alg_values_supported": algs,
     }))
     .into_response();
