@@ -5,8 +5,12 @@
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Installs the global subscriber; `format` is `json` or `pretty`.
-pub fn init<W>(format: &str, level: &str, writer: W)
+use crate::infra::config::LogFormat;
+
+/// Installs the global subscriber. `colour` allows ANSI colours in the text
+/// format: pass whether the writer is a terminal, so that a file or a log
+/// collector gets plain text.
+pub fn init<W>(format: LogFormat, level: &str, writer: W, colour: bool)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -14,15 +18,15 @@ where
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(colour)
         .with_target(true);
     // A second init (tests) keeps the first subscriber: ignore the error.
-    let _ = if format == "json" {
-        builder
+    let _ = match format {
+        LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init()
-    } else {
-        builder.compact().try_init()
+            .try_init(),
+        LogFormat::Text => builder.compact().try_init(),
     };
 }

@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use tokengate_server::infra::config::LogFormat;
 
 use crate::app::{Backend, TestApp, spawn_app};
 
@@ -54,9 +55,14 @@ thread_local! {
 pub fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
-        tokengate_server::infra::telemetry::init("json", "debug,sqlx=warn,hyper=warn", || Route {
-            to: ATTACHED.try_with(|a| a.borrow().clone()).ok().flatten(),
-        });
+        tokengate_server::infra::telemetry::init(
+            LogFormat::Json,
+            "debug,sqlx=warn,hyper=warn",
+            || Route {
+                to: ATTACHED.try_with(|a| a.borrow().clone()).ok().flatten(),
+            },
+            false,
+        );
     });
 }
 

@@ -493,6 +493,98 @@ fn config_file_env_and_flags_layer_and_print_redacted() {
 }
 
 #[test]
+fn an_unknown_environment_variable_refuses_to_start_naming_the_closest_key() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, _, stderr) = run(
+        &["serve", "--addr", "127.0.0.1:0", "--data-dir", d],
+        &[("TOKENGATE_ACESS_TTL", "5m")],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "configuration: unknown environment variable TOKENGATE_ACESS_TTL (did you mean TOKENGATE_ACCESS_TTL?)"
+        ),
+        "{stderr}"
+    );
+}
+
+/// A rendered configuration without the trailing source comments.
+fn setting_values(rendered: &str) -> Vec<&str> {
+    rendered
+        .lines()
+        .skip(1)
+        .map(|line| line.split("  # ").next().unwrap())
+        .collect()
+}
+
+#[test]
+fn print_config_output_is_a_config_file_that_loads_back_the_same() {
+    let dir = TempDir::new().unwrap();
+    let (code, first, err) = run(
+        &["serve", "--print-config", "--addr", "127.0.0.1:9300"],
+        &[
+            ("TOKENGATE_AUDIT_RETENTION", "2160h"),
+            ("TOKENGATE_ACCESS_TTL", "90m"),
+            ("TOKENGATE_KEY_ROTATION_INTERVAL", "30d"),
+            ("TOKENGATE_TRUSTED_PROXIES", "10.0.0.0/8,::1"),
+            ("TOKENGATE_LOG_FORMAT", "text"),
+            (
+                "TOKENGATE_METRICS_TOKEN",
+                "0123456789abcdef0123456789abcdef",
+            ),
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(first.contains("audit_retention = \"90d\""), "{first}");
+    assert!(first.contains("refresh_ttl = \"14d\""), "{first}");
+    assert!(first.contains("access_ttl = \"1h30m\""), "{first}");
+    assert!(first.contains("# redis_url = \"\"  # unset"), "{first}");
+    assert!(
+        first.contains("# metrics_token = \"[redacted]\""),
+        "{first}"
+    );
+    let file = dir.path().join("printed.toml");
+    std::fs::write(&file, &first).unwrap();
+    let (code, second, err) = run(
+        &[
+            "serve",
+            "--print-config",
+            "--config",
+            file.to_str().unwrap(),
+        ],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "the printed file does not load: {err}\n{first}");
+    // The one secret cannot come back; every other key does, with its value.
+    let not_secret = |line: &&str| !line.starts_with("# metrics_token = ");
+    let first_values: Vec<&str> = setting_values(&first)
+        .into_iter()
+        .filter(not_secret)
+        .collect();
+    let second_values: Vec<&str> = setting_values(&second)
+        .into_iter()
+        .filter(not_secret)
+        .collect();
+    assert_eq!(first_values, second_values, "\n{first}\n{second}");
+    assert_eq!(setting_values(&second).len(), setting_values(&first).len());
+}
+
+#[test]
+fn text_logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = TempDir::new().unwrap();
+    let server = start_with_env(dir.path(), None, &[], &[("TOKENGATE_LOG_FORMAT", "text")]);
+    let out = server.log_once(|out| out.contains("tokengate listening"));
+    assert!(out.contains("tokengate listening"), "{out}");
+    assert!(!out.contains("\x1b["), "ANSI escape in {out:?}");
+    assert!(!out.trim_start().starts_with('{'), "not JSON: {out}");
+}
+
+#[test]
 fn a_wrong_master_key_refuses_to_start() {
     let dir = TempDir::new().unwrap();
     // A data directory the service creates itself: private from birth.

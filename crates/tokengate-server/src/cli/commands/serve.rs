@@ -1,6 +1,7 @@
 //! `tokengate serve` and `tokengate migrate`.
 
 use secrecy::ExposeSecret as _;
+use std::io::IsTerminal as _;
 use std::sync::Arc;
 
 use crate::cli::{DataArgs, Failure, ServeArgs};
@@ -31,7 +32,12 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         print!("{}", settings.render());
         return Ok(());
     }
-    crate::infra::telemetry::init(&settings.log_format, &settings.log_level, std::io::stdout);
+    crate::infra::telemetry::init(
+        settings.log_format,
+        &settings.log_level,
+        std::io::stdout,
+        std::io::stdout().is_terminal(),
+    );
     runtime()?.block_on(async move {
         let public_url = settings.public_url.clone();
         let scheme = if settings.tls_cert.is_some() { "https" } else { "http" };

@@ -182,9 +182,15 @@ pub enum ConfigError {
         "configuration: set master_key or master_key_file, not both: which one encrypts the signing keys must be unambiguous"
     )]
     TwoMasterKeys,
-    /// A log format other than `json` or `pretty`.
-    #[error("configuration: log_format {0:?} is not json or pretty")]
-    UnknownLogFormat(String),
+    /// A `TOKENGATE_*` environment variable that names no setting (a typo
+    /// would otherwise be silently ignored, as in the file).
+    #[error("configuration: unknown environment variable {name} (did you mean {closest}?)")]
+    UnknownVariable {
+        /// The variable as set.
+        name: String,
+        /// The known variable closest to it.
+        closest: String,
+    },
 }
 
 /// A duration as the messages show it, e.g. `1h 30m`.

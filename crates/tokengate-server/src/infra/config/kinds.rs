@@ -4,7 +4,8 @@
 //! Three shapes cover every setting: [`Parsed`] values (numbers, durations,
 //! addresses…) are trimmed and must parse; [`Verbatim`] values (names, paths,
 //! secrets) are taken as written; [`Optional`] wraps either so that a blank
-//! value means "unset".
+//! value means "unset". Each kind shows its value as a [`Shown`], which
+//! `render.rs` writes as a line of a valid `tokengate.toml`.
 
 use secrecy::ExposeSecret as _;
 use std::net::SocketAddr;
@@ -14,7 +15,21 @@ use std::time::Duration;
 
 use tokengate::Algorithm;
 
-use super::{ClientIpHeader, ConfigError, Secret, Source};
+use super::{ClientIpHeader, ConfigError, LogFormat, Secret, Source};
+
+/// A value as `--print-config` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Shown {
+    /// A TOML string: the loader reads it back as the same value.
+    Text(String),
+    /// A bare TOML number or boolean.
+    Bare(String),
+    /// A secret, or text with a secret inside (a URL's password): the
+    /// redacted form would load as a different value, so it is commented out.
+    Redacted(String),
+    /// An optional setting with no value.
+    Unset,
+}
 
 /// How one setting is read from its winning text and shown again.
 pub(super) trait Kind {
@@ -32,8 +47,8 @@ pub(super) trait Kind {
     /// Whether `text` means "not set" for an [`Optional`] setting.
     fn is_blank(&self, text: &str) -> bool;
 
-    /// The value as `--print-config` prints it (before TOML quoting).
-    fn show(&self, value: &Self::Value) -> String;
+    /// The value as `--print-config` prints it.
+    fn show(&self, value: &Self::Value) -> Shown;
 }
 
 /// A value parsed from the trimmed text; a failure names the key, the text,
@@ -44,7 +59,7 @@ pub(super) struct Parsed<T> {
     /// The parser: `None` for text that is not a `T`.
     pub parse: fn(&str) -> Option<T>,
     /// The inverse of `parse`, for `--print-config`.
-    pub show: fn(&T) -> String,
+    pub show: fn(&T) -> Shown,
 }
 
 impl<T> Kind for Parsed<T> {
@@ -68,7 +83,7 @@ impl<T> Kind for Parsed<T> {
         text.trim().is_empty()
     }
 
-    fn show(&self, value: &T) -> String {
+    fn show(&self, value: &T) -> Shown {
         (self.show)(value)
     }
 }
@@ -79,7 +94,7 @@ pub(super) struct Verbatim<T> {
     /// The value for the text (empty when no layer sets the key).
     pub from_text: fn(&str) -> T,
     /// How `--print-config` shows it.
-    pub show: fn(&T) -> String,
+    pub show: fn(&T) -> Shown,
 }
 
 impl<T> Kind for Verbatim<T> {
@@ -93,13 +108,13 @@ impl<T> Kind for Verbatim<T> {
         text.is_empty()
     }
 
-    fn show(&self, value: &T) -> String {
+    fn show(&self, value: &T) -> Shown {
         (self.show)(value)
     }
 }
 
-/// A setting that may be left unset: absent or blank is `None`, printed as
-/// an empty string.
+/// A setting that may be left unset: absent or blank is `None`, shown as
+/// [`Shown::Unset`].
 pub(super) struct Optional<K>(K);
 
 impl<K: Kind> Kind for Optional<K> {
@@ -120,11 +135,10 @@ impl<K: Kind> Kind for Optional<K> {
         self.0.is_blank(text)
     }
 
-    fn show(&self, value: &Self::Value) -> String {
+    fn show(&self, value: &Self::Value) -> Shown {
         value
             .as_ref()
-            .map(|value| self.0.show(value))
-            .unwrap_or_default()
+            .map_or(Shown::Unset, |value| self.0.show(value))
     }
 }
 
@@ -138,7 +152,7 @@ pub(super) fn duration() -> Parsed<Duration> {
     Parsed {
         expected: "a duration like 30s, 15m, 14d",
         parse: |text| humantime::parse_duration(text).ok(),
-        show: |duration| humantime::format_duration(*duration).to_string(),
+        show: |duration| Shown::Text(format_duration(*duration)),
     }
 }
 
@@ -147,7 +161,7 @@ pub(super) fn number<T: FromStr + ToString>() -> Parsed<T> {
     Parsed {
         expected: "a whole number",
         parse: |text| text.parse().ok(),
-        show: T::to_string,
+        show: |number| Shown::Bare(number.to_string()),
     }
 }
 
@@ -156,7 +170,7 @@ pub(super) fn boolean() -> Parsed<bool> {
     Parsed {
         expected: "true or false",
         parse: |text| text.parse().ok(),
-        show: bool::to_string,
+        show: |flag| Shown::Bare(flag.to_string()),
     }
 }
 
@@ -165,7 +179,7 @@ pub(super) fn address(expected: &'static str) -> Parsed<SocketAddr> {
     Parsed {
         expected,
         parse: |text| text.parse().ok(),
-        show: SocketAddr::to_string,
+        show: |addr| Shown::Text(addr.to_string()),
     }
 }
 
@@ -186,7 +200,7 @@ pub(super) fn signing_algorithm() -> Parsed<Algorithm> {
                 )
             })
         },
-        show: Algorithm::to_string,
+        show: |alg| Shown::Text(alg.to_string()),
     }
 }
 
@@ -199,7 +213,7 @@ pub(super) fn client_ip_header() -> Parsed<ClientIpHeader> {
             "forwarded" => Some(ClientIpHeader::Forwarded),
             _ => None,
         },
-        show: |header| header.name().to_owned(),
+        show: |header| Shown::Text(header.name().to_owned()),
     }
 }
 
@@ -208,7 +222,7 @@ pub(super) fn ipv6_prefix_len() -> Parsed<u8> {
     Parsed {
         expected: "a prefix length from 1 to 128",
         parse: |text| text.parse().ok().filter(|len| (1..=128).contains(len)),
-        show: u8::to_string,
+        show: |len| Shown::Bare(len.to_string()),
     }
 }
 
@@ -218,10 +232,12 @@ pub(super) fn cidr_list() -> Parsed<Vec<ipnet::IpNet>> {
         expected: "a comma-separated list of addresses or CIDR ranges like 10.0.0.0/8, ::1",
         parse: parse_cidrs,
         show: |nets| {
-            nets.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
+            Shown::Text(
+                nets.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
         },
     }
 }
@@ -230,7 +246,7 @@ pub(super) fn cidr_list() -> Parsed<Vec<ipnet::IpNet>> {
 pub(super) fn text() -> Verbatim<String> {
     Verbatim {
         from_text: str::to_owned,
-        show: String::clone,
+        show: |text| Shown::Text(text.clone()),
     }
 }
 
@@ -240,7 +256,7 @@ pub(super) fn path() -> Verbatim<PathBuf> {
         // Not `PathBuf::from`: its `From<&str>` impl is for one lifetime,
         // and the field needs a parser for any.
         from_text: |text| PathBuf::from(text),
-        show: |path| path.display().to_string(),
+        show: |path| Shown::Text(path.display().to_string()),
     }
 }
 
@@ -248,7 +264,7 @@ pub(super) fn path() -> Verbatim<PathBuf> {
 pub(super) fn secret() -> Verbatim<Secret> {
     Verbatim {
         from_text: |text| Secret::from(text.to_owned()),
-        show: |_| "[redacted]".to_owned(),
+        show: |_| Shown::Redacted("[redacted]".to_owned()),
     }
 }
 
@@ -256,8 +272,58 @@ pub(super) fn secret() -> Verbatim<Secret> {
 pub(super) fn secret_url() -> Verbatim<Secret> {
     Verbatim {
         from_text: |text| Secret::from(text.to_owned()),
-        show: |url| redact_url(url.expose_secret()),
+        show: |url| {
+            let redacted = redact_url(url.expose_secret());
+            if redacted == url.expose_secret() {
+                Shown::Text(redacted)
+            } else {
+                Shown::Redacted(redacted)
+            }
+        },
     }
+}
+
+/// `json`, or `text` for one plain line per event (`pretty`, its earlier
+/// name, is read as `text`).
+pub(super) fn log_format() -> Parsed<LogFormat> {
+    Parsed {
+        expected: "json, text or pretty",
+        parse: |text| match text.to_ascii_lowercase().as_str() {
+            "json" => Some(LogFormat::Json),
+            "text" | "pretty" => Some(LogFormat::Text),
+            _ => None,
+        },
+        show: |format| Shown::Text(format.name().to_owned()),
+    }
+}
+
+/// A duration as an operator writes it, and as humantime reads it back:
+/// the largest units that are exact, so `90d`, `14d`, `15m`, `1h30m`
+/// (never months or years, whose length humantime fixes at 30.44 and
+/// 365.25 days, and never weeks, which the README does not use).
+pub(super) fn format_duration(duration: Duration) -> String {
+    const UNITS: [(&str, u128); 7] = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+        ("ns", 1),
+    ];
+    let mut rest = duration.as_nanos();
+    if rest == 0 {
+        return "0s".to_owned();
+    }
+    let mut text = String::new();
+    for (unit, nanos) in UNITS {
+        let count = rest / nanos;
+        if count > 0 {
+            text.push_str(&format!("{count}{unit}"));
+            rest %= nanos;
+        }
+    }
+    text
 }
 
 /// Parses `10.0.0.0/8, 192.168.1.1, ::1`: a bare address is a one-address range.

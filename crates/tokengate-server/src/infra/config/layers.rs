@@ -104,7 +104,7 @@ fn file_layer(path: &Path, required: bool) -> Result<Layer, ConfigError> {
 fn env_layer(env: &dyn Fn(&str) -> Option<String>) -> Layer {
     KEYS.iter()
         .filter_map(|key| {
-            let var = format!("TOKENGATE_{}", key.to_uppercase());
+            let var = variable(key);
             env(&var).map(|value| (key.to_string(), (value, Source::Env(var))))
         })
         .collect()
@@ -128,4 +128,93 @@ fn flag_layer(overrides: &Overrides) -> Layer {
         }))
         .map(|(key, flag, text)| (key.to_owned(), (text, Source::Flag(flag.to_owned()))))
         .collect()
+}
+
+/// The prefix of every variable the service reads.
+const PREFIX: &str = "TOKENGATE_";
+
+/// The variable that sets `key`.
+fn variable(key: &str) -> String {
+    format!("{PREFIX}{}", key.to_uppercase())
+}
+
+/// The variables read besides the settings: the configuration file's path.
+const OTHER_VARIABLES: &[&str] = &["TOKENGATE_CONFIG"];
+
+/// Refuses a `TOKENGATE_*` variable in `names` that the service does not
+/// read, naming the closest one it does; the first in name order, so the
+/// message does not depend on the environment's order.
+pub(super) fn refuse_unknown_variables(
+    names: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    let known: Vec<String> = KEYS
+        .iter()
+        .map(|key| variable(key))
+        .chain(OTHER_VARIABLES.iter().map(|name| name.to_string()))
+        .collect();
+    let mut unknown: Vec<&String> = names
+        .iter()
+        .filter(|name| name.starts_with(PREFIX) && !known.contains(name))
+        .filter(|name| !is_set_by_others(name, env))
+        .collect();
+    unknown.sort();
+    match unknown.first() {
+        None => Ok(()),
+        Some(name) => Err(ConfigError::UnknownVariable {
+            name: name.to_string(),
+            closest: known
+                .iter()
+                .min_by_key(|candidate| edit_distance(name, candidate))
+                .cloned()
+                .unwrap_or_default(),
+        }),
+    }
+}
+
+/// `TOKENGATE_*` variables that are not settings but are legitimately in a
+/// server's environment, so refusing them would stop a working deployment:
+/// the test suite's PostgreSQL address (the integration tests run the binary
+/// with their own environment), and the service-link variables Kubernetes
+/// (and Docker links) give every pod for a Service named `tokengate`
+/// (`TOKENGATE_SERVICE_HOST`, `TOKENGATE_PORT=tcp://…`,
+/// `TOKENGATE_PORT_8080_TCP_ADDR`, …).
+fn is_set_by_others(name: &str, env: &dyn Fn(&str) -> Option<String>) -> bool {
+    let Some(rest) = name.strip_prefix(PREFIX) else {
+        return false;
+    };
+    let port_link = || {
+        rest.strip_prefix("PORT_")
+            .and_then(|port| port.split_once('_'))
+            .is_some_and(|(number, _)| {
+                !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())
+            })
+    };
+    rest == "TEST_PG_URL"
+        || rest == "SERVICE_HOST"
+        || rest.starts_with("SERVICE_PORT")
+        // Only a link's URL: an operator's `TOKENGATE_PORT=8080` is a typo
+        // for `TOKENGATE_ADDR` and is refused.
+        || (rest == "PORT" && env(name).is_some_and(|value| value.contains("://")))
+        || port_link()
+}
+
+/// Levenshtein distance in bytes (the names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    // `previous[j]`: the distance from the part of `a` read so far to the
+    // first `j` bytes of `b`.
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, a_byte) in a.bytes().enumerate() {
+        let mut left = i + 1;
+        let mut current = vec![left];
+        let diagonal_and_above = previous.iter().zip(previous.iter().skip(1));
+        for (b_byte, (diagonal, above)) in b.bytes().zip(diagonal_and_above) {
+            left = (diagonal + usize::from(a_byte != b_byte))
+                .min(above + 1)
+                .min(left + 1);
+            current.push(left);
+        }
+        previous = current;
+    }
+    previous.last().copied().unwrap_or_default()
 }

@@ -97,6 +97,25 @@ impl ClientIpHeader {
     }
 }
 
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// One plain human-readable line per event (also read from `pretty`).
+    Text,
+}
+
+impl LogFormat {
+    /// The format's name, as configured.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Json => "json",
+            LogFormat::Text => "text",
+        }
+    }
+}
+
 /// Command-line overrides (the flags of `serve` and the data commands).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -120,12 +139,32 @@ impl Settings {
 
     /// Loads the settings: defaults, then the config file (`--config`, else
     /// `TOKENGATE_CONFIG`, else `./tokengate.toml` if present), then the
-    /// environment, then `overrides`; then validates them.
+    /// environment, then `overrides`; then validates them. An unknown
+    /// `TOKENGATE_*` variable is refused, as an unknown key in the file is.
     pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
-        Self::load_from(overrides, &|name| std::env::var(name).ok())
+        // Lossy: a name that is not UTF-8 still has to be refused if it
+        // starts with `TOKENGATE_`.
+        let names: Vec<String> = std::env::vars_os()
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        Self::load_from_environment(overrides, &names, &|name| std::env::var(name).ok())
     }
 
-    /// [`Settings::load`] with an explicit environment, for tests.
+    /// [`Settings::load`] with an explicit environment: `names` are the
+    /// variables set in it (checked for unknown `TOKENGATE_*` ones), `env`
+    /// reads one.
+    pub fn load_from_environment(
+        overrides: &Overrides,
+        names: &[String],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        layers::refuse_unknown_variables(names, env)?;
+        Self::load_from(overrides, env)
+    }
+
+    /// [`Settings::load`] with an environment that can only be read, not
+    /// listed (tests that build settings in code): no variable is refused
+    /// as unknown.
     pub fn load_from(
         overrides: &Overrides,
         env: &dyn Fn(&str) -> Option<String>,

@@ -23,11 +23,11 @@ use std::time::Duration;
 use tokengate::Algorithm;
 
 use super::kinds::{
-    Kind, address, boolean, cidr_list, client_ip_header, duration, ipv6_prefix_len, number,
-    optional, path, secret, secret_url, signing_algorithm, text,
+    Kind, Shown, address, boolean, cidr_list, client_ip_header, duration, ipv6_prefix_len,
+    log_format, number, optional, path, secret, secret_url, signing_algorithm, text,
 };
 use super::layers::Merged;
-use super::{ClientIpHeader, ConfigError, Secret, Source};
+use super::{ClientIpHeader, ConfigError, LogFormat, Secret, Source};
 
 /// Declares the settings: `/// doc`, then `key: Type = "default" => kind;`
 /// (no `= "default"` when the value is derived from others or unset).
@@ -64,7 +64,7 @@ macro_rules! settings {
 
             /// Each key with its value as `--print-config` shows it, in
             /// table order.
-            pub(super) fn shown(&self) -> Vec<(&'static str, String)> {
+            pub(super) fn shown(&self) -> Vec<(&'static str, Shown)> {
                 vec![$((stringify!($key), Kind::show(&$kind, &self.$key))),*]
             }
         }
@@ -125,7 +125,7 @@ settings! {
     /// Overall per-client request budget on `/auth/*`.
     auth_requests_per_minute: u32 = "120" => number();
     /// Peers whose forwarding header is believed (CIDR list; empty: none).
-    trusted_proxies: Vec<ipnet::IpNet> => cidr_list();
+    trusted_proxies: Vec<ipnet::IpNet> = "" => cidr_list();
     /// The forwarding header read from a trusted proxy.
     client_ip_header: ClientIpHeader = "x-forwarded-for" => client_ip_header();
     /// IPv6 clients are limited per prefix of this length (a /64 is one
@@ -163,8 +163,9 @@ settings! {
     tls_key: Option<PathBuf> => optional(path());
     /// Rotate the signing key this often (off when unset).
     key_rotation_interval: Option<Duration> => optional(duration());
-    /// `json` or `pretty`.
-    log_format: String = "json" => text();
+    /// `json` (one JSON object per line) or `text` (one plain line per
+    /// event; `pretty` is read as `text`).
+    log_format: LogFormat = "json" => log_format();
     /// Tracing filter, e.g. `info` or `tokengate_server=debug` (blank: `info`).
     log_level: String = "info" => text();
 }

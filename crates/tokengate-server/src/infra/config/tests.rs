@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use secrecy::ExposeSecret as _;
 use tokengate::Algorithm;
 
-use super::kinds::redact_url;
+use super::kinds::{format_duration, redact_url};
 use super::*;
 
 fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
@@ -300,6 +300,235 @@ fn print_config_lists_every_key_once_in_table_order() {
         .lines()
         .skip(1)
         .filter_map(|line| line.split_once(" = ").map(|(key, _)| key))
+        .map(|key| key.trim_start_matches("# "))
         .collect();
     assert_eq!(keys, KEYS);
+}
+
+/// An environment of `vars`, listed and read as the process's would be.
+fn load_listed(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let vars: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let names: Vec<String> = vars.keys().cloned().collect();
+    Settings::load_from_environment(&Overrides::default(), &names, &|name| {
+        vars.get(name).cloned()
+    })
+}
+
+#[test]
+fn an_unknown_tokengate_variable_is_refused_naming_the_closest_one() {
+    let err = load_listed(&[("TOKENGATE_ACESS_TTL", "5m")]).err();
+    assert!(
+        matches!(
+            &err,
+            Some(ConfigError::UnknownVariable { name, closest })
+                if name == "TOKENGATE_ACESS_TTL" && closest == "TOKENGATE_ACCESS_TTL"
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.map(|e| e.to_string()).unwrap_or_default(),
+        "configuration: unknown environment variable TOKENGATE_ACESS_TTL (did you mean TOKENGATE_ACCESS_TTL?)"
+    );
+    let err = load_listed(&[("TOKENGATE_CONFG", "x.toml")]).err();
+    assert!(
+        matches!(&err, Some(ConfigError::UnknownVariable { closest, .. }) if closest == "TOKENGATE_CONFIG"),
+        "{err:?}"
+    );
+    // A bare port is an operator's typo, not a Kubernetes service link.
+    let err = load_listed(&[("TOKENGATE_PORT", "8080")]).err();
+    assert!(
+        matches!(err, Some(ConfigError::UnknownVariable { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn variables_that_are_not_settings_but_legitimate_are_accepted() {
+    let legitimate: &[(&str, &str)] = &[
+        ("PATH", "/usr/bin"),
+        ("TOKENGATE_ACCESS_TTL", "5m"),
+        (
+            "TOKENGATE_TEST_PG_URL",
+            "postgres://postgres@127.0.0.1:5432",
+        ),
+        // What Kubernetes sets in every pod for a Service named tokengate.
+        ("TOKENGATE_SERVICE_HOST", "10.0.0.7"),
+        ("TOKENGATE_SERVICE_PORT", "8080"),
+        ("TOKENGATE_SERVICE_PORT_HTTP", "8080"),
+        ("TOKENGATE_PORT", "tcp://10.0.0.7:8080"),
+        ("TOKENGATE_PORT_8080_TCP", "tcp://10.0.0.7:8080"),
+        ("TOKENGATE_PORT_8080_TCP_ADDR", "10.0.0.7"),
+        ("TOKENGATE_PORT_8080_TCP_PORT", "8080"),
+        ("TOKENGATE_PORT_8080_TCP_PROTO", "tcp"),
+    ];
+    let loaded = load_listed(legitimate).map(|s| s.access_ttl);
+    assert_eq!(
+        loaded.map_err(|e| e.to_string()),
+        Ok(Duration::from_secs(300))
+    );
+}
+
+#[test]
+fn log_format_takes_json_text_and_pretty_as_text() {
+    for (given, format) in [
+        ("json", LogFormat::Json),
+        ("text", LogFormat::Text),
+        ("pretty", LogFormat::Text),
+        ("TEXT", LogFormat::Text),
+    ] {
+        let loaded = load(&[("TOKENGATE_LOG_FORMAT", given)]).map(|s| s.log_format);
+        assert_eq!(loaded.map_err(|e| e.to_string()), Ok(format), "{given}");
+    }
+    let err = load(&[("TOKENGATE_LOG_FORMAT", "xml")])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("log_format") && err.contains("json, text or pretty"),
+        "{err}"
+    );
+}
+
+#[test]
+fn durations_print_in_the_largest_exact_units_and_parse_back() {
+    for (seconds, shown) in [
+        (90 * 86_400, "90d"),
+        (14 * 86_400, "14d"),
+        (15 * 60, "15m"),
+        (30, "30s"),
+        (5400, "1h30m"),
+        (86_400 + 1, "1d1s"),
+        (0, "0s"),
+    ] {
+        let duration = Duration::from_secs(seconds);
+        assert_eq!(format_duration(duration), shown);
+        assert_eq!(humantime::parse_duration(shown).ok(), Some(duration));
+    }
+    let duration = Duration::from_millis(1500);
+    assert_eq!(format_duration(duration), "1s500ms");
+    assert_eq!(humantime::parse_duration("1s500ms").ok(), Some(duration));
+}
+
+#[test]
+fn print_config_shows_durations_as_written_and_unset_keys_commented_out() {
+    let rendered = load(&[]).map(|s| s.render()).unwrap_or_default();
+    for line in [
+        "audit_retention = \"90d\"  # default",
+        "refresh_ttl = \"14d\"  # default",
+        "access_ttl = \"15m\"  # default",
+        "# redis_url = \"\"  # unset",
+        "# key_rotation_interval = \"\"  # unset",
+        "trusted_proxies = \"\"  # default",
+        "# issuer = \"http://127.0.0.1:8080\"  # derived",
+        "log_format = \"json\"  # default",
+        "max_connections = 4096  # default",
+    ] {
+        assert!(
+            rendered.lines().any(|l| l == line),
+            "{line:?} in\n{rendered}"
+        );
+    }
+}
+
+/// Each line of a rendered configuration without its trailing source
+/// comment: what a reload must reproduce (the source is then the file).
+fn values(rendered: &str) -> Vec<&str> {
+    rendered
+        .lines()
+        .skip(1)
+        .map(|line| line.split("  # ").next().unwrap_or(line))
+        .collect()
+}
+
+#[test]
+fn print_config_loads_back_as_the_same_settings() {
+    let token = "0123456789abcdef0123456789abcdef";
+    let first = load(&[
+        ("TOKENGATE_AUDIT_RETENTION", "2160h"),
+        ("TOKENGATE_ACCESS_TTL", "90m"),
+        ("TOKENGATE_KEY_ROTATION_INTERVAL", "30d"),
+        ("TOKENGATE_TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
+        ("TOKENGATE_LOG_FORMAT", "pretty"),
+        ("TOKENGATE_AUDIENCE", "quote \" and \\ back"),
+        ("TOKENGATE_METRICS_TOKEN", token),
+        (
+            "TOKENGATE_DATABASE_URL",
+            "postgres://app:hunter2@db:5432/tg",
+        ),
+    ])
+    .map(|s| s.render())
+    .map_err(|e| e.to_string());
+    let Ok(first) = first else {
+        panic!("{first:?}")
+    };
+    assert!(first.contains("audit_retention = \"90d\""), "{first}");
+    assert!(first.contains("access_ttl = \"1h30m\""), "{first}");
+    assert!(
+        !first.contains(token) && !first.contains("hunter2"),
+        "{first}"
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("tokengate.toml");
+    std::fs::write(&path, &first).unwrap_or_else(|e| panic!("{e}"));
+    let overrides = Overrides {
+        config_file: Some(path),
+        ..Overrides::default()
+    };
+    let second = Settings::load_from(&overrides, &|_| None)
+        .map(|s| s.render())
+        .map_err(|e| e.to_string());
+    let Ok(second) = second else {
+        panic!("the rendered file does not load: {second:?}\n{first}")
+    };
+    // Secrets cannot come back: both times they are commented out.
+    let secret_lines = ["# database_url = ", "# metrics_token = "];
+    let is_secret = |line: &&str| secret_lines.iter().any(|s| line.starts_with(s));
+    let first_values: Vec<&str> = values(&first)
+        .into_iter()
+        .filter(|l| !is_secret(l))
+        .collect();
+    let second_values: Vec<&str> = values(&second)
+        .into_iter()
+        .filter(|l| !is_secret(l))
+        .collect();
+    assert_eq!(first_values, second_values, "\n{first}\n{second}");
+    assert_eq!(values(&second).len(), KEYS.len());
+    // With no secret left out, the reload renders identically.
+    std::fs::write(dir.path().join("again.toml"), &second).unwrap_or_else(|e| panic!("{e}"));
+    let third = Settings::load_from(
+        &Overrides {
+            config_file: Some(dir.path().join("again.toml")),
+            ..Overrides::default()
+        },
+        &|_| None,
+    )
+    .map(|s| s.render())
+    .unwrap_or_default();
+    assert_eq!(values(&second), values(&third), "\n{second}\n{third}");
+}
+
+#[test]
+fn an_unset_setting_with_a_default_stays_unset_through_the_file() {
+    let first = load(&[
+        ("TOKENGATE_METRICS", "false"),
+        ("TOKENGATE_METRICS_ADDR", ""),
+    ])
+    .map(|s| s.render())
+    .unwrap_or_default();
+    assert!(
+        first.contains("metrics_addr = \"\"  # environment TOKENGATE_METRICS_ADDR, unset"),
+        "{first}"
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("tokengate.toml");
+    std::fs::write(&path, &first).unwrap_or_else(|e| panic!("{e}"));
+    let overrides = Overrides {
+        config_file: Some(path),
+        ..Overrides::default()
+    };
+    let reloaded = Settings::load_from(&overrides, &|_| None).map(|s| s.metrics_addr);
+    assert_eq!(reloaded.map_err(|e| e.to_string()), Ok(None));
 }

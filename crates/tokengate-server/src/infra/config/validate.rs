@@ -27,9 +27,6 @@ impl Settings {
         if self.master_key.is_some() && self.master_key_file.is_some() {
             return Err(ConfigError::TwoMasterKeys);
         }
-        if !matches!(self.log_format.as_str(), "json" | "pretty") {
-            return Err(ConfigError::UnknownLogFormat(self.log_format));
-        }
         Ok(self)
     }
 
