@@ -9,6 +9,10 @@ use std::sync::Arc;
 use aws_lc_rs::hmac;
 use tokengate::{AccessClaims, Audience, SignOptions, UnixTime};
 
+mod logout;
+
+pub use logout::LogoutScope;
+
 use super::accounts::record;
 use super::{Denylist, ServiceError, random_id};
 use crate::domain::{Email, MAX_PASSWORD_CHARS, RefreshToken, SessionId};
@@ -20,7 +24,7 @@ use crate::infra::metrics::LoginOutcome;
 use crate::infra::password::Hasher;
 use crate::infra::ratelimit::{Attempt, LoginThrottle};
 use crate::service::keys::KeyManager;
-use crate::store::{ClientInfo, RevokeScope, Rotation, RotationRules, SessionRef, Store, User};
+use crate::store::{ClientInfo, Rotation, RotationRules, SessionRef, Store, User};
 
 /// A login's inputs, as the front end received them.
 pub struct LoginRequest<'a> {
@@ -44,40 +48,6 @@ pub struct IssuedTokens {
     pub refresh: RefreshToken,
     /// The refresh token's lifetime in seconds.
     pub refresh_expires_in: i64,
-}
-
-/// Which sessions a logout ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogoutScope {
-    /// This session.
-    Local,
-    /// Every other session of the user.
-    Others,
-    /// Every session, and every access token issued so far.
-    Global,
-}
-
-impl LogoutScope {
-    /// `local` (the default), `others` or `global`.
-    pub fn parse(scope: Option<&str>) -> Result<LogoutScope, ServiceError> {
-        match scope.unwrap_or("local") {
-            "local" => Ok(LogoutScope::Local),
-            "others" => Ok(LogoutScope::Others),
-            "global" => Ok(LogoutScope::Global),
-            _ => Err(ServiceError::Invalid {
-                field: "scope",
-                detail: "scope must be local, others or global".into(),
-            }),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            LogoutScope::Local => "local",
-            LogoutScope::Others => "others",
-            LogoutScope::Global => "global",
-        }
-    }
 }
 
 /// The lifetimes a session's tokens get, in the whole seconds Unix times
@@ -445,69 +415,5 @@ impl Sessions {
             refresh: child,
             refresh_expires_in: self.lifetimes.refresh,
         })
-    }
-
-    /// Logs `user_id` out of session `sid` (local), of every other session,
-    /// or of everything including access tokens already issued (global).
-    pub async fn logout(
-        &self,
-        user_id: &str,
-        sid: &str,
-        scope: LogoutScope,
-        client: IpAddr,
-    ) -> Result<(), ServiceError> {
-        let now = self.clock.now().as_secs();
-        let revoke = match scope {
-            LogoutScope::Local => RevokeScope::Only(sid),
-            LogoutScope::Others => RevokeScope::AllExcept(sid),
-            LogoutScope::Global => RevokeScope::All,
-        };
-        let event = AuditEvent::new("logout")
-            .user(user_id)
-            .session(sid)
-            .ip(client)
-            .with("scope", scope.name());
-        let ended = self
-            .store
-            .revoke_sessions(user_id, revoke, now, &event)
-            .await?;
-        if RevokeScope::changed(revoke, &ended) {
-            event.with("sessions_ended", ended.len()).log();
-        }
-        if scope == LogoutScope::Local {
-            // Also when the session row was already gone: the token must die.
-            self.denylist.deny_session(sid, now).await;
-        }
-        self.denylist.deny_sessions(&ended, now).await;
-        if scope == LogoutScope::Global {
-            self.denylist.deny_user_before(user_id, now).await;
-        }
-        Ok(())
-    }
-
-    /// Ends one of `user_id`'s sessions; `NotFound` when it is not theirs,
-    /// already ended, or unknown (one answer for all).
-    pub async fn end_session(
-        &self,
-        user_id: &str,
-        sid: &str,
-        client: IpAddr,
-    ) -> Result<(), ServiceError> {
-        let now = self.clock.now().as_secs();
-        let event = AuditEvent::new("session_revoked")
-            .user(user_id)
-            .session(sid)
-            .ip(client)
-            .with("by", "user");
-        let ended = self
-            .store
-            .revoke_sessions(user_id, RevokeScope::Only(sid), now, &event)
-            .await?;
-        if ended.is_empty() {
-            return Err(ServiceError::NotFound);
-        }
-        event.log();
-        self.denylist.deny_session(sid, now).await;
-        Ok(())
     }
 }
