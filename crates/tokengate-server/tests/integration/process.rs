@@ -857,3 +857,54 @@ fn serve_creates_the_data_directory_and_says_how_to_make_an_admin() {
     assert!(data.join("tokengate.db").exists());
     assert!(data.join("master.key").exists());
 }
+
+/// The README's quick-start shell block, as a reader would paste it.
+fn readme_quick_start_block() -> String {
+    let readme = include_str!("../../../../README.md");
+    let after = readme
+        .split_once("From another terminal")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let block = after.split_once("```sh\n").map(|(_, rest)| rest).unwrap();
+    block.split_once("```").map(|(b, _)| b).unwrap().to_owned()
+}
+
+#[test]
+fn the_readme_quick_start_works_and_writes_no_files() {
+    let data = TempDir::new().unwrap();
+    let server = start(data.path(), None);
+    let base = server.url("");
+    let script = readme_quick_start_block().replace("localhost:8080", &base);
+    let cwd = TempDir::new().unwrap();
+    let out = Command::new("sh")
+        .arg("-eu")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("\"email\":\"you@example.com\""),
+        "me: {stdout}"
+    );
+    assert!(stdout.contains("refresh_token"), "refresh: {stdout}");
+    assert!(stdout.contains("\"keys\""), "jwks: {stdout}");
+    assert_eq!(
+        entries(cwd.path()),
+        Vec::<String>::new(),
+        "the quick start wrote files"
+    );
+    let ignored = include_str!("../../../../.gitignore");
+    for pattern in ["tokengate-data/", "login.json", "master.key"] {
+        assert!(
+            ignored.lines().any(|l| l == pattern),
+            "{pattern} not in .gitignore"
+        );
+    }
+}
