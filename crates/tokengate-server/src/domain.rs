@@ -180,16 +180,19 @@ impl NewPassword {
         }
         let estimate = zxcvbn::zxcvbn(raw, context);
         if u8::from(estimate.score()) < 3 {
-            let mut advice = String::from("password is too easy to guess");
+            // zxcvbn's warning and suggestions are whole sentences
+            // ("This is a very common password."); they follow ours as
+            // sentences, not in brackets or after semicolons.
+            let mut advice = String::from("password is too easy to guess.");
             if let Some(feedback) = estimate.feedback() {
                 if let Some(warning) = feedback.warning() {
-                    advice.push_str(&format!(" ({warning})"));
+                    push_sentence(&mut advice, &warning.to_string());
                 }
                 for suggestion in feedback.suggestions() {
-                    advice.push_str(&format!("; {suggestion}"));
+                    push_sentence(&mut advice, &suggestion.to_string());
                 }
             }
-            advice.push_str("; try a longer phrase of unrelated words");
+            push_sentence(&mut advice, "A few unrelated words make a strong one.");
             return Err(PasswordError::Guessable(advice));
         }
         Ok(NewPassword(Zeroizing::new(raw.to_owned())))
@@ -204,6 +207,19 @@ impl NewPassword {
 impl fmt::Debug for NewPassword {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("NewPassword([redacted])")
+    }
+}
+
+/// Appends `sentence` after a space, ending it with a full stop if it has none.
+fn push_sentence(text: &mut String, sentence: &str) {
+    let sentence = sentence.trim();
+    if sentence.is_empty() {
+        return;
+    }
+    text.push(' ');
+    text.push_str(sentence);
+    if !sentence.ends_with(['.', '!', '?']) {
+        text.push('.');
     }
 }
 
@@ -389,7 +405,12 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(err.contains("unrelated words"), "{err}");
+        assert_eq!(
+            err,
+            "password is too easy to guess. This is a very common password. \
+             Add another word or two. Uncommon words are better. \
+             A few unrelated words make a strong one."
+        );
         assert!(NewPassword::parse("correct horse battery staple", &[]).is_ok());
         assert!(NewPassword::parse(&"x".repeat(129), &[]).is_err());
     }

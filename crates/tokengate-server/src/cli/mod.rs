@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) and the one place failures become exit codes.
 
 pub mod commands;
+pub mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,7 @@ enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct DataArgs {
     /// Data directory (SQLite file, master key); env TOKENGATE_DATA_DIR.
+    /// Only serve and migrate create it; other commands refuse a missing one.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Configuration file (default ./tokengate.toml if present); env TOKENGATE_CONFIG.
@@ -152,8 +154,9 @@ pub enum KeysCommand {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
-    /// Print a JWKS of the public halves of the keys in DIRs / FILEs
-    /// (*.pem, *.jwk.json, JWKS files). Secrets are never included.
+    /// Print a JWKS of the public halves of the keys in DIRs (*.pem and
+    /// *.jwk.json only; other files are ignored) and FILEs (PEM, JWK or
+    /// JWKS). Secrets are never included.
     Jwks {
         /// Directories or key files.
         #[arg(required = true)]
@@ -275,6 +278,10 @@ pub enum Failure {
     Input(String),
     /// The token was checked and rejected: exit 1.
     Rejected(String),
+    /// Whoever read standard output stopped reading (`… | head`): exit 141
+    /// and nothing on stderr, as a Unix tool killed by SIGPIPE (see
+    /// [`output`]).
+    OutputClosed,
 }
 
 impl From<crate::service::ServiceError> for Failure {
@@ -300,6 +307,7 @@ impl Failure {
         match self {
             Failure::Rejected(_) => ExitCode::from(1),
             Failure::Input(_) => ExitCode::from(2),
+            Failure::OutputClosed => ExitCode::from(141),
         }
     }
 }
@@ -321,6 +329,7 @@ pub fn main() -> ExitCode {
             match &failure {
                 Failure::Input(line) => eprintln!("error: {line}"),
                 Failure::Rejected(line) => eprintln!("invalid token: {line}"),
+                Failure::OutputClosed => {}
             }
             failure.exit_code()
         }

@@ -205,7 +205,7 @@ pub use sessions::{ClientInfo, RevokeScope, Rotation, RotationRules, SessionInfo
 pub use users::User;
 
 /// The file a `sqlite:` URL names; `None` for an in-memory database.
-fn sqlite_file(url: &str) -> Option<&Path> {
+pub fn sqlite_file(url: &str) -> Option<&Path> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;

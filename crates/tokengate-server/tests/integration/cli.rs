@@ -545,3 +545,40 @@ fn an_rsa_pem_whose_sibling_jwk_disagrees_is_refused() {
         assert!(line.contains("not the public half"), "{line}");
     }
 }
+
+#[test]
+fn jwks_of_a_directory_reads_only_key_files() {
+    let dir = TempDir::new().unwrap();
+    let kid = generate(&dir, "ES256");
+    // JSON that is not a key, as a key directory often holds.
+    std::fs::write(dir.path().join("notes.json"), r#"{"rotated_by":"ops"}"#).unwrap();
+    std::fs::write(dir.path().join("README.txt"), "keys for the billing API\n").unwrap();
+    let jwks: Value =
+        serde_json::from_str(&tokengate(&["keys", "jwks", path(dir.path())]).ok()).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1, "{jwks}");
+    assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
+    // Named on the command line, the file is still read, and refused.
+    tokengate(&["keys", "jwks", path(&dir.path().join("notes.json"))]).fails(2);
+}
+
+#[test]
+fn a_closed_output_pipe_ends_quietly_with_141() {
+    let dir = TempDir::new().unwrap();
+    for alg in ["ES256", "EdDSA", "ES384"] {
+        generate(&dir, alg);
+    }
+    // The reader is gone before the command writes a byte, as after
+    // `| head -0`: every write fails with EPIPE, deterministically.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["keys", "jwks", path(dir.path())])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert_eq!(stderr, "", "nothing on stderr: no panic, no Broken pipe");
+}

@@ -784,3 +784,219 @@ async fn a_master_key_file_elsewhere_is_created_private_and_needed_to_start() {
     assert!(err.contains("master key"), "{err}");
     assert!(!data.join("master.key").exists(), "a second master key");
 }
+
+/// Every command that works on the service's data, with the arguments it
+/// needs besides where the data is.
+const DATA_COMMANDS: [&[&str]; 9] = [
+    &["user", "list"],
+    &[
+        "user",
+        "add",
+        "--email",
+        "ops@example.com",
+        "--password-stdin",
+    ],
+    &["user", "disable", "--email", "ops@example.com"],
+    &["user", "enable", "--email", "ops@example.com"],
+    &[
+        "user",
+        "set-roles",
+        "--email",
+        "ops@example.com",
+        "--roles",
+        "user,admin",
+    ],
+    &["user", "import", "users.csv"],
+    &["keys", "rotate"],
+    &["keys", "list"],
+    &["keys", "export-public"],
+];
+
+/// The names in `dir`, to show that a refused command created nothing.
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Runs a data command expected to refuse; returns its one stderr line.
+fn refused(args: &[&str], envs: &[(&str, &str)], dir: &Path) -> String {
+    let (code, stdout, stderr) = run(args, envs, dir);
+    crate::helpers::Run {
+        code,
+        stdout,
+        stderr,
+    }
+    .fails(2)
+}
+
+#[test]
+fn data_commands_refuse_a_missing_data_directory_and_create_nothing() {
+    let dir = TempDir::new().unwrap();
+    let elsewhere = dir.path().join("not-made-yet");
+    let elsewhere = elsewhere.to_str().unwrap();
+    for command in DATA_COMMANDS {
+        // The default ./tokengate-data, then the flag, then the variable.
+        let line = refused(command, &[], dir.path());
+        assert_eq!(
+            line,
+            "error: data directory ./tokengate-data does not exist; run `tokengate serve` or \
+             `tokengate migrate` to create it, or point to yours with --data-dir, \
+             TOKENGATE_DATA_DIR or database_url",
+            "{command:?}"
+        );
+        let flagged = [command, &["--data-dir", elsewhere]].concat();
+        let line = refused(&flagged, &[], dir.path());
+        assert!(
+            line.starts_with(&format!(
+                "error: data directory {elsewhere} does not exist;"
+            )),
+            "{command:?}: {line}"
+        );
+        let line = refused(command, &[("TOKENGATE_DATA_DIR", elsewhere)], dir.path());
+        assert!(line.contains(elsewhere), "{command:?}: {line}");
+        assert_eq!(entries(dir.path()), Vec::<String>::new(), "{command:?}");
+    }
+}
+
+#[test]
+fn with_postgres_the_key_commands_need_the_master_key_directory() {
+    let dir = TempDir::new().unwrap();
+    // Refused before any connection, so no server needs to answer here.
+    let postgres = [(
+        "TOKENGATE_DATABASE_URL",
+        "postgres://nobody@127.0.0.1:1/tokengate",
+    )];
+    for command in [&["keys", "rotate"][..], &["keys", "export-public"]] {
+        let line = refused(command, &postgres, dir.path());
+        assert_eq!(
+            line,
+            "error: data directory ./tokengate-data (for master.key) does not exist; run \
+             `tokengate serve` to create it, or point to yours with --data-dir, \
+             TOKENGATE_DATA_DIR, master_key_file or master_key",
+            "{command:?}"
+        );
+        let key_file = dir.path().join("keys").join("master.key");
+        let line = refused(
+            command,
+            &[
+                postgres[0],
+                ("TOKENGATE_MASTER_KEY_FILE", key_file.to_str().unwrap()),
+            ],
+            dir.path(),
+        );
+        assert!(
+            line.contains(&format!(
+                "directory {} (of master_key_file) does not exist",
+                dir.path().join("keys").display()
+            )),
+            "{line}"
+        );
+        assert_eq!(entries(dir.path()), Vec::<String>::new(), "{command:?}");
+    }
+}
+
+#[test]
+fn migrate_creates_the_data_directory_the_data_commands_then_use() {
+    let dir = TempDir::new().unwrap();
+    let (code, out, err) = run(&["migrate"], &[], dir.path());
+    assert_eq!((code, out.trim()), (0, "migrations applied"), "{err}");
+    assert!(dir.path().join("tokengate-data/tokengate.db").exists());
+    let (code, out, err) = run(&["user", "list"], &[], dir.path());
+    assert_eq!((code, out.lines().count()), (0, 1), "{err}");
+    // The first rotation after migrate makes the master key and first key.
+    let (code, out, err) = run(&["keys", "rotate"], &[], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("created the first signing key"), "{out}");
+    assert!(dir.path().join("tokengate-data/master.key").exists());
+}
+
+#[test]
+fn serve_creates_the_data_directory_and_says_how_to_make_an_admin() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("fresh");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokengate"));
+    serve_arguments(&mut cmd, &data, None);
+    let mut child = cmd
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The first-start message, up to its last line (the server runs on, so
+    // reading past it would wait forever).
+    let mut message = Vec::new();
+    while let Some(Ok(line)) = stderr.next() {
+        let last = line.contains("set-roles");
+        message.push(line);
+        if last {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let message = message.join("\n");
+    assert!(message.contains("/auth/register"), "{message}");
+    let data_dir = data.display();
+    assert!(
+        message.contains(&format!(
+            "tokengate user add --email admin@example.com --role admin --data-dir {data_dir}"
+        )),
+        "{message}"
+    );
+    assert!(data.join("tokengate.db").exists());
+    assert!(data.join("master.key").exists());
+}
+
+/// The README's quick-start shell block, as a reader would paste it.
+fn readme_quick_start_block() -> String {
+    let readme = include_str!("../../../../README.md");
+    let after = readme
+        .split_once("From another terminal")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let block = after.split_once("```sh\n").map(|(_, rest)| rest).unwrap();
+    block.split_once("```").map(|(b, _)| b).unwrap().to_owned()
+}
+
+#[test]
+fn the_readme_quick_start_works_and_writes_no_files() {
+    let data = TempDir::new().unwrap();
+    let server = start(data.path(), None);
+    let base = server.url("");
+    let script = readme_quick_start_block().replace("localhost:8080", &base);
+    let cwd = TempDir::new().unwrap();
+    let out = Command::new("sh")
+        .arg("-eu")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("\"email\":\"you@example.com\""),
+        "me: {stdout}"
+    );
+    assert!(stdout.contains("refresh_token"), "refresh: {stdout}");
+    assert!(stdout.contains("\"keys\""), "jwks: {stdout}");
+    assert_eq!(
+        entries(cwd.path()),
+        Vec::<String>::new(),
+        "the quick start wrote files"
+    );
+    let ignored = include_str!("../../../../.gitignore");
+    for pattern in ["tokengate-data/", "login.json", "master.key"] {
+        assert!(
+            ignored.lines().any(|l| l == pattern),
+            "{pattern} not in .gitignore"
+        );
+    }
+}

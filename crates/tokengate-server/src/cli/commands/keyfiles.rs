@@ -193,7 +193,10 @@ pub fn verifying_ring(
         .map_err(|e| input(path, e))
 }
 
-/// The key files in a directory (`*.pem`, `*.json`), sorted by name.
+/// The key files in a directory (`*.pem`, `*.jwk.json`), sorted by name.
+/// Only the names `keys generate` writes: a directory of keys often holds
+/// other JSON (notes, configuration) that is not a key and must not fail
+/// the whole listing.
 pub fn key_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
     let entries = fs::read_dir(dir)
         .map_err(|e| Failure::Input(format!("cannot read directory {}: {e}", dir.display())))?;
@@ -202,8 +205,9 @@ pub fn key_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
         .map(|e| e.path())
         .filter(|p| {
             p.is_file()
-                && p.extension()
-                    .is_some_and(|ext| ext == "pem" || ext == "json")
+                && p.file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.ends_with(".pem") || name.ends_with(".jwk.json"))
         })
         .collect();
     found.sort();

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use tokengate::{Jwk, JwkSet, Kid, SigningKey, VerifyingKey};
 
 use super::keyfiles;
+use crate::cli::output::stdout_line;
 use crate::cli::{Failure, KeysCommand};
 use crate::infra::files;
 
@@ -32,6 +33,11 @@ fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Fa
     use crate::infra::clock::{Clock, SystemClock};
     use crate::service::keys::{KeyManager, key_states};
     let settings = super::load_settings(data, crate::infra::config::Overrides::default())?;
+    let opens = match what {
+        ServiceKeys::List => super::Opens::Database,
+        ServiceKeys::Rotate | ServiceKeys::ExportPublic => super::Opens::DatabaseAndMasterKey,
+    };
+    super::require_existing_data(&settings, opens)?;
     super::block_on(async move {
         let store = crate::store::Store::connect(settings.database_url.expose_secret())
             .await
@@ -48,12 +54,16 @@ fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Fa
                     now,
                     settings.signing_alg == tokengate::Algorithm::HS256,
                 );
-                println!(
+                stdout_line!(
                     "{:<44} {:<6} {:<10} {:<21} {:<21} retires",
-                    "kid", "alg", "state", "created", "activates"
-                );
+                    "kid",
+                    "alg",
+                    "state",
+                    "created",
+                    "activates"
+                )?;
                 for (k, state) in stored.iter().zip(states) {
-                    println!(
+                    stdout_line!(
                         "{:<44} {:<6} {:<10} {:<21} {:<21} {}",
                         k.kid,
                         k.alg,
@@ -63,7 +73,7 @@ fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Fa
                         k.retired_at
                             .map(super::rfc3339)
                             .unwrap_or_else(|| "-".into())
-                    );
+                    )?;
                 }
                 Ok(())
             }
@@ -76,7 +86,7 @@ fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Fa
                     .await
                     .map_err(|e| Failure::Input(e.to_string()))?;
                 if first {
-                    println!(
+                    stdout_line!(
                         "created the first signing key: {}",
                         manager
                             .current()
@@ -84,19 +94,19 @@ fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Fa
                             .active()
                             .map(|k| k.kid().to_string())
                             .unwrap_or_default()
-                    );
+                    )?;
                     Ok(())
                 } else {
                     let kid = manager
                         .rotate(&store, now, "cli")
                         .await
                         .map_err(|e| Failure::Input(e.to_string()))?;
-                    println!(
+                    stdout_line!(
                         "{kid}: published now, signs from {}",
                         super::rfc3339(
                             now + crate::infra::config::secs(settings.key_publish_delay)
                         )
-                    );
+                    )?;
                     Ok(())
                 }
             }
@@ -105,11 +115,11 @@ fn service_keys(data: &crate::cli::DataArgs, what: ServiceKeys) -> Result<(), Fa
                     .await
                     .map_err(|e| Failure::Input(e.to_string()))?;
                 let jwks = manager.current().ring.jwks();
-                println!(
+                stdout_line!(
                     "{}",
                     serde_json::to_string_pretty(&jwks)
                         .map_err(|e| Failure::Input(e.to_string()))?
-                );
+                )?;
                 Ok(())
             }
         };
@@ -176,7 +186,7 @@ fn generate(alg: tokengate::Algorithm, kid: Option<String>, out: &Path) -> Resul
             .ok_or_else(|| Failure::Input("key has no public half".into()))?;
         files::create_new(&jwk_path, pretty(public)?.as_bytes(), false)?;
     }
-    println!("{kid}");
+    stdout_line!("{kid}")?;
     Ok(())
 }
 
@@ -247,6 +257,6 @@ fn jwks(paths: &[PathBuf]) -> Result<(), Failure> {
         keys: by_kid.into_values().collect(),
     };
     let text = serde_json::to_string_pretty(&set).map_err(|e| Failure::Input(e.to_string()))?;
-    println!("{text}");
+    stdout_line!("{text}")?;
     Ok(())
 }

@@ -4,6 +4,7 @@ use secrecy::ExposeSecret as _;
 use std::io::IsTerminal as _;
 use std::sync::Arc;
 
+use crate::cli::output::stdout_line;
 use crate::cli::{DataArgs, Failure, ServeArgs};
 use crate::infra::clock::SystemClock;
 use crate::infra::config::Overrides;
@@ -29,8 +30,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         },
     )?;
     if args.print_config {
-        print!("{}", settings.render());
-        return Ok(());
+        return crate::cli::output::text(&settings.render());
     }
     crate::infra::telemetry::init(
         settings.log_format,
@@ -42,13 +42,25 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         let public_url = settings.public_url.clone();
         let scheme = if settings.tls_cert.is_some() { "https" } else { "http" };
         let storage = if settings.is_postgres() { "PostgreSQL" } else { "SQLite" };
+        // The admin commands must find this server's data: name the data
+        // directory unless it is the default one they look in anyway.
+        let data_dir_flag = if settings.data_dir == std::path::Path::new("./tokengate-data") {
+            String::new()
+        } else {
+            format!(" --data-dir {}", settings.data_dir.display())
+        };
         let app = Application::build(settings, Arc::new(SystemClock))
             .await
             .map_err(|e| Failure::Input(e.to_string()))?;
         let addr = app.local_addr().map_err(|e| Failure::Input(e.to_string()))?;
         tracing::info!(%addr, storage, "tokengate listening");
         eprintln!(
-            "tokengate is listening on {scheme}://{addr} ({storage}).\nRegister the first user:\n  curl -s {public_url}/auth/register -H 'content-type: application/json' -d '{{\"email\":\"you@example.com\",\"password\":\"a long passphrase of your own\"}}'"
+            "tokengate is listening on {scheme}://{addr} ({storage}).\n\
+             Register the first user:\n  \
+             curl -s {public_url}/auth/register -H 'content-type: application/json' -d '{{\"email\":\"you@example.com\",\"password\":\"a long passphrase of your own\"}}'\n\
+             Create an admin (the /admin endpoints need the role), or give an existing account the role:\n  \
+             tokengate user add --email admin@example.com --role admin{data_dir_flag}\n  \
+             tokengate user set-roles --email you@example.com --roles user,admin{data_dir_flag}"
         );
         app.run_until(shutdown_signal())
             .await
@@ -66,7 +78,7 @@ pub fn migrate(args: DataArgs) -> Result<(), Failure> {
             .await
             .map_err(|e| Failure::Input(format!("storage: {e}")))?;
         store.close().await;
-        println!("migrations applied");
+        stdout_line!("migrations applied")?;
         Ok(())
     })?
 }

@@ -7,6 +7,7 @@ use serde_json::Value;
 use tokengate::{KeyRing, SignOptions, UnixTime, VerifyPolicy};
 
 use super::keyfiles;
+use crate::cli::output::stdout_line;
 use crate::cli::{Failure, SignArgs, TokenCommand, VerifyArgs};
 use crate::infra::files;
 
@@ -67,7 +68,7 @@ fn sign(args: SignArgs) -> Result<(), Failure> {
     let token = KeyRing::with_signing_key(key)
         .sign(&claims, &options, now())
         .map_err(|e| Failure::Input(e.to_string()))?;
-    println!("{token}");
+    stdout_line!("{token}")?;
     Ok(())
 }
 
@@ -98,7 +99,7 @@ fn verify(args: VerifyArgs) -> Result<(), Failure> {
     let verified = ring
         .verify::<Value>(&token, &policy, now())
         .map_err(|e| Failure::Rejected(e.to_string()))?;
-    println!("{}", pretty(&verified.claims)?);
+    stdout_line!("{}", pretty(&verified.claims)?)?;
     Ok(())
 }
 
@@ -106,17 +107,17 @@ fn decode(arg: &str) -> Result<(), Failure> {
     let token = read_token(arg)?;
     let decoded = tokengate::dangerous::decode_unverified(&token, DECODE_MAX_LEN)
         .map_err(|e| Failure::Input(e.to_string()))?;
-    println!(
+    stdout_line!(
         "UNVERIFIED: the signature and claims have NOT been checked; do not trust this content."
-    );
-    println!("header:\n{}", pretty(&decoded.header)?);
-    println!("claims:\n{}", pretty(&decoded.payload)?);
+    )?;
+    stdout_line!("header:\n{}", pretty(&decoded.header)?)?;
+    stdout_line!("claims:\n{}", pretty(&decoded.payload)?)?;
     let now = now().as_secs();
     for name in ["exp", "nbf", "iat"] {
         let Some(t) = decoded.payload.get(name).and_then(Value::as_i64) else {
             continue;
         };
-        println!("{name}: {} ({})", super::rfc3339(t), relative(name, t, now));
+        stdout_line!("{name}: {} ({})", super::rfc3339(t), relative(name, t, now))?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
+use crate::cli::output::stdout_line;
 use crate::cli::{Failure, UserCommand};
 use crate::domain::{Email, Roles};
 use crate::infra::audit::AuditEvent;
@@ -35,6 +36,7 @@ pub fn run(cmd: UserCommand) -> Result<(), Failure> {
         | UserCommand::Import { data, .. } => data.clone(),
     };
     let settings = super::load_settings(&data, Overrides::default())?;
+    super::require_existing_data(&settings, super::Opens::Database)?;
     super::block_on(async move {
         let store = Store::connect(settings.database_url.expose_secret())
             .await
@@ -63,29 +65,32 @@ async fn dispatch(cmd: UserCommand, settings: &Settings, store: &Store) -> Resul
             let password = read_password(password_stdin)?;
             let account = NewAccount::parse(&email, &password, &roles)?;
             let user = accounts()?.create(account, &Actor::Cli).await?;
-            println!("{}", user.id);
+            stdout_line!("{}", user.id)?;
             Ok(())
         }
         UserCommand::List { email, .. } => {
             let mut after: Option<String> = None;
-            println!(
+            stdout_line!(
                 "{:<24} {:<36} {:<20} {:<9} created",
-                "id", "email", "roles", "disabled"
-            );
+                "id",
+                "email",
+                "roles",
+                "disabled"
+            )?;
             loop {
                 let page = store
                     .list_users(email.as_deref(), after.as_deref(), 500)
                     .await
                     .map_err(input)?;
                 for u in &page {
-                    println!(
+                    stdout_line!(
                         "{:<24} {:<36} {:<20} {:<9} {}",
                         u.id,
                         u.email,
                         u.roles,
                         if u.disabled { "yes" } else { "no" },
                         super::rfc3339(u.created_at)
-                    );
+                    )?;
                 }
                 match page.last() {
                     Some(last) if page.len() == 500 => after = Some(last.email.clone()),
@@ -186,7 +191,7 @@ async fn update(
         .update(&user.id, roles, disabled, &Actor::Cli)
         .await
         .map_err(not_found)?;
-    println!(
+    stdout_line!(
         "{}: roles {}, {}{}",
         updated.email,
         updated.roles,
@@ -198,9 +203,9 @@ async fn update(
         if ended == 0 {
             String::new()
         } else {
-            format!(", {ended} sessions ended")
+            format!(", {} ended", count(ended as u64, "session", "sessions"))
         }
-    );
+    )?;
     Ok(())
 }
 
@@ -291,10 +296,12 @@ async fn import(store: &Store, file: &Path, skip_existing: bool, now: i64) -> Re
         for r in &rejected {
             eprintln!("{r}");
         }
-        return Err(input(format!(
-            "{} rows rejected; nothing imported",
-            rejected.len()
-        )));
+        let refused = if rejected.len() == 1 {
+            "1 row is wrong (above)".to_owned()
+        } else {
+            format!("{} rows are wrong (above)", rejected.len())
+        };
+        return Err(input(format!("{refused}; nothing was imported")));
     }
     let bar = indicatif::ProgressBar::new(users.len() as u64);
     bar.set_style(
@@ -315,13 +322,17 @@ async fn import(store: &Store, file: &Path, skip_existing: bool, now: i64) -> Re
         })?;
     bar.finish_and_clear();
     let skipped = users.len() as u64 - inserted;
-    println!(
-        "imported {inserted} users{}",
-        if skipped > 0 {
-            format!(" ({skipped} already existed and were skipped)")
-        } else {
-            String::new()
-        }
-    );
+    let imported = count(inserted, "user", "users");
+    match (inserted, skipped) {
+        (_, 0) => stdout_line!("imported {imported}")?,
+        (0, _) => stdout_line!("nothing to import: every user in the file already has an account")?,
+        (_, 1) => stdout_line!("imported {imported} and skipped 1 that already had an account")?,
+        _ => stdout_line!("imported {imported} and skipped {skipped} that already had accounts")?,
+    }
     Ok(())
+}
+
+/// "1 user", "2 users": a count with its noun agreeing.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
