@@ -343,6 +343,11 @@ fn add_on_a_terminal(dir: &Path, email: &str, first: &str, second: &str) -> Opti
     {
         Ok(child) => child,
         Err(e) => {
+            // Under CI a missing tool is a failure, never a silent pass.
+            assert!(
+                !crate::pg_probe::in_ci(),
+                "util-linux `script` is required under CI=true: {e}"
+            );
             eprintln!(
                 "\n*** SKIPPING the terminal prompt test: util-linux `script` is not available ({e}) ***\n"
             );
