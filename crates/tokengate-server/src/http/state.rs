@@ -73,6 +73,7 @@ impl AppState {
     pub fn prune_limits(&self, now: i64) {
         self.budget.prune(now);
         self.throttle.prune(now);
+        self.sessions.prune_refusals(now);
     }
 
     /// The key a client is limited under (IPv6 by prefix).

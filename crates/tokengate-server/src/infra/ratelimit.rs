@@ -261,14 +261,55 @@ impl LoginThrottle for InProcessThrottle {
     }
 }
 
+/// Which clients have had a refusal audited in the current minute: a flood
+/// of refusals (past the request budget, past the login throttle) writes one
+/// audit row per client per minute, not one fsync per request; the metrics
+/// keep the exact count.
+#[derive(Default)]
+pub struct RefusalLog {
+    audited: Mutex<HashMap<IpAddr, i64>>,
+}
+
+impl RefusalLog {
+    /// Whether this refusal is the first of `key` in the minute of `now`
+    /// (Unix seconds), and so gets an audit row.
+    pub fn first_this_minute(&self, key: IpAddr, now: i64) -> bool {
+        let minute = now.div_euclid(60);
+        let Ok(mut audited) = self.audited.lock() else {
+            return false;
+        };
+        if audited.len() > SWEEP_AT {
+            audited.retain(|_, m| *m >= minute);
+        }
+        audited.insert(key, minute) != Some(minute)
+    }
+
+    /// Forgets clients whose minute is over.
+    pub fn prune(&self, now: i64) {
+        let minute = now.div_euclid(60);
+        if let Ok(mut audited) = self.audited.lock() {
+            audited.retain(|_, m| *m >= minute);
+            audited.shrink_to_fit();
+        }
+    }
+
+    /// Clients remembered.
+    pub fn len(&self) -> usize {
+        self.audited.lock().map(|a| a.len()).unwrap_or_default()
+    }
+
+    /// Whether no client is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The per-client request budget on `/auth/*` (GCRA, from governor), and
-/// which clients have had their refusal audited in the current minute: a
-/// flood past the budget writes one audit row per client per minute, not
-/// one per request (the metric keeps the exact count).
+/// the clients whose refusal was audited this minute.
 pub struct RequestBudget<C: GovernorClock = DefaultClock> {
     limiter: RateLimiter<IpAddr, DashMapStateStore<IpAddr>, C, NoOpMiddleware<C::Instant>>,
     clock: C,
-    audited: Mutex<HashMap<IpAddr, i64>>,
+    refusals: RefusalLog,
 }
 
 impl RequestBudget {
@@ -285,7 +326,7 @@ impl<C: GovernorClock + Clone> RequestBudget<C> {
         RequestBudget {
             limiter: RateLimiter::dashmap_with_clock(Quota::per_minute(per_minute), clock.clone()),
             clock,
-            audited: Mutex::new(HashMap::new()),
+            refusals: RefusalLog::default(),
         }
     }
 
@@ -297,17 +338,9 @@ impl<C: GovernorClock + Clone> RequestBudget<C> {
         })
     }
 
-    /// Whether this refusal is the first of `key` in the minute of `now`
-    /// (Unix seconds), and so gets an audit row.
+    /// Whether this refusal is the first of `key` in the minute of `now`.
     pub fn first_refusal_this_minute(&self, key: IpAddr, now: i64) -> bool {
-        let minute = now.div_euclid(60);
-        let Ok(mut audited) = self.audited.lock() else {
-            return false;
-        };
-        if audited.len() > SWEEP_AT {
-            audited.retain(|_, m| *m >= minute);
-        }
-        audited.insert(key, minute) != Some(minute)
+        self.refusals.first_this_minute(key, now)
     }
 
     /// Forgets clients whose budget is full again and whose audit minute is
@@ -315,16 +348,12 @@ impl<C: GovernorClock + Clone> RequestBudget<C> {
     pub fn prune(&self, now: i64) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
-        let minute = now.div_euclid(60);
-        if let Ok(mut audited) = self.audited.lock() {
-            audited.retain(|_, m| *m >= minute);
-            audited.shrink_to_fit();
-        }
+        self.refusals.prune(now);
     }
 
     /// Clients with state kept (for tests and diagnostics).
     pub fn tracked(&self) -> usize {
-        self.limiter.len() + self.audited.lock().map(|a| a.len()).unwrap_or_default()
+        self.limiter.len() + self.refusals.len()
     }
 }
 

@@ -92,6 +92,8 @@ async fn concurrent_wrong_logins_reach_the_hasher_at_most_the_limit(backend: Bac
         }
     }
     assert_eq!(unauthorized, 5);
+    // 55 refusals, one audit row: refusals are cheap to send, rows are not.
+    assert_eq!(app.audit_events("login_rate_limited").await.len(), 1);
     // The right password from the same address waits too: the pair is full.
     let limited = app
         .login("ivan@example.com", &password("ivan@example.com"))

@@ -22,7 +22,7 @@ use crate::infra::clock::Clock;
 use crate::infra::config::{Settings, secs};
 use crate::infra::metrics::LoginOutcome;
 use crate::infra::password::Hasher;
-use crate::infra::ratelimit::{Attempt, LoginThrottle};
+use crate::infra::ratelimit::{Attempt, LoginThrottle, RefusalLog};
 use crate::service::keys::KeyManager;
 use crate::store::{ClientInfo, Rotation, RotationRules, SessionRef, Store, User};
 
@@ -85,6 +85,7 @@ pub struct Sessions {
     refresh_key: hmac::Key,
     settings: Arc<Settings>,
     lifetimes: Lifetimes,
+    refusals: Arc<RefusalLog>,
 }
 
 impl Sessions {
@@ -110,7 +111,13 @@ impl Sessions {
             refresh_key,
             lifetimes: Lifetimes::of(&settings),
             settings,
+            refusals: Arc::new(RefusalLog::default()),
         }
+    }
+
+    /// Forgets refusal minutes that are over (run every minute).
+    pub fn prune_refusals(&self, now: i64) {
+        self.refusals.prune(now);
     }
 
     async fn record(&self, event: AuditEvent) {
@@ -145,13 +152,18 @@ impl Sessions {
             Err(retry_after) => {
                 crate::infra::metrics::login(LoginOutcome::RateLimited);
                 crate::infra::metrics::rate_limited("login");
-                self.record(
-                    AuditEvent::new("login_rate_limited")
-                        .ip(ip)
-                        .with("email", email.as_str())
-                        .with("retry_after", retry_after),
-                )
-                .await;
+                // Refusals are cheap to send: one row per client per minute.
+                let key = limit_key(ip, self.settings.ipv6_prefix_len);
+                if self.refusals.first_this_minute(key, now.as_secs()) {
+                    self.record(
+                        AuditEvent::new("login_rate_limited")
+                            .ip(ip)
+                            .with("email", email.as_str())
+                            .with("retry_after", retry_after)
+                            .with("note", "first refusal this minute; the rest are counted in tokengate_rate_limited_total"),
+                    )
+                    .await;
+                }
                 return Err(ServiceError::RateLimited { retry_after });
             }
         };
