@@ -109,6 +109,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(field) = query_field_with_control(parts.uri.query().unwrap_or_default()) {
+            return Err(ApiError::InvalidQuery {
+                detail: format!("The '{field}' in the query holds a control character."),
+                field: field.into(),
+            });
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
             Err(e) => {
@@ -130,6 +136,18 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         use axum::extract::path::ErrorKind;
+        // No id has a control character, and a NUL is an error in a
+        // PostgreSQL text value: refused here as the client's mistake.
+        if let Ok(raw) = axum::extract::RawPathParams::from_request_parts(parts, state).await
+            && let Some((key, _)) = raw
+                .iter()
+                .find(|(_, value)| value.chars().any(char::is_control))
+        {
+            return Err(ApiError::InvalidPath {
+                detail: format!("The '{key}' in the path is not valid."),
+                field: key.to_owned().into(),
+            });
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
             Err(PathRejection::FailedToDeserializePathParams(e)) => {
@@ -148,6 +166,29 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             Err(other) => Err(ApiError::Internal(other.body_text())),
         }
     }
+}
+
+/// The name of the first query parameter whose value (or name) encodes a
+/// control character (`%00`–`%1F`, `%7F`): none belongs in a filter or a
+/// cursor, and a NUL is an error in a PostgreSQL text value.
+fn query_field_with_control(query: &str) -> Option<String> {
+    fn encodes_control(raw: &str) -> bool {
+        raw.split('%').skip(1).any(|rest| {
+            rest.get(..2)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .is_some_and(|byte| byte < 0x20 || byte == 0x7f)
+        })
+    }
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (encodes_control(name) || encodes_control(value)).then(|| {
+            if encodes_control(name) {
+                "query".to_owned()
+            } else {
+                name.to_owned()
+            }
+        })
+    })
 }
 
 /// The last error in a rejection's source chain: serde's own message, with

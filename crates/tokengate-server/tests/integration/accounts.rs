@@ -12,6 +12,7 @@ use crate::app::{Backend, TestApp, Tokens, problem, spawn_app, spawn_app_with};
 use crate::both_backends;
 
 both_backends!(
+    control_characters_in_ids_and_filters_are_the_clients_mistake,
     users_list_and_end_their_sessions,
     password_change_ends_the_other_sessions,
     admin_endpoints_refuse_non_admins,
@@ -854,4 +855,69 @@ async fn a_duplicate_is_a_conflict_naming_the_unique_value(backend: Backend) {
     );
     let again = store.add_signing_key(&key, None, now, &rotated).await;
     assert_eq!(conflict(again), Unique::Kid);
+}
+
+/// Found by the second adversarial review: a NUL in an id or a filter was
+/// an error inside PostgreSQL (500, an ERROR log line) while SQLite answered.
+async fn control_characters_in_ids_and_filters_are_the_clients_mistake(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = admin(&app).await;
+    let user = app.user("nul@example.com").await;
+    let requests = [
+        (
+            reqwest::Method::DELETE,
+            "/auth/sessions/a%00b",
+            &user.access,
+            "id",
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/admin/users/a%00b",
+            &admin.access,
+            "id",
+        ),
+        (
+            reqwest::Method::POST,
+            "/admin/users/a%00b/revoke-sessions",
+            &admin.access,
+            "id",
+        ),
+        (
+            reqwest::Method::GET,
+            "/admin/users?email=%00",
+            &admin.access,
+            "email",
+        ),
+        (
+            reqwest::Method::GET,
+            "/admin/users?after=x%1fy",
+            &admin.access,
+            "after",
+        ),
+        (
+            reqwest::Method::GET,
+            "/admin/audit?type=%00",
+            &admin.access,
+            "type",
+        ),
+        (
+            reqwest::Method::GET,
+            "/admin/audit?user=%7F",
+            &admin.access,
+            "user",
+        ),
+    ];
+    for (method, path, access, field) in requests {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .bearer_auth(access)
+            .json(&json!({"disabled": true}))
+            .send()
+            .await
+            .unwrap();
+        let body = problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(body["field"], field, "{method} {path}");
+    }
+    app.logs().assert_clean();
 }

@@ -21,13 +21,18 @@ pub enum ConfigError {
         /// Why it cannot be read.
         source: std::io::Error,
     },
-    /// The configuration file is not TOML.
-    #[error("configuration: {}: {source}", .path.display())]
+    /// The configuration file is not TOML. Only where and what: the
+    /// parser's own rendering quotes the line, which may hold a secret.
+    #[error("configuration: {}: line {line}, column {column}: {message}", .path.display())]
     Malformed {
         /// The file.
         path: PathBuf,
-        /// The parser's complaint, with line and column.
-        source: toml::de::Error,
+        /// 1-based line of the fault.
+        line: usize,
+        /// 1-based column (in characters) of the fault.
+        column: usize,
+        /// The parser's complaint, without the quoted source.
+        message: String,
     },
     /// The configuration file names a setting that does not exist (a typo
     /// would otherwise be silently ignored).

@@ -65,9 +65,21 @@ fn file_layer(path: &Path, required: bool) -> Result<Layer, ConfigError> {
             });
         }
     };
-    let table: toml::Table = text.parse().map_err(|source| ConfigError::Malformed {
-        path: path.to_owned(),
-        source,
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let start = e.span().map_or(0, |span| span.start);
+        let before = text.get(..start).unwrap_or_default();
+        ConfigError::Malformed {
+            path: path.to_owned(),
+            line: before.matches('\n').count() + 1,
+            column: before
+                .rsplit('\n')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .count()
+                + 1,
+            message: e.message().replace('\n', " "),
+        }
     })?;
     let mut layer = Layer::new();
     for (key, value) in table {
@@ -183,20 +195,37 @@ fn is_set_by_others(name: &str, env: &dyn Fn(&str) -> Option<String>) -> bool {
     let Some(rest) = name.strip_prefix(PREFIX) else {
         return false;
     };
-    let port_link = || {
-        rest.strip_prefix("PORT_")
-            .and_then(|port| port.split_once('_'))
-            .is_some_and(|(number, _)| {
-                !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())
-            })
+    // Kubernetes and Docker links for a Service named `tokengate` or any
+    // `tokengate-*` sibling (a Helm release's `tokengate-postgresql`):
+    // `[<SVC>_]SERVICE_HOST`, `[<SVC>_]SERVICE_PORT[_<name>]`,
+    // `[<SVC>_]PORT_<n>_<TCP|UDP|SCTP>[_ADDR|_PORT|_PROTO]`, `[<SVC>_]PORT`.
+    let after_service = |marker: &str| {
+        rest.match_indices(marker)
+            .any(|(at, _)| at == 0 || rest.get(..at).is_some_and(|s| s.ends_with('_')))
     };
+    let port_link = rest.match_indices("PORT_").any(|(at, _)| {
+        let starts_a_part = at == 0 || rest.get(..at).is_some_and(|s| s.ends_with('_'));
+        let link = rest
+            .get(at + "PORT_".len()..)
+            .and_then(|after| after.split_once('_'));
+        starts_a_part
+            && link.is_some_and(|(number, protocol)| {
+                !number.is_empty()
+                    && number.bytes().all(|b| b.is_ascii_digit())
+                    && ["TCP", "UDP", "SCTP"].iter().any(|p| {
+                        protocol == *p
+                            || protocol.strip_prefix(p).is_some_and(|s| s.starts_with('_'))
+                    })
+            })
+    });
     rest == "TEST_PG_URL"
-        || rest == "SERVICE_HOST"
-        || rest.starts_with("SERVICE_PORT")
+        || (after_service("SERVICE_HOST") && rest.ends_with("SERVICE_HOST"))
+        || after_service("SERVICE_PORT")
+        || port_link
         // Only a link's URL: an operator's `TOKENGATE_PORT=8080` is a typo
         // for `TOKENGATE_ADDR` and is refused.
-        || (rest == "PORT" && env(name).is_some_and(|value| value.contains("://")))
-        || port_link()
+        || ((rest == "PORT" || rest.ends_with("_PORT"))
+            && env(name).is_some_and(|value| value.contains("://")))
 }
 
 /// Levenshtein distance in bytes (the names are ASCII).

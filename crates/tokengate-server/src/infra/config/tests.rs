@@ -266,6 +266,18 @@ fn database_passwords_are_redacted() {
         "postgres://app:[redacted]@db:5432/tg"
     );
     assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    assert_eq!(
+        redact_url("postgres://u:p@ssword1@host/db"),
+        "postgres://u:[redacted]@host/db"
+    );
+    assert_eq!(
+        redact_url("postgres://127.0.0.1/db?sslmode=require&password=pgsecret1"),
+        "postgres://127.0.0.1/db?sslmode=require&password=[redacted]"
+    );
+    assert_eq!(
+        redact_url("redis://127.0.0.1/?password=x&sslpassword=y"),
+        "redis://127.0.0.1/?password=[redacted]&sslpassword=[redacted]"
+    );
 }
 
 #[test]
@@ -337,12 +349,42 @@ fn an_unknown_tokengate_variable_is_refused_naming_the_closest_one() {
         matches!(&err, Some(ConfigError::UnknownVariable { closest, .. }) if closest == "TOKENGATE_CONFIG"),
         "{err:?}"
     );
-    // A bare port is an operator's typo, not a Kubernetes service link.
-    let err = load_listed(&[("TOKENGATE_PORT", "8080")]).err();
-    assert!(
-        matches!(err, Some(ConfigError::UnknownVariable { .. })),
-        "{err:?}"
-    );
+    // A bare port is an operator's typo, not a Kubernetes service link; so
+    // are names that merely contain a link's words.
+    for (name, value) in [
+        ("TOKENGATE_PORT", "8080"),
+        ("TOKENGATE_METRICS_PORT", "9464"),
+        ("TOKENGATE_XSERVICE_HOST", "x"),
+        ("TOKENGATE_PORT_80_HTTP", "x"),
+    ] {
+        let err = load_listed(&[(name, value)]).err();
+        assert!(
+            matches!(err, Some(ConfigError::UnknownVariable { .. })),
+            "{name}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn a_toml_syntax_error_is_one_line_and_never_quotes_the_file() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("tokengate.toml");
+    std::fs::write(
+        &path,
+        "addr = \"127.0.0.1:8080\"\nhs_secret = \"realsecretvalue-do-not-print\" extra\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let overrides = Overrides {
+        config_file: Some(path),
+        ..Overrides::default()
+    };
+    let err = Settings::load_from(&overrides, &|_| None)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("line 2"), "{err}");
+    assert!(!err.contains('\n'), "one line: {err}");
+    assert!(!err.contains("realsecretvalue"), "secret quoted: {err}");
 }
 
 #[test]
@@ -363,6 +405,14 @@ fn variables_that_are_not_settings_but_legitimate_are_accepted() {
         ("TOKENGATE_PORT_8080_TCP_ADDR", "10.0.0.7"),
         ("TOKENGATE_PORT_8080_TCP_PORT", "8080"),
         ("TOKENGATE_PORT_8080_TCP_PROTO", "tcp"),
+        // And for sibling Services: a Helm release's database, a metrics Service.
+        ("TOKENGATE_POSTGRESQL_SERVICE_HOST", "10.0.0.2"),
+        ("TOKENGATE_POSTGRESQL_SERVICE_PORT", "5432"),
+        ("TOKENGATE_POSTGRESQL_SERVICE_PORT_TCP_POSTGRESQL", "5432"),
+        ("TOKENGATE_POSTGRESQL_PORT", "tcp://10.0.0.2:5432"),
+        ("TOKENGATE_POSTGRESQL_PORT_5432_TCP", "tcp://10.0.0.2:5432"),
+        ("TOKENGATE_POSTGRESQL_PORT_5432_TCP_ADDR", "10.0.0.2"),
+        ("TOKENGATE_METRICS_SERVICE_HOST", "10.0.0.3"),
     ];
     let loaded = load_listed(legitimate).map(|s| s.access_ttl);
     assert_eq!(
