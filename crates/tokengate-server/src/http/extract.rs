@@ -39,17 +39,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+        // axum reads the body within the limit and checks the content type
+        // and the syntax; the shape is ours to check.
+        match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => object_of(&value).map(ApiJson),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
-            Err(JsonRejection::JsonDataError(e)) => {
-                let mistake = FieldMistake::parse(&innermost_message(&e));
-                Err(ApiError::Invalid {
-                    detail: mistake.sentence(Place::Body),
-                    field: mistake.field.into(),
-                })
+            Err(JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_)) => {
+                Err(ApiError::MalformedJson)
             }
-            Err(JsonRejection::JsonSyntaxError(_)) => Err(ApiError::MalformedJson),
             Err(JsonRejection::BytesRejection(e)) => Err(body_unreadable(&e)),
             Err(other) => Err(ApiError::Internal(other.body_text())),
         }
@@ -64,11 +61,7 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalA
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let declares_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
+        let declares_json = declares_json(req.headers());
         let body = Bytes::from_request(req, state)
             .await
             .map_err(|e| body_unreadable(&e))?;
@@ -78,19 +71,47 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalA
         if !declares_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        serde_json::from_slice(&body)
-            .map(OptionalApiJson)
-            .map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => {
-                    let mistake = FieldMistake::parse(&e.to_string());
-                    ApiError::Invalid {
-                        detail: mistake.sentence(Place::Body),
-                        field: mistake.field.into(),
-                    }
-                }
-                _ => ApiError::MalformedJson,
-            })
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| ApiError::MalformedJson)?;
+        object_of(&value).map(OptionalApiJson)
     }
+}
+
+/// Whether the content type is JSON as axum's own check says:
+/// `application/json` or `application/<anything>+json`, any case, with
+/// parameters.
+fn declares_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(essence) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+    else {
+        return false;
+    };
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
+}
+
+/// A request body's value as `T`: it must be a JSON object (serde would
+/// also take an array for a struct, by position), and a mistake names the
+/// field by its path.
+fn object_of<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::Invalid {
+            detail: "The body must be a JSON object.".to_owned(),
+            field: "body".into(),
+        });
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mistake = FieldMistake::parse(&e.to_string());
+        ApiError::Invalid {
+            detail: mistake.sentence(Place::Body),
+            field: mistake.field.into(),
+        }
+    })
 }
 
 /// A body that could not be read: over the limit, or cut off.
@@ -259,6 +280,10 @@ impl FieldMistake {
                 .strip_prefix(prefix)
                 .and_then(|rest| rest.split('`').next())
                 .map(|name| match &path {
+                    // For an unknown field the path already ends with it.
+                    Some(path) if path == name || path.ends_with(&format!(".{name}")) => {
+                        path.clone()
+                    }
                     Some(path) => format!("{path}.{name}"),
                     None => name.to_owned(),
                 })

@@ -10,6 +10,7 @@ use crate::app::{Backend, problem, spawn_app, spawn_app_with};
 use crate::both_backends;
 
 both_backends!(
+    a_json_array_is_not_a_request_object,
     full_life_cycle,
     logout_local_ends_only_this_session,
     logout_others_keeps_this_session,
@@ -989,4 +990,44 @@ async fn slow_requests_time_out(backend: Backend) {
     // The server keeps answering.
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
+}
+
+/// Found by the second adversarial review: serde takes an array for a
+/// struct by position, so `["e@x.com", "pass…"]` registered a user and `[]`
+/// logged a session out; a logout body's field went unnamed.
+async fn a_json_array_is_not_a_request_object(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let r = app
+        .post_json(
+            "/auth/register",
+            &json!(["arr@example.com", "a long passphrase of mine here"]),
+        )
+        .await;
+    let body = problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["field"], "body");
+    let t = app.user("obj@example.com").await;
+    let logout = |body: &'static str, content_type: &'static str| {
+        app.client
+            .post(app.url("/auth/logout"))
+            .bearer_auth(&t.access)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let r = logout("[]", "application/json").await.unwrap();
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let r = logout(r#"{"scope":5}"#, "application/json").await.unwrap();
+    let body = problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["field"], "scope");
+    let r = logout(r#"{"scope":"local"}"#, "application/jsonx")
+        .await
+        .unwrap();
+    problem(r, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    // Still logged in after all that; a JSON media type in any case works.
+    assert_eq!(app.me(&t.access).await.status(), StatusCode::OK);
+    let r = logout(r#"{"scope":"local"}"#, "Application/JSON; charset=utf-8")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    app.logs().assert_clean();
 }
