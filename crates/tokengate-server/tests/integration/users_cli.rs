@@ -11,6 +11,26 @@ use tempfile::TempDir;
 
 use crate::process::{Server, start};
 
+/// A data directory with its database, as `tokengate migrate` makes it:
+/// the user commands refuse to create one.
+fn migrated_dir() -> TempDir {
+    let dir = TempDir::new().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .arg("migrate")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("TOKENGATE_CONFIG")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
 fn user(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
         .arg("user")
@@ -57,7 +77,7 @@ async fn login(
 
 #[tokio::test]
 async fn add_list_set_roles_disable_and_enable() {
-    let dir = TempDir::new().unwrap();
+    let dir = migrated_dir();
     let d = dir.path();
     let pw = "operators pick long sentences too";
     let (code, id, err) = user(
@@ -163,7 +183,7 @@ async fn add_list_set_roles_disable_and_enable() {
 
 #[tokio::test]
 async fn import_of_ten_thousand_rows_is_all_or_nothing() {
-    let dir = TempDir::new().unwrap();
+    let dir = migrated_dir();
     let d = dir.path();
     // Three bcrypt hashes (as the seeds' Express/Flask apps stored them),
     // shared by the rows; one argon2 PHC hash.
@@ -267,7 +287,7 @@ fn argon2id_phc(m: u32, t: u32, p: u32) -> String {
 
 #[test]
 fn import_refuses_hashes_with_absurd_costs_by_line() {
-    let dir = TempDir::new().unwrap();
+    let dir = migrated_dir();
     let d = dir.path();
     let bcrypt4 = bcrypt::hash("legacy password delta", 4).unwrap();
     let bcrypt_cost = |cost: &str| bcrypt4.replacen("$04$", &format!("${cost}$"), 1);
@@ -398,7 +418,7 @@ fn add_on_a_terminal(dir: &Path, email: &str, first: &str, second: &str) -> Opti
 
 #[test]
 fn add_prompts_for_the_password_without_echo() {
-    let dir = TempDir::new().unwrap();
+    let dir = migrated_dir();
     let pw = "typed at the terminal and never shown";
     let Some(screen) = add_on_a_terminal(dir.path(), "tty@example.com", pw, pw) else {
         return;
@@ -426,7 +446,7 @@ fn add_prompts_for_the_password_without_echo() {
 
 #[test]
 fn list_into_a_reader_that_stops_after_one_line_ends_quietly() {
-    let dir = TempDir::new().unwrap();
+    let dir = migrated_dir();
     let d = dir.path();
     // More rows than a pipe buffers (64 KiB), so the list must still be
     // writing when the reader goes away.
@@ -462,4 +482,27 @@ fn list_into_a_reader_that_stops_after_one_line_ends_quietly() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(141), "{stderr}");
     assert_eq!(stderr, "", "nothing on stderr: no panic, no Broken pipe");
+}
+
+/// Found by the second adversarial review: an existing but empty directory
+/// (an unmounted volume's mount point) became a second, empty installation.
+#[test]
+fn an_empty_data_directory_is_not_a_database() {
+    let dir = TempDir::new().unwrap();
+    for args in [&["list"][..], &["disable", "--email", "a@example.com"][..]] {
+        let (code, _, stderr) = user(dir.path(), args, "");
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains("database"), "{stderr}");
+        assert!(stderr.contains("tokengate migrate"), "{stderr}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["keys", "rotate", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("TOKENGATE_CONFIG")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "created {left:?}");
 }

@@ -81,6 +81,15 @@ pub fn require_existing_data(
                 "--data-dir, TOKENGATE_DATA_DIR or database_url",
             ));
         }
+        // An existing but empty directory (an unmounted volume's mount
+        // point) must not become a second, empty installation either.
+        if !database.is_file() {
+            return Err(missing(
+                format!("database {}", database.display()),
+                "`tokengate serve` or `tokengate migrate`",
+                "--data-dir, TOKENGATE_DATA_DIR or database_url",
+            ));
+        }
     }
     if opens == Opens::DatabaseAndMasterKey && settings.master_key.is_none() {
         let (exists, dir) = existing_dir(&crate::service::keys::master_key_path(settings));
