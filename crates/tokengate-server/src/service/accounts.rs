@@ -5,13 +5,13 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{Denylist, ServiceError};
+use super::{Denylist, ServiceError, verify_reserved};
 use crate::domain::{Email, NewPassword, Roles, UserId, email_words};
 use crate::infra::audit::AuditEvent;
 use crate::infra::client_ip::limit_key;
 use crate::infra::clock::Clock;
 use crate::infra::password::Hasher;
-use crate::infra::ratelimit::{Attempt, LoginThrottle};
+use crate::infra::ratelimit::LoginThrottle;
 use crate::store::{RevokeScope, Store, StoreError, Unique, User};
 
 /// Who asks for an account change; it decides the audit event's kind and
@@ -116,7 +116,7 @@ impl Accounts {
     pub async fn create(&self, new: NewAccount, actor: &Actor) -> Result<User, ServiceError> {
         let hash = self.hasher.hash(new.password.expose()).await?;
         let mut user = User::new(new.email.as_str(), hash, &new.roles)
-            .ok_or_else(|| ServiceError::Internal("random generator failed".into()))?;
+            .ok_or_else(ServiceError::random_failed)?;
         let event = match actor {
             Actor::Registration { .. } => actor
                 .event("user_registered", &user.id)
@@ -246,19 +246,14 @@ impl Accounts {
             .reserve(&user.email, limit_key(client, self.ipv6_prefix_len), now)
             .await
             .map_err(|retry_after| ServiceError::RateLimited { retry_after })?;
-        let verdict = match self.hasher.verify(current, Some(&user.password_hash)).await {
-            Ok(verdict) => verdict,
-            Err(e) => {
-                self.throttle.settle(reservation, Attempt::Unchecked).await;
-                return Err(e.into());
-            }
-        };
-        let attempt = if verdict.matches {
-            Attempt::Succeeded
-        } else {
-            Attempt::Failed
-        };
-        self.throttle.settle(reservation, attempt).await;
+        let verdict = verify_reserved(
+            self.throttle.as_ref(),
+            &self.hasher,
+            reservation,
+            current,
+            Some(&user.password_hash),
+        )
+        .await?;
         if !verdict.matches {
             self.record(
                 AuditEvent::new("password_change_failed")

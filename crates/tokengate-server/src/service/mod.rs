@@ -13,7 +13,8 @@ pub use accounts::{Accounts, Actor, NewAccount};
 pub use denylist::Denylist;
 pub use sessions::{IssuedTokens, LoginRequest, LogoutScope, Sessions};
 
-use crate::infra::password::HashError;
+use crate::infra::password::{HashError, Hasher, Verdict};
+use crate::infra::ratelimit::{Attempt, LoginThrottle, Reservation};
 use crate::store::StoreError;
 
 /// What a service call can fail with. Client mistakes and refusals have
@@ -75,12 +76,44 @@ impl ServiceError {
             detail: e.to_string(),
         }
     }
+
+    /// The system random generator failed (ids, tokens): our fault.
+    fn random_failed() -> ServiceError {
+        ServiceError::Internal("random generator failed".into())
+    }
 }
 
 /// A random id, or an internal error if the system random generator fails.
 fn random_id() -> Result<String, ServiceError> {
-    crate::domain::random_id()
-        .ok_or_else(|| ServiceError::Internal("random generator failed".into()))
+    crate::domain::random_id().ok_or_else(ServiceError::random_failed)
+}
+
+/// Checks a password under a throttle reservation and settles it by the
+/// outcome: a match is no failure, a mismatch stays counted, a check that
+/// never ran (the hashing pool saturated) is released. Login and password
+/// change share it, so the throttle's rule is kept once.
+async fn verify_reserved(
+    throttle: &dyn LoginThrottle,
+    hasher: &Hasher,
+    reservation: Reservation,
+    password: &str,
+    stored: Option<&str>,
+) -> Result<Verdict, ServiceError> {
+    match hasher.verify(password, stored).await {
+        Ok(verdict) => {
+            let attempt = if verdict.matches {
+                Attempt::Succeeded
+            } else {
+                Attempt::Failed
+            };
+            throttle.settle(reservation, attempt).await;
+            Ok(verdict)
+        }
+        Err(e) => {
+            throttle.settle(reservation, Attempt::Unchecked).await;
+            Err(e.into())
+        }
+    }
 }
 
 #[cfg(test)]

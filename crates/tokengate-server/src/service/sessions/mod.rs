@@ -14,7 +14,7 @@ mod logout;
 pub use logout::LogoutScope;
 
 use super::accounts::record;
-use super::{Denylist, ServiceError, random_id};
+use super::{Denylist, ServiceError, random_id, verify_reserved};
 use crate::domain::{Email, MAX_PASSWORD_CHARS, RefreshToken, SessionId};
 use crate::infra::audit::AuditEvent;
 use crate::infra::client_ip::limit_key;
@@ -22,7 +22,7 @@ use crate::infra::clock::Clock;
 use crate::infra::config::{Settings, secs};
 use crate::infra::metrics::LoginOutcome;
 use crate::infra::password::Hasher;
-use crate::infra::ratelimit::{Attempt, LoginThrottle, RefusalLog};
+use crate::infra::ratelimit::{LoginThrottle, RefusalLog};
 use crate::service::keys::KeyManager;
 use crate::store::{ClientInfo, Rotation, RotationRules, SessionRef, Store, User};
 
@@ -176,28 +176,16 @@ impl Sessions {
             tracing::error!(user_id = %u.id, %rule, "stored password hash refused: it never matches");
             Some(rule)
         });
-        let verdict = match self
-            .hasher
-            .verify(
-                request.password,
-                user.as_ref().map(|u| u.password_hash.as_str()),
-            )
-            .await
-        {
-            Ok(verdict) => verdict,
-            Err(e) => {
-                self.throttle.settle(reservation, Attempt::Unchecked).await;
-                return Err(e.into());
-            }
-        };
-        let user = user.filter(|_| verdict.matches);
-        let attempt = if user.is_some() {
-            Attempt::Succeeded
-        } else {
-            Attempt::Failed
-        };
-        self.throttle.settle(reservation, attempt).await;
-        let Some(user) = user else {
+        // An unknown user is checked against the dummy hash: never a match.
+        let verdict = verify_reserved(
+            self.throttle.as_ref(),
+            &self.hasher,
+            reservation,
+            request.password,
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        )
+        .await?;
+        let Some(user) = user.filter(|_| verdict.matches) else {
             // The client gets one answer for both; the log keeps the difference.
             let reason = match (known, refused_hash) {
                 (true, Some(_)) => "unusable_password_hash",
@@ -225,12 +213,10 @@ impl Sessions {
                 .await;
         }
         let session = SessionRef {
-            id: SessionId::random()
-                .ok_or_else(|| ServiceError::Internal("random generator failed".into()))?,
+            id: SessionId::random().ok_or_else(ServiceError::random_failed)?,
             user_id: user.id.clone(),
         };
-        let refresh = RefreshToken::generate()
-            .ok_or_else(|| ServiceError::Internal("random generator failed".into()))?;
+        let refresh = RefreshToken::generate().ok_or_else(ServiceError::random_failed)?;
         let session_expires_at = now.as_secs() + self.lifetimes.session;
         let refresh_expires_at = (now.as_secs() + self.lifetimes.refresh).min(session_expires_at);
         let client = ClientInfo {
