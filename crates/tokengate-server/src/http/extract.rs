@@ -492,6 +492,40 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_are_found_in_any_query_and_only_there() {
+        let huge = format!("a={}", "x".repeat(100_000));
+        for clean in [
+            "",
+            "%",
+            "a=%",
+            "a=%0",
+            "a=%zz",
+            "a=%20b",
+            "a=%C3%A9",
+            "é=é",
+            "a&&b=",
+            huge.as_str(),
+        ] {
+            assert_eq!(query_field_with_control(clean), None, "{clean:.40}");
+        }
+        for (query, field) in [
+            ("a=1&email=%00", "email"),
+            ("after=x%1Fy", "after"),
+            ("user=%7f", "user"),
+            ("%00=1", "query"),
+        ] {
+            assert_eq!(
+                query_field_with_control(query).as_deref(),
+                Some(field),
+                "{query}"
+            );
+        }
+        let mut huge = huge;
+        huge.push_str("&b=%0a");
+        assert_eq!(query_field_with_control(&huge).as_deref(), Some("b"));
+    }
+
+    #[test]
     fn a_missing_field_is_named_without_the_parser_position() {
         let m = mistake("missing field `password` at line 1 column 27");
         assert_eq!(m.field, "password");

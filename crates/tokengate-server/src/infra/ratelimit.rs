@@ -436,6 +436,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_known_address_is_known_for_thirty_days_to_the_second() {
+        let t = throttle_with(1);
+        let home = ip(7);
+        if let Ok(r) = t.reserve("a", home, 1_000).await {
+            t.settle(r, Attempt::Succeeded).await;
+        }
+        // One failure from elsewhere at the last second home is known: the
+        // account is in back-off for everyone else, not for home.
+        let last = 1_000 + KNOWN_CLIENT_SECS - 1;
+        assert_eq!(fail(&t, "a", ip(8), last).await, Ok(()));
+        assert!(fail(&t, "a", ip(9), last).await.is_err(), "back-off");
+        assert!(
+            t.reserve("a", home, last).await.is_ok(),
+            "known at the last second"
+        );
+        // A second later home is forgotten and waits like anyone.
+        let t = throttle_with(1);
+        if let Ok(r) = t.reserve("a", home, 1_000).await {
+            t.settle(r, Attempt::Succeeded).await;
+        }
+        let expired = 1_000 + KNOWN_CLIENT_SECS;
+        assert_eq!(fail(&t, "a", ip(8), expired).await, Ok(()));
+        assert!(t.reserve("a", home, expired).await.is_err(), "forgotten");
+    }
+
+    #[tokio::test]
     async fn a_timed_attacker_cannot_lock_the_owner_out_of_a_known_address() {
         // An attacker polls every second from many addresses and takes each
         // back-off opening; the owner, who logged in from home before, tries
