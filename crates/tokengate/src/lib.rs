@@ -40,6 +40,8 @@ pub mod b64;
 mod claims;
 pub mod dangerous;
 mod error;
+#[cfg(feature = "guard")]
+pub mod guard;
 mod jwk;
 mod jws;
 mod key;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::alg::{Algorithm, truncate_for_message};
 use crate::b64;
@@ -372,6 +372,21 @@ impl KeyRing {
         policy: &VerifyPolicy,
         now: UnixTime,
     ) -> Result<Verified<T>, Error> {
+        let (header, map) = self.verify_to_object(token, policy, now)?;
+        let claims = serde_json::from_value(Value::Object(map))
+            .map_err(|e| Error::InvalidClaims(e.to_string()))?;
+        Ok(Verified { header, claims })
+    }
+
+    /// [`KeyRing::verify`] up to the claims check, returning the claims as a
+    /// JSON object: the request guard keeps them so that the claims checks
+    /// can run again on a cached token without a second signature check.
+    pub(crate) fn verify_to_object(
+        &self,
+        token: &str,
+        policy: &VerifyPolicy,
+        now: UnixTime,
+    ) -> Result<(Header, Map<String, Value>), Error> {
         let jws = self.verify_jws(token, policy)?;
         if let Some(expected) = &policy.typ {
             let found = jws.header.typ.as_deref();
@@ -386,12 +401,7 @@ impl KeyRing {
             return Err(Error::Malformed("payload is not a JSON object"));
         };
         claims::check(&map, policy, now)?;
-        let claims = serde_json::from_value(Value::Object(map))
-            .map_err(|e| Error::InvalidClaims(e.to_string()))?;
-        Ok(Verified {
-            header: jws.header,
-            claims,
-        })
+        Ok((jws.header, map))
     }
 }
 

@@ -1,0 +1,715 @@
+//! The bouncer: verifies the access token of an incoming request.
+//!
+//! A [`Guard`] puts together what deciding one request takes, in this order:
+//! where the token is read from ([`TokenSource`]: the `Authorization: Bearer`
+//! header, or a named cookie; never the query string), the keys
+//! ([`KeySource`]: a local [`KeyRing`], a service's rotating keys, or a
+//! remote JWKS), the [`VerifyPolicy`] (signature, `typ`, `exp`/`nbf`/`iat`,
+//! issuer, audience), then the revocation hook ([`Revocations`]) — checked
+//! on every request, cached or not. A bounded cache of verified tokens lets a
+//! token presented again skip the signature check (see [`GuardBuilder::cache`]).
+//!
+//! The outcome is a [`VerifiedToken`], or a [`Rejection`] that says which
+//! HTTP answer to give (401, 403 or 503) and nothing more: the precise
+//! reason goes to `tracing` at `info` (`event = "access_token_rejected"`),
+//! never to the client.
+//!
+//! With the `axum` feature, [`Guard::require`] and [`Guard::optional`] are
+//! tower layers and [`Auth`]/[`OptionalAuth`] the extractors.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tokengate::guard::{Guard, StaticKeys};
+//! use tokengate::{Algorithm, KeyRing, SigningKey, VerifyPolicy};
+//!
+//! let ring = KeyRing::with_signing_key(SigningKey::generate(Algorithm::ES256, None)?);
+//! let policy = VerifyPolicy::builder()
+//!     .issuer("https://auth.example")
+//!     .audience("api")
+//!     .typ("at+jwt")
+//!     .build()?;
+//! let guard = Guard::builder(StaticKeys::new(ring), policy).build();
+//! # let _ = guard;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, COOKIE};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::jws::Header;
+use crate::policy::VerifyPolicy;
+use crate::time::UnixTime;
+
+mod cache;
+mod keys;
+mod revocation;
+
+#[cfg(feature = "axum")]
+mod axum;
+
+#[cfg(feature = "axum")]
+pub use self::axum::{
+    Auth, AuthRejection, OptionalAuth, RequireAuth, RequireAuthLayer, VerifyIfPresentLayer,
+};
+pub use cache::DEFAULT_CACHE_SIZE;
+use cache::VerifiedCache;
+pub use keys::{KeySource, StaticKeys};
+pub use revocation::{
+    BoxFuture, InProcessRevocations, NoRevocations, RecordRevocations, RevocationError,
+    RevocationQuery, Revocations,
+};
+
+/// Where a request's access token is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>` (RFC 6750 §2.1), the default.
+    AuthorizationHeader,
+    /// The cookie of this name. Opt-in: a browser sends cookies on its own,
+    /// so a cookie-authenticated unsafe request needs CSRF protection.
+    Cookie(String),
+}
+
+/// What happens when the revocation hook cannot answer (its store is down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RevocationFailure {
+    /// Refuse the request with 503: a revoked token never gets through.
+    #[default]
+    FailClosed,
+    /// Let a token that otherwise verifies through, with a warning: a
+    /// logged-out token may then work until its `exp`. Availability first.
+    FailOpen,
+}
+
+/// The current time, for the claims checks. Tests pass a manual clock.
+pub type ClockFn = Arc<dyn Fn() -> UnixTime + Send + Sync>;
+
+/// Why a request was refused, as the HTTP answer it calls for. The detail
+/// was logged when the rejection was made; clients see only the kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// No token was sent: 401 with `WWW-Authenticate: Bearer` (no error
+    /// code, RFC 6750 §3.1).
+    Missing,
+    /// A token was sent and is not valid (malformed, bad signature, expired,
+    /// wrong issuer or audience, revoked, …): 401 with
+    /// `error="invalid_token"`.
+    InvalidToken,
+    /// The token is valid but lacks what the route requires (a role, a
+    /// scope, a claim): 403 with `error="insufficient_scope"`.
+    InsufficientScope {
+        /// The scope to name in the challenge, when the requirement was one.
+        scope: Option<String>,
+    },
+    /// The decision could not be made: the revocation store or the key
+    /// source is unavailable. 503; the client may retry.
+    Unavailable,
+}
+
+impl Rejection {
+    /// The HTTP status this rejection calls for.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Rejection::Missing | Rejection::InvalidToken => http::StatusCode::UNAUTHORIZED,
+            Rejection::InsufficientScope { .. } => http::StatusCode::FORBIDDEN,
+            Rejection::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750 §3) for `realm`, if any.
+    pub fn challenge(&self, realm: &str) -> Option<String> {
+        let realm = realm.replace(['"', '\\'], "");
+        match self {
+            Rejection::Missing => Some(format!("Bearer realm=\"{realm}\"")),
+            Rejection::InvalidToken => Some(format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_token\""
+            )),
+            Rejection::InsufficientScope { scope } => Some(match scope {
+                // A scope token is NQCHAR (RFC 6749 §3.3): no quote, no backslash.
+                Some(scope) if is_scope_token(scope) => format!(
+                    "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{scope}\""
+                ),
+                _ => format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\""),
+            }),
+            Rejection::Unavailable => None,
+        }
+    }
+
+    /// A short name for the problem+json `type` (`urn:tokengate:problem:<slug>`).
+    pub fn slug(&self) -> &'static str {
+        match self {
+            Rejection::Missing => "missing-token",
+            Rejection::InvalidToken => "invalid-token",
+            Rejection::InsufficientScope { .. } => "insufficient-scope",
+            Rejection::Unavailable => "unavailable",
+        }
+    }
+
+    /// The problem+json `title`.
+    pub fn title(&self) -> &'static str {
+        match self {
+            Rejection::Missing => "Authentication required",
+            Rejection::InvalidToken => "Invalid token",
+            Rejection::InsufficientScope { .. } => "Insufficient scope",
+            Rejection::Unavailable => "Service unavailable",
+        }
+    }
+
+    /// A generic sentence for the problem+json `detail`: it never says which
+    /// check failed.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            Rejection::Missing => "An access token is required.",
+            Rejection::InvalidToken => Error::Expired.public_message(),
+            Rejection::InsufficientScope { .. } => {
+                "The access token does not grant access to this resource."
+            }
+            Rejection::Unavailable => "Authentication is unavailable right now; try again shortly.",
+        }
+    }
+}
+
+fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.public_message())
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// What a route requires of a valid token, beyond being valid. Failing one
+/// is a 403, not a 401: a new token of the same user would not help.
+#[derive(Clone)]
+pub enum Requirement {
+    /// The roles claim (by default `roles`, an array of strings) holds this role.
+    Role(String),
+    /// The `scope` claim (space-separated, RFC 9068; or an array) holds this scope.
+    Scope(String),
+    /// A predicate on the verified claims.
+    Claims(Arc<dyn Fn(&Map<String, Value>) -> bool + Send + Sync>),
+}
+
+impl Requirement {
+    /// Requires the role `role`.
+    pub fn role(role: impl Into<String>) -> Self {
+        Requirement::Role(role.into())
+    }
+
+    /// Requires the scope `scope`.
+    pub fn scope(scope: impl Into<String>) -> Self {
+        Requirement::Scope(scope.into())
+    }
+
+    /// Requires `predicate` to hold on the claims.
+    pub fn claims(predicate: impl Fn(&Map<String, Value>) -> bool + Send + Sync + 'static) -> Self {
+        Requirement::Claims(Arc::new(predicate))
+    }
+
+    /// Checks the requirement against a verified token.
+    pub fn check(&self, token: &VerifiedToken) -> Result<(), Rejection> {
+        let met = match self {
+            Requirement::Role(role) => token.has_role(role),
+            Requirement::Scope(scope) => token.has_scope(scope),
+            Requirement::Claims(predicate) => predicate(token.claims_json()),
+        };
+        if met {
+            return Ok(());
+        }
+        tracing::info!(
+            event = "access_token_forbidden",
+            requirement = ?self,
+            user_id = token.subject(),
+            "token lacks what the route requires"
+        );
+        Err(Rejection::InsufficientScope {
+            scope: match self {
+                Requirement::Scope(scope) => Some(scope.clone()),
+                _ => None,
+            },
+        })
+    }
+}
+
+impl fmt::Debug for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Requirement::Role(r) => write!(f, "role {r:?}"),
+            Requirement::Scope(s) => write!(f, "scope {s:?}"),
+            Requirement::Claims(_) => f.write_str("a claims predicate"),
+        }
+    }
+}
+
+/// A token that passed every check: signature, policy and revocation. Cheap
+/// to clone (the claims are shared).
+#[derive(Clone)]
+pub struct VerifiedToken {
+    inner: Arc<Checked>,
+    roles_claim: Arc<str>,
+}
+
+/// What the signature and policy checks produced, cached as one piece.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub(crate) header: Header,
+    /// Always a JSON object.
+    pub(crate) claims: Value,
+}
+
+impl fmt::Debug for VerifiedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The claims are the caller's data; `sub` is enough to say whose.
+        f.debug_struct("VerifiedToken")
+            .field("sub", &self.subject())
+            .field("kid", &self.inner.header.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifiedToken {
+    /// The verified protected header.
+    pub fn header(&self) -> &Header {
+        &self.inner.header
+    }
+
+    /// The claims as a JSON object.
+    pub fn claims_json(&self) -> &Map<String, Value> {
+        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        match &self.inner.claims {
+            Value::Object(map) => map,
+            _ => EMPTY.get_or_init(Map::new),
+        }
+    }
+
+    /// The claims deserialized into `C` (e.g. [`AccessClaims`](crate::AccessClaims)).
+    pub fn claims<C: DeserializeOwned>(&self) -> Result<C, Error> {
+        C::deserialize(&self.inner.claims).map_err(|e| Error::InvalidClaims(e.to_string()))
+    }
+
+    /// `sub`, or `""` when the token has none.
+    pub fn subject(&self) -> &str {
+        self.str_claim("sub").unwrap_or("")
+    }
+
+    /// `sid`, the session the token belongs to, if any.
+    pub fn session(&self) -> Option<&str> {
+        self.str_claim("sid")
+    }
+
+    /// A string claim by name.
+    pub fn str_claim(&self, name: &str) -> Option<&str> {
+        self.claims_json().get(name).and_then(Value::as_str)
+    }
+
+    /// The roles: the strings of the roles claim (an array; a single string
+    /// counts as one role).
+    pub fn roles(&self) -> impl Iterator<Item = &str> {
+        string_items(self.claims_json().get(&*self.roles_claim))
+    }
+
+    /// Whether the roles claim holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles().any(|r| r == role)
+    }
+
+    /// The scopes: `scope` split on spaces (RFC 9068 §2.2.3), or the strings
+    /// of `scope` when it is an array.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        let claims = self.claims_json();
+        let spaced = claims
+            .get("scope")
+            .and_then(Value::as_str)
+            .into_iter()
+            .flat_map(|s| s.split(' ').filter(|s| !s.is_empty()));
+        let listed = match claims.get("scope") {
+            Some(Value::Array(_)) => string_items(claims.get("scope")),
+            _ => string_items(None),
+        };
+        spaced.chain(listed)
+    }
+
+    /// Whether the token grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes().any(|s| s == scope)
+    }
+}
+
+fn string_items(value: Option<&Value>) -> Box<dyn Iterator<Item = &str> + '_> {
+    match value {
+        Some(Value::Array(items)) => Box::new(items.iter().filter_map(Value::as_str)),
+        Some(Value::String(one)) => Box::new(std::iter::once(one.as_str())),
+        _ => Box::new(std::iter::empty()),
+    }
+}
+
+/// Verifies requests' access tokens. Cheap to clone: clones share the keys,
+/// the cache and the revocation hook.
+#[derive(Clone)]
+pub struct Guard {
+    inner: Arc<GuardInner>,
+}
+
+struct GuardInner {
+    keys: Arc<dyn KeySource>,
+    policy: VerifyPolicy,
+    revocations: Arc<dyn Revocations>,
+    on_revocation_failure: RevocationFailure,
+    cache: Option<VerifiedCache>,
+    clock: ClockFn,
+    sources: Vec<TokenSource>,
+    roles_claim: Arc<str>,
+    realm: String,
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard")
+            .field("policy", &self.inner.policy)
+            .field("sources", &self.inner.sources)
+            .field("cache", &self.inner.cache.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Guard`]; every setting has a safe default.
+pub struct GuardBuilder {
+    keys: Arc<dyn KeySource>,
+    policy: VerifyPolicy,
+    revocations: Arc<dyn Revocations>,
+    on_revocation_failure: RevocationFailure,
+    cache_size: usize,
+    clock: ClockFn,
+    sources: Vec<TokenSource>,
+    roles_claim: String,
+    realm: String,
+}
+
+impl GuardBuilder {
+    /// The revocation hook, checked after the signature and the claims on
+    /// every request. Default: [`NoRevocations`] — purely stateless, so a
+    /// logged-out token works until its `exp`; keep access tokens short, or
+    /// pass the issuer's denylist.
+    pub fn revocations(mut self, revocations: Arc<dyn Revocations>) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    /// What to do when the revocation hook fails. Default: fail closed (503).
+    pub fn on_revocation_failure(mut self, mode: RevocationFailure) -> Self {
+        self.on_revocation_failure = mode;
+        self
+    }
+
+    /// How many verified tokens to remember, so that a token presented
+    /// again skips the signature check; 0 turns the cache off. Entries are
+    /// keyed by the SHA-256 of the token, never outlive its `exp` (the
+    /// claims are checked again on every hit), are dropped when the key set
+    /// changes, and never skip the revocation check. Default:
+    /// [`DEFAULT_CACHE_SIZE`].
+    pub fn cache(mut self, entries: usize) -> Self {
+        self.cache_size = entries;
+        self
+    }
+
+    /// Where the token is read from, tried in order. Default: the
+    /// `Authorization: Bearer` header only. The query string is never read
+    /// (RFC 6750 §5.3: URLs end up in logs and `Referer`).
+    pub fn token_sources(mut self, sources: Vec<TokenSource>) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// Also reads the token from the cookie `name`, after the header.
+    pub fn cookie(mut self, name: impl Into<String>) -> Self {
+        self.sources.push(TokenSource::Cookie(name.into()));
+        self
+    }
+
+    /// The claim that lists roles. Default: `roles`.
+    pub fn roles_claim(mut self, name: impl Into<String>) -> Self {
+        self.roles_claim = name.into();
+        self
+    }
+
+    /// The realm named in `WWW-Authenticate`. Default: `api`.
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = realm.into();
+        self
+    }
+
+    /// The clock for the time checks. Default: the system clock.
+    pub fn clock(mut self, clock: ClockFn) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The guard.
+    pub fn build(self) -> Guard {
+        Guard {
+            inner: Arc::new(GuardInner {
+                keys: self.keys,
+                policy: self.policy,
+                revocations: self.revocations,
+                on_revocation_failure: self.on_revocation_failure,
+                cache: VerifiedCache::new(self.cache_size),
+                clock: self.clock,
+                sources: self.sources,
+                roles_claim: Arc::from(self.roles_claim),
+                realm: self.realm,
+            }),
+        }
+    }
+}
+
+fn system_clock() -> UnixTime {
+    UnixTime::from_system_time(std::time::SystemTime::now())
+}
+
+/// Why a token was refused, for the log line.
+enum Refusal<'a> {
+    Policy(&'a Error),
+    Revoked,
+}
+
+fn log_refusal(refusal: Refusal<'_>, token: Option<&Checked>) {
+    let sub = token
+        .and_then(|t| t.claims.get("sub"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match refusal {
+        Refusal::Policy(e) => tracing::info!(
+            event = "access_token_rejected",
+            reason = e.code(),
+            detail = %e,
+            "access token rejected"
+        ),
+        Refusal::Revoked => tracing::info!(
+            event = "access_token_rejected",
+            reason = "revoked",
+            user_id = sub,
+            "access token rejected"
+        ),
+    }
+}
+
+impl Guard {
+    /// Starts a guard over `keys` with `policy`.
+    pub fn builder(keys: impl KeySource, policy: VerifyPolicy) -> GuardBuilder {
+        GuardBuilder {
+            keys: Arc::new(keys),
+            policy,
+            revocations: Arc::new(NoRevocations),
+            on_revocation_failure: RevocationFailure::default(),
+            cache_size: DEFAULT_CACHE_SIZE,
+            clock: Arc::new(system_clock),
+            sources: vec![TokenSource::AuthorizationHeader],
+            roles_claim: "roles".to_owned(),
+            realm: "api".to_owned(),
+        }
+    }
+
+    /// The verification policy.
+    pub fn policy(&self) -> &VerifyPolicy {
+        &self.inner.policy
+    }
+
+    /// The realm for `WWW-Authenticate`.
+    pub fn realm(&self) -> &str {
+        &self.inner.realm
+    }
+
+    /// The token a request carries, from the first configured source that
+    /// has one; `Ok(None)` when none does. An `Authorization` header that is
+    /// present but not `Bearer <token>` is an invalid token, not a missing
+    /// one: the client meant to authenticate.
+    pub fn token_in<'h>(&self, headers: &'h HeaderMap) -> Result<Option<&'h str>, Rejection> {
+        for source in &self.inner.sources {
+            match source {
+                TokenSource::AuthorizationHeader => {
+                    if let Some(token) = bearer_token(headers)? {
+                        return Ok(Some(token));
+                    }
+                }
+                TokenSource::Cookie(name) => {
+                    if let Some(token) = cookie_value(headers, name) {
+                        return Ok(Some(token));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Verifies the token the request carries, if any: `Ok(None)` when it
+    /// carries none, a [`Rejection`] when it carries a bad one.
+    pub async fn check_request(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<VerifiedToken>, Rejection> {
+        match self.token_in(headers)? {
+            Some(token) => self.verify(token).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Verifies a token: the signature and the policy (skipped for a token
+    /// in the cache, whose claims are still checked against the clock), then
+    /// the revocation hook.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, Rejection> {
+        let inner = &self.inner;
+        let now = (inner.clock)();
+        let checked = self.check_signature_and_claims(token, now).await?;
+        self.check_revocation(&checked, now).await?;
+        Ok(VerifiedToken {
+            inner: checked,
+            roles_claim: inner.roles_claim.clone(),
+        })
+    }
+
+    async fn check_signature_and_claims(
+        &self,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<Arc<Checked>, Rejection> {
+        let inner = &self.inner;
+        let ring = inner.keys.keys();
+        let cached = inner.cache.as_ref().and_then(|c| c.get(token, &ring));
+        if let (Some(cache), Some(checked)) = (&inner.cache, cached) {
+            // The signature held for these keys; time has moved since.
+            if let Value::Object(map) = &checked.claims {
+                if let Err(e) = crate::claims::check(map, &inner.policy, now) {
+                    cache.remove(token);
+                    log_refusal(Refusal::Policy(&e), Some(&checked));
+                    return Err(Rejection::InvalidToken);
+                }
+            }
+            return Ok(checked);
+        }
+        let (ring, outcome) = match ring.verify_to_object(token, &inner.policy, now) {
+            Err(Error::UnknownKid(kid)) => match inner.keys.unknown_kid(&kid).await {
+                Some(fresh) => {
+                    let outcome = fresh.verify_to_object(token, &inner.policy, now);
+                    (fresh, outcome)
+                }
+                None if ring.is_empty() => {
+                    tracing::warn!(
+                        event = "access_token_rejected",
+                        reason = "no_keys",
+                        "no verification keys are loaded yet"
+                    );
+                    return Err(Rejection::Unavailable);
+                }
+                None => (ring, Err(Error::UnknownKid(kid))),
+            },
+            outcome => (ring, outcome),
+        };
+        let (header, map) = outcome.map_err(|e| {
+            log_refusal(Refusal::Policy(&e), None);
+            Rejection::InvalidToken
+        })?;
+        let checked = Arc::new(Checked {
+            header,
+            claims: Value::Object(map),
+        });
+        if let Some(cache) = &inner.cache {
+            cache.insert(token, &ring, checked.clone());
+        }
+        Ok(checked)
+    }
+
+    async fn check_revocation(&self, checked: &Checked, now: UnixTime) -> Result<(), Rejection> {
+        let inner = &self.inner;
+        let claims = &checked.claims;
+        let query = RevocationQuery {
+            sub: claims.get("sub").and_then(Value::as_str).unwrap_or(""),
+            sid: claims.get("sid").and_then(Value::as_str),
+            jti: claims.get("jti").and_then(Value::as_str),
+            iat: claims.get("iat").and_then(Value::as_i64),
+        };
+        match inner.revocations.is_revoked(query, now).await {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                log_refusal(Refusal::Revoked, Some(checked));
+                Err(Rejection::InvalidToken)
+            }
+            Err(e) => match inner.on_revocation_failure {
+                RevocationFailure::FailClosed => {
+                    tracing::error!(event = "revocation_unavailable", cause = %e, "revocation check failed: refusing (fail closed)");
+                    Err(Rejection::Unavailable)
+                }
+                RevocationFailure::FailOpen => {
+                    tracing::warn!(event = "revocation_unavailable", cause = %e, "revocation check failed: letting the token through (fail open)");
+                    Ok(())
+                }
+            },
+        }
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`. Absent header: `None`.
+/// Present but another scheme, not text, or empty: an invalid token.
+fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    // Two Authorization headers: which one a proxy and we each read would
+    // differ. Refuse.
+    if values.next().is_some() {
+        tracing::info!(
+            event = "access_token_rejected",
+            reason = "several_authorization_headers",
+            "access token rejected"
+        );
+        return Err(Rejection::InvalidToken);
+    }
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty());
+    match token {
+        Some(token) => Ok(Some(token)),
+        None => {
+            tracing::info!(
+                event = "access_token_rejected",
+                reason = "not_bearer",
+                "Authorization header is not `Bearer <token>`"
+            );
+            Err(Rejection::InvalidToken)
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers (RFC 6265
+/// §5.4: `name=value` pairs separated by `; `). Not text: ignored.
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests;
