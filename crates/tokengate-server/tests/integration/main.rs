@@ -15,3 +15,4 @@ mod rotation;
 mod service;
 mod tls;
 mod users_cli;
+mod verify;
