@@ -627,15 +627,17 @@ impl RemoteJwks {
         result
     }
 
-    /// Starts the background refresh once, on a tokio runtime. Started at the
-    /// first fetch rather than at `build` so that `build` needs no runtime.
+    /// Starts the background refresh, on the current tokio runtime, unless it
+    /// runs. Started at the first fetch rather than at `build` so that `build`
+    /// needs no runtime; started again if it ended (the runtime it ran on, say
+    /// a start-up one, was shut down).
     fn start_refresher(&self) {
         let mut slot = self
             .inner
             .refresher
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if slot.is_some() {
+        if slot.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
         match tokio::runtime::Handle::try_current() {
