@@ -53,12 +53,16 @@ mod revocation;
 
 #[cfg(feature = "axum")]
 mod axum;
+#[cfg(feature = "jwks")]
+mod jwks;
 
 #[cfg(feature = "axum")]
 pub use self::axum::{
     Auth, AuthRejection, OptionalAuth, RequireAuth, RequireAuthLayer, VerifyIfPresentLayer,
 };
 pub use cache::DEFAULT_CACHE_SIZE;
+#[cfg(feature = "jwks")]
+pub use jwks::{JwksError, RemoteJwks, RemoteJwksBuilder};
 use cache::VerifiedCache;
 pub use keys::{KeySource, StaticKeys};
 pub use revocation::{

@@ -2,4 +2,5 @@
 //! JWKS client against servers the tests control.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod jwks;
 mod layer;
