@@ -53,10 +53,16 @@ mod revocation;
 
 #[cfg(feature = "axum")]
 mod axum;
+#[cfg(feature = "redis")]
+mod redis;
 
 #[cfg(feature = "axum")]
 pub use self::axum::{
     Auth, AuthRejection, OptionalAuth, RequireAuth, RequireAuthLayer, VerifyIfPresentLayer,
+};
+#[cfg(feature = "redis")]
+pub use self::redis::{
+    DEFAULT_DENYLIST_PREFIX, DEFAULT_REDIS_TIMEOUT, DenylistKeys, RedisRevocations,
 };
 pub use cache::DEFAULT_CACHE_SIZE;
 use cache::VerifiedCache;
