@@ -55,15 +55,21 @@ mod revocation;
 mod axum;
 #[cfg(feature = "jwks")]
 mod jwks;
+#[cfg(feature = "redis")]
+mod redis;
 
 #[cfg(feature = "axum")]
 pub use self::axum::{
     Auth, AuthRejection, OptionalAuth, RequireAuth, RequireAuthLayer, VerifyIfPresentLayer,
 };
+#[cfg(feature = "redis")]
+pub use self::redis::{
+    DEFAULT_DENYLIST_PREFIX, DEFAULT_REDIS_TIMEOUT, DenylistKeys, RedisRevocations,
+};
 pub use cache::DEFAULT_CACHE_SIZE;
+use cache::VerifiedCache;
 #[cfg(feature = "jwks")]
 pub use jwks::{JwksError, RemoteJwks, RemoteJwksBuilder};
-use cache::VerifiedCache;
 pub use keys::{KeySource, StaticKeys};
 pub use revocation::{
     BoxFuture, InProcessRevocations, NoRevocations, RecordRevocations, RevocationError,
