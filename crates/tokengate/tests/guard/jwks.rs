@@ -476,7 +476,8 @@ async fn issuer_down_or_broken_keeps_the_last_good_keys() {
     };
     // The slow answer first: the server's handler sleeps on after the
     // client gave up, and stopping the server waits for it.
-    let cases: Vec<(Answer, fn(&JwksError) -> bool)> = vec![
+    type Expected = fn(&JwksError) -> bool;
+    let cases: Vec<(Answer, Expected)> = vec![
         (Answer::Slow(set(&[&a])), |e| {
             matches!(e, JwksError::Timeout { .. })
         }),
