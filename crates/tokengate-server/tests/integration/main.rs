@@ -5,6 +5,7 @@ mod accounts;
 mod app;
 mod cli;
 mod connections;
+mod forward_auth;
 mod hardening;
 mod helpers;
 mod logs;
