@@ -18,10 +18,10 @@ use crate::infra::clock::Clock;
 use crate::infra::config::Settings;
 use crate::infra::password::{HashError, Hasher};
 use crate::infra::ratelimit::{InProcessThrottle, LoginLimits, RequestBudget};
-use crate::infra::revocation::InProcessRevocations;
 use crate::service::keys::{self, KeyStoreError};
 use crate::service::{Accounts, Denylist, Sessions};
 use crate::store::{Store, StoreError};
+use tokengate::guard::{Guard, InProcessRevocations};
 
 /// How often revocations and signing keys recorded in the database are
 /// loaded into this process.
@@ -205,6 +205,20 @@ impl Application {
             }));
         let denylist = Denylist::new(revocations, settings.access_ttl, settings.leeway);
         let keys = Arc::new(keys);
+        let guard = {
+            let clock = clock.clone();
+            Guard::builder(keys.clone(), policy)
+                .revocations(denylist.reader())
+                .cache(if settings.verify_cache {
+                    settings.verify_cache_size
+                } else {
+                    0
+                })
+                .realm("tokengate")
+                .clock(Arc::new(move || clock.now()))
+                .on_rejection(Arc::new(crate::infra::metrics::token_rejected))
+                .build()
+        };
         let shared_settings = Arc::new(settings.clone());
         let accounts = Accounts::new(
             store.clone(),
@@ -233,7 +247,7 @@ impl Application {
             settings,
             store,
             keys,
-            policy,
+            guard,
             hasher,
             clock,
             denylist,

@@ -55,6 +55,10 @@ pub struct AccessClaims {
     /// Roles granted to the subject.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The subject's email, so that an API (or a proxy's forward-auth)
+    /// knows who without a lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 /// Reads a NumericDate claim: absent is `None`; anything but a JSON number

@@ -73,6 +73,13 @@ pub enum ApiError {
     /// The caller may not do this.
     #[error("forbidden")]
     Forbidden,
+    /// A valid access token that lacks the role or scope asked for
+    /// (RFC 6750 `insufficient_scope`).
+    #[error("insufficient scope")]
+    InsufficientScope {
+        /// The scope to name in the challenge, when one was asked for.
+        scope: Option<String>,
+    },
     /// No such resource (or not the caller's).
     #[error("not found")]
     NotFound,
@@ -138,6 +145,19 @@ impl From<crate::service::ServiceError> for ApiError {
             S::Store(e) => e.into(),
             S::Hash(e) => e.into(),
             S::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<tokengate::guard::Rejection> for ApiError {
+    fn from(rejection: tokengate::guard::Rejection) -> Self {
+        use tokengate::guard::Rejection as R;
+        match rejection {
+            R::Missing => ApiError::InvalidToken { presented: false },
+            R::InsufficientScope { scope } => ApiError::InsufficientScope { scope },
+            R::Unavailable => ApiError::Unavailable("token verification unavailable".into()),
+            // `Rejection` may grow; anything else about a token is a bad token.
+            _ => ApiError::InvalidToken { presented: true },
         }
     }
 }
@@ -288,6 +308,15 @@ impl IntoResponse for ApiError {
                     "This needs the admin role.",
                 ),
             ),
+            E::InsufficientScope { .. } => (
+                StatusCode::FORBIDDEN,
+                problem(
+                    StatusCode::FORBIDDEN,
+                    "insufficient-scope",
+                    "Insufficient scope",
+                    tokengate::guard::Rejection::InsufficientScope { scope: None }.public_message(),
+                ),
+            ),
             E::NotFound => (
                 StatusCode::NOT_FOUND,
                 problem(
@@ -405,6 +434,15 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer realm="tokengate""#),
                 );
+            }
+            E::InsufficientScope { scope } => {
+                let challenge = tokengate::guard::Rejection::InsufficientScope {
+                    scope: scope.clone(),
+                }
+                .challenge("tokengate");
+                if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
             }
             E::TooManyRequests { retry_after } => {
                 if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {

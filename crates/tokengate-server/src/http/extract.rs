@@ -434,42 +434,18 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(ApiError::InvalidToken { presented: false });
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or(ApiError::InvalidToken { presented: true })?;
-        let now = state.clock.now();
+        // The library's guard: the one implementation of "a valid,
+        // unrevoked access token", shared with `/auth/verify` and with the
+        // APIs that use the library.
         let verified = state
-            .keys
-            .current()
-            .ring
-            .verify::<AccessClaims>(token, &state.policy, now)
-            .map_err(|e| {
-                crate::infra::metrics::token_rejected(e.code());
-                tracing::info!(event = "access_token_rejected", reason = %e);
-                ApiError::InvalidToken { presented: true }
-            })?;
-        let claims = verified.claims;
-        if state
-            .denylist
-            .is_revoked(
-                claims.sid.as_deref(),
-                &claims.sub,
-                claims.iat,
-                now.as_secs(),
-            )
-            .await
-        {
-            crate::infra::metrics::token_rejected("revoked");
-            tracing::info!(event = "access_token_rejected", reason = "revoked", user_id = %claims.sub, session_id = claims.sid.as_deref().unwrap_or(""));
-            return Err(ApiError::InvalidToken { presented: true });
-        }
+            .guard
+            .check_request(&parts.headers)
+            .await?
+            .ok_or(ApiError::InvalidToken { presented: false })?;
+        let claims: AccessClaims = verified.claims().map_err(|e| {
+            tracing::info!(event = "access_token_rejected", reason = e.code(), detail = %e);
+            ApiError::InvalidToken { presented: true }
+        })?;
         // The policy requires `sid`; a token without one never gets here.
         let session_id = claims
             .sid

@@ -16,7 +16,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -62,7 +62,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             request_budget,
         ))
         .layer(middleware::from_fn(no_store));
-    let mut router = Router::new().merge(auth);
+    // Forward-auth: outside the per-client budget, which would count every
+    // user behind a proxy as one client (the proxy), and cheap without it.
+    let forward_auth = Router::new()
+        .route("/auth/verify", any(routes::verify::verify))
+        .layer(middleware::from_fn(no_store));
+    let mut router = Router::new().merge(auth).merge(forward_auth);
     // On the public port only behind a token, and only when there is no
     // separate listener for it.
     let settings = &state.settings;

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use tokengate::VerifyPolicy;
+use tokengate::guard::Guard;
 
 use crate::infra::client_ip::ClientIpResolver;
 use crate::infra::clock::Clock;
@@ -23,8 +23,10 @@ pub struct AppState {
     pub store: Store,
     /// Signing and verification keys, rebuilt on rotation.
     pub keys: Arc<KeyManager>,
-    /// How access tokens are verified.
-    pub policy: VerifyPolicy,
+    /// Verifies access tokens: the keys in force, the policy, the denylist
+    /// and the verified-token cache; the same guard the library offers
+    /// other APIs.
+    pub guard: Guard,
     /// Password hashing on the bounded pool (shared with the services).
     pub hasher: Hasher,
     /// The clock.

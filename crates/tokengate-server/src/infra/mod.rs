@@ -9,5 +9,4 @@ pub mod files;
 pub mod metrics;
 pub mod password;
 pub mod ratelimit;
-pub mod revocation;
 pub mod telemetry;

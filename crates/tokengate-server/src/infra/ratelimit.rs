@@ -13,7 +13,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::infra::revocation::BoxFuture;
+use tokengate::guard::BoxFuture;
 
 /// The limits of the failed-login throttle.
 #[derive(Debug, Clone, Copy)]

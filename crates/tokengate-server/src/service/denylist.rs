@@ -1,19 +1,22 @@
 //! The denylist as the rest of the service sees it: one rule for how long a
 //! revocation is kept, one place that pushes revocations made in the store
-//! into the in-process (later Redis) [`Revocations`], and the sync that
-//! brings in those made elsewhere.
+//! into the in-process (later Redis) store, and the sync that brings in
+//! those made elsewhere. The store is the library's
+//! [`RecordRevocations`]: the request guard reads the very same one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::infra::config::secs;
-use crate::infra::revocation::Revocations;
+use tokengate::UnixTime;
+use tokengate::guard::{RecordRevocations, RevocationQuery, Revocations};
+
 use crate::store::{Store, StoreError};
 
 /// Revocations of live access tokens, kept exactly as long as they matter.
 #[derive(Clone)]
 pub struct Denylist {
-    revocations: Arc<dyn Revocations>,
+    revocations: Arc<dyn RecordRevocations>,
     access_ttl: i64,
     leeway: i64,
 }
@@ -21,7 +24,11 @@ pub struct Denylist {
 impl Denylist {
     /// A denylist over `revocations` for tokens living `access_ttl` and
     /// verified with `leeway`.
-    pub fn new(revocations: Arc<dyn Revocations>, access_ttl: Duration, leeway: Duration) -> Self {
+    pub fn new(
+        revocations: Arc<dyn RecordRevocations>,
+        access_ttl: Duration,
+        leeway: Duration,
+    ) -> Self {
         Denylist {
             revocations,
             access_ttl: secs(access_ttl),
@@ -45,9 +52,14 @@ impl Denylist {
 
     /// Rejects the access tokens of session `sid`, revoked at `revoked_at`.
     pub async fn deny_session(&self, sid: &str, revoked_at: i64) {
-        self.revocations
+        if let Err(e) = self
+            .revocations
             .revoke_session(sid, self.horizon(revoked_at))
-            .await;
+            .await
+        {
+            // The store holds the revocation; the sync retries it.
+            tracing::error!(cause = %e, session_id = sid, "denylist write failed");
+        }
     }
 
     /// Rejects the access tokens of each of `sids`, revoked at `revoked_at`.
@@ -59,14 +71,33 @@ impl Denylist {
 
     /// Rejects `user_id`'s access tokens issued before `before`.
     pub async fn deny_user_before(&self, user_id: &str, before: i64) {
-        self.revocations
+        if let Err(e) = self
+            .revocations
             .revoke_user_before(user_id, before, self.horizon(before))
-            .await;
+            .await
+        {
+            tracing::error!(cause = %e, user_id, "denylist write failed");
+        }
     }
 
-    /// Whether a token of this session and user, issued at `iat`, is revoked.
+    /// The store the request guard reads.
+    pub fn reader(&self) -> Arc<dyn Revocations> {
+        self.revocations.clone()
+    }
+
+    /// Whether a token of this session and user, issued at `iat`, is
+    /// revoked at `now` ("cannot tell" counts as revoked).
     pub async fn is_revoked(&self, sid: Option<&str>, user_id: &str, iat: i64, now: i64) -> bool {
-        self.revocations.is_revoked(sid, user_id, iat, now).await
+        let query = RevocationQuery {
+            sub: user_id,
+            sid,
+            jti: None,
+            iat: Some(iat),
+        };
+        self.revocations
+            .is_revoked(query, UnixTime::from_secs(now))
+            .await
+            .unwrap_or(true)
     }
 
     /// Loads revocations recorded in the database since `since` (by this

@@ -12,9 +12,9 @@ use crate::infra::clock::{Clock, ManualClock};
 use crate::infra::config::{Overrides, Settings};
 use crate::infra::password::Hasher;
 use crate::infra::ratelimit::{InProcessThrottle, LoginLimits};
-use crate::infra::revocation::InProcessRevocations;
 use crate::service::keys::KeyManager;
 use crate::store::Store;
+use tokengate::guard::InProcessRevocations;
 
 struct World {
     store: Store,

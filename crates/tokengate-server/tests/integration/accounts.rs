@@ -32,7 +32,7 @@ fn password(email: &str) -> String {
 }
 
 /// Creates an admin directly in storage (as `tokengate user add --role admin` will) and logs in.
-pub(crate) async fn admin(app: &TestApp) -> Tokens {
+pub async fn admin(app: &TestApp) -> Tokens {
     let pw = password("root@example.com");
     let hash = app.state.hasher.hash(&pw).await.unwrap();
     let user = User {

@@ -16,3 +16,4 @@ mod rotation;
 mod service;
 mod tls;
 mod users_cli;
+mod verify;

@@ -91,6 +91,11 @@ pub enum RevocationFailure {
 /// The current time, for the claims checks. Tests pass a manual clock.
 pub type ClockFn = Arc<dyn Fn() -> UnixTime + Send + Sync>;
 
+/// Told the reason code of every refusal (`expired`, `bad_signature`,
+/// `revoked`, `not_bearer`, …: [`Error::code`] and a few of the guard's
+/// own), for metrics. Called on the request path: keep it cheap.
+pub type RejectionObserver = Arc<dyn Fn(&'static str) + Send + Sync>;
+
 /// Why a request was refused, as the HTTP answer it calls for. The detail
 /// was logged when the rejection was made; clients see only the kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,9 +134,9 @@ impl Rejection {
         let realm = realm.replace(['"', '\\'], "");
         match self {
             Rejection::Missing => Some(format!("Bearer realm=\"{realm}\"")),
-            Rejection::InvalidToken => Some(format!(
-                "Bearer realm=\"{realm}\", error=\"invalid_token\""
-            )),
+            Rejection::InvalidToken => {
+                Some(format!("Bearer realm=\"{realm}\", error=\"invalid_token\""))
+            }
             Rejection::InsufficientScope { scope } => Some(match scope {
                 // A scope token is NQCHAR (RFC 6749 §3.3): no quote, no backslash.
                 Some(scope) if is_scope_token(scope) => format!(
@@ -373,6 +378,7 @@ struct GuardInner {
     sources: Vec<TokenSource>,
     roles_claim: Arc<str>,
     realm: String,
+    observer: Option<RejectionObserver>,
 }
 
 impl fmt::Debug for Guard {
@@ -396,6 +402,7 @@ pub struct GuardBuilder {
     sources: Vec<TokenSource>,
     roles_claim: String,
     realm: String,
+    observer: Option<RejectionObserver>,
 }
 
 impl GuardBuilder {
@@ -451,6 +458,12 @@ impl GuardBuilder {
         self
     }
 
+    /// A function told the reason code of every refusal (for metrics).
+    pub fn on_rejection(mut self, observer: RejectionObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// The clock for the time checks. Default: the system clock.
     pub fn clock(mut self, clock: ClockFn) -> Self {
         self.clock = clock;
@@ -470,6 +483,7 @@ impl GuardBuilder {
                 sources: self.sources,
                 roles_claim: Arc::from(self.roles_claim),
                 realm: self.realm,
+                observer: self.observer,
             }),
         }
     }
@@ -479,30 +493,23 @@ fn system_clock() -> UnixTime {
     UnixTime::from_system_time(std::time::SystemTime::now())
 }
 
-/// Why a token was refused, for the log line.
-enum Refusal<'a> {
-    Policy(&'a Error),
-    Revoked,
-}
-
-fn log_refusal(refusal: Refusal<'_>, token: Option<&Checked>) {
-    let sub = token
-        .and_then(|t| t.claims.get("sub"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    match refusal {
-        Refusal::Policy(e) => tracing::info!(
+impl GuardInner {
+    /// Logs a refusal with its detail (never the token) and tells the observer.
+    fn refused(&self, reason: &'static str, detail: &dyn fmt::Display, token: Option<&Checked>) {
+        let sub = token
+            .and_then(|t| t.claims.get("sub"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        tracing::info!(
             event = "access_token_rejected",
-            reason = e.code(),
-            detail = %e,
-            "access token rejected"
-        ),
-        Refusal::Revoked => tracing::info!(
-            event = "access_token_rejected",
-            reason = "revoked",
+            reason,
+            detail = %detail,
             user_id = sub,
             "access token rejected"
-        ),
+        );
+        if let Some(observer) = &self.observer {
+            observer(reason);
+        }
     }
 }
 
@@ -519,6 +526,7 @@ impl Guard {
             sources: vec![TokenSource::AuthorizationHeader],
             roles_claim: "roles".to_owned(),
             realm: "api".to_owned(),
+            observer: None,
         }
     }
 
@@ -539,11 +547,15 @@ impl Guard {
     pub fn token_in<'h>(&self, headers: &'h HeaderMap) -> Result<Option<&'h str>, Rejection> {
         for source in &self.inner.sources {
             match source {
-                TokenSource::AuthorizationHeader => {
-                    if let Some(token) = bearer_token(headers)? {
-                        return Ok(Some(token));
+                TokenSource::AuthorizationHeader => match bearer_token(headers) {
+                    Ok(Some(token)) => return Ok(Some(token)),
+                    Ok(None) => {}
+                    Err(reason) => {
+                        self.inner
+                            .refused(reason, &"malformed Authorization header", None);
+                        return Err(Rejection::InvalidToken);
                     }
-                }
+                },
                 TokenSource::Cookie(name) => {
                     if let Some(token) = cookie_value(headers, name) {
                         return Ok(Some(token));
@@ -593,7 +605,7 @@ impl Guard {
             if let Value::Object(map) = &checked.claims {
                 if let Err(e) = crate::claims::check(map, &inner.policy, now) {
                     cache.remove(token);
-                    log_refusal(Refusal::Policy(&e), Some(&checked));
+                    inner.refused(e.code(), &e, Some(&checked));
                     return Err(Rejection::InvalidToken);
                 }
             }
@@ -606,11 +618,7 @@ impl Guard {
                     (fresh, outcome)
                 }
                 None if ring.is_empty() => {
-                    tracing::warn!(
-                        event = "access_token_rejected",
-                        reason = "no_keys",
-                        "no verification keys are loaded yet"
-                    );
+                    inner.refused("no_keys", &"no verification keys are loaded yet", None);
                     return Err(Rejection::Unavailable);
                 }
                 None => (ring, Err(Error::UnknownKid(kid))),
@@ -618,7 +626,7 @@ impl Guard {
             outcome => (ring, outcome),
         };
         let (header, map) = outcome.map_err(|e| {
-            log_refusal(Refusal::Policy(&e), None);
+            inner.refused(e.code(), &e, None);
             Rejection::InvalidToken
         })?;
         let checked = Arc::new(Checked {
@@ -643,12 +651,15 @@ impl Guard {
         match inner.revocations.is_revoked(query, now).await {
             Ok(false) => Ok(()),
             Ok(true) => {
-                log_refusal(Refusal::Revoked, Some(checked));
+                inner.refused("revoked", &"revoked", Some(checked));
                 Err(Rejection::InvalidToken)
             }
             Err(e) => match inner.on_revocation_failure {
                 RevocationFailure::FailClosed => {
                     tracing::error!(event = "revocation_unavailable", cause = %e, "revocation check failed: refusing (fail closed)");
+                    if let Some(observer) = &inner.observer {
+                        observer("revocation_unavailable");
+                    }
                     Err(Rejection::Unavailable)
                 }
                 RevocationFailure::FailOpen => {
@@ -661,45 +672,32 @@ impl Guard {
 }
 
 /// The token of `Authorization: Bearer <token>`. Absent header: `None`.
-/// Present but another scheme, not text, or empty: an invalid token.
-fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {
+/// Present but another scheme, not text, or empty: the refusal's reason.
+fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
-    // Two Authorization headers: which one a proxy and we each read would
+    // Two Authorization headers: which one a proxy and we each read could
     // differ. Refuse.
     if values.next().is_some() {
-        tracing::info!(
-            event = "access_token_rejected",
-            reason = "several_authorization_headers",
-            "access token rejected"
-        );
-        return Err(Rejection::InvalidToken);
+        return Err("several_authorization_headers");
     }
-    let token = value
+    value
         .to_str()
         .ok()
         .and_then(|v| v.trim().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
-        .filter(|token| !token.is_empty());
-    match token {
-        Some(token) => Ok(Some(token)),
-        None => {
-            tracing::info!(
-                event = "access_token_rejected",
-                reason = "not_bearer",
-                "Authorization header is not `Bearer <token>`"
-            );
-            Err(Rejection::InvalidToken)
-        }
-    }
+        .filter(|token| !token.is_empty())
+        .map(Some)
+        .ok_or("not_bearer")
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers (RFC 6265
-/// §5.4: `name=value` pairs separated by `; `). Not text: ignored.
-fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+/// §5.4: `name=value` pairs separated by `; `); `None` when absent or
+/// empty. A header that is not text is ignored.
+pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(COOKIE)
         .iter()

@@ -112,7 +112,11 @@ fn poisoned<T>(_: T) -> RevocationError {
 }
 
 impl InProcessRevocations {
-    fn record(map: &Mutex<HashMap<String, i64>>, id: &str, until: i64) -> Result<(), RevocationError> {
+    fn record(
+        map: &Mutex<HashMap<String, i64>>,
+        id: &str,
+        until: i64,
+    ) -> Result<(), RevocationError> {
         let mut map = map.lock().map_err(poisoned)?;
         // `until` is at most a day or two ahead of now for any sane token
         // lifetime; sweep what ended well before this entry's start.
@@ -122,7 +126,11 @@ impl InProcessRevocations {
         Ok(())
     }
 
-    fn holds(map: &Mutex<HashMap<String, i64>>, id: Option<&str>, now: i64) -> Result<bool, RevocationError> {
+    fn holds(
+        map: &Mutex<HashMap<String, i64>>,
+        id: Option<&str>,
+        now: i64,
+    ) -> Result<bool, RevocationError> {
         let map = map.lock().map_err(poisoned)?;
         Ok(id.is_some_and(|id| map.get(id).is_some_and(|until| *until > now)))
     }

@@ -17,9 +17,9 @@ use crate::infra::clock::{Clock, SystemClock};
 use crate::infra::config::{Overrides, Settings};
 use crate::infra::password::{Hasher, check_stored_hash_costs};
 use crate::infra::ratelimit::{InProcessThrottle, LoginLimits};
-use crate::infra::revocation::InProcessRevocations;
 use crate::service::{Accounts, Actor, Denylist, NewAccount, ServiceError};
 use crate::store::{Store, User};
+use tokengate::guard::InProcessRevocations;
 
 fn input(e: impl std::fmt::Display) -> Failure {
     Failure::Input(e.to_string())

@@ -217,6 +217,21 @@ pub(super) fn client_ip_header() -> Parsed<ClientIpHeader> {
     }
 }
 
+/// A header-name prefix or a cookie name: an RFC 9110 token (letters,
+/// digits and `!#$%&'*+-.^_`|~`), at most 64 characters, so that it can
+/// never split a header line or a cookie pair.
+pub(super) fn http_token(expected: &'static str) -> Parsed<String> {
+    Parsed {
+        expected,
+        parse: |text| {
+            let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            (!text.is_empty() && text.len() <= 64 && text.bytes().all(tchar))
+                .then(|| text.to_owned())
+        },
+        show: |text| Shown::Text(text.clone()),
+    }
+}
+
 /// An IPv6 prefix length; /0 would put every client in one bucket.
 pub(super) fn ipv6_prefix_len() -> Parsed<u8> {
     Parsed {

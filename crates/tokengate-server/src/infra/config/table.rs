@@ -23,8 +23,9 @@ use std::time::Duration;
 use tokengate::Algorithm;
 
 use super::kinds::{
-    Kind, Shown, address, boolean, cidr_list, client_ip_header, duration, ipv6_prefix_len,
-    log_format, number, optional, path, secret, secret_url, signing_algorithm, text,
+    Kind, Shown, address, boolean, cidr_list, client_ip_header, duration, http_token,
+    ipv6_prefix_len, log_format, number, optional, path, secret, secret_url, signing_algorithm,
+    text,
 };
 use super::layers::Merged;
 use super::{ClientIpHeader, ConfigError, LogFormat, Secret, Source};
@@ -109,6 +110,20 @@ settings! {
     session_idle_timeout: Duration = "14d" => duration();
     /// Clock-skew allowance when verifying.
     leeway: Duration = "30s" => duration();
+    /// Remember verified access tokens, so that one presented again skips
+    /// the signature check (its expiry and revocation are still checked on
+    /// every request).
+    verify_cache: bool = "true" => boolean();
+    /// How many verified access tokens to remember.
+    verify_cache_size: usize = "10000" => number();
+    /// Prefix of the identity headers of `GET /auth/verify` (`X-Auth-User`,
+    /// `-Email`, `-Roles`, `-Session`).
+    forward_auth_header_prefix: String = "X-Auth-"
+        => http_token("a header-name prefix like X-Auth- (letters, digits, - and _)");
+    /// Cookie `GET /auth/verify` also reads the access token from (unset:
+    /// the Authorization header only). Safe methods only: no CSRF defence yet.
+    forward_auth_cookie: Option<String>
+        => optional(http_token("a cookie name (letters, digits, - and _)"));
     /// Whether `POST /auth/register` is open.
     registration: bool = "true" => boolean();
     /// Wrong passwords checked per account from one client address in the

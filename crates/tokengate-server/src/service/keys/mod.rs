@@ -171,8 +171,9 @@ pub fn key_states(keys: &[StoredKey], now: i64, hs_active: bool) -> Vec<KeyState
 
 /// The keys in force: the ring that signs and verifies, and its JWKS.
 pub struct KeySet {
-    /// Signing key plus the keys that still verify.
-    pub ring: KeyRing,
+    /// Signing key plus the keys that still verify. One `Arc` per set: the
+    /// request guard's verified-token cache tells sets apart by it.
+    pub ring: std::sync::Arc<KeyRing>,
     /// The JWKS document, rendered once per set.
     pub jwks_json: String,
     /// What this set was built from; a change means rebuild.
@@ -244,7 +245,7 @@ impl KeyManager {
             retire_after: secs(settings.access_ttl) + secs(settings.leeway),
             rotation_interval: settings.key_rotation_interval.map(secs),
             current: std::sync::RwLock::new(std::sync::Arc::new(KeySet {
-                ring: KeyRing::new(),
+                ring: std::sync::Arc::new(KeyRing::new()),
                 jwks_json: "{\"keys\":[]}".into(),
                 // Matches no real set, so the first refresh always builds.
                 fingerprint: "unbuilt".into(),
@@ -406,7 +407,7 @@ impl KeyManager {
         }
         let jwks_json = serde_json::to_string(&ring.jwks()).map_err(KeyStoreError::Jwks)?;
         let set = std::sync::Arc::new(KeySet {
-            ring,
+            ring: std::sync::Arc::new(ring),
             jwks_json,
             fingerprint,
             built_for: now,
@@ -439,6 +440,14 @@ impl KeyManager {
             how,
         )
         .await
+    }
+}
+
+/// The request guard verifies with the keys in force, and sees a rotation
+/// at once.
+impl tokengate::guard::KeySource for KeyManager {
+    fn keys(&self) -> std::sync::Arc<KeyRing> {
+        self.current().ring.clone()
     }
 }
 

@@ -325,6 +325,7 @@ impl Sessions {
             sid: Some(sid.to_owned()),
             scope: Some(self.settings.access_scope.clone()),
             roles: user.roles.as_slice().to_vec(),
+            email: Some(user.email.clone()),
         };
         self.keys
             .current()

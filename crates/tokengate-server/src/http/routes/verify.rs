@@ -1,0 +1,159 @@
+//! `/auth/verify`: forward-auth for reverse proxies (nginx `auth_request`,
+//! Caddy `forward_auth`, Traefik `forwardAuth`). The proxy asks before
+//! passing a request on; a 2xx lets it through with the identity headers
+//! copied onto it, anything else is answered to the client as is.
+//!
+//! The hot path is the request guard alone — signature (or the verified
+//! token cache), claims, denylist — and no database read, so a protected
+//! API pays about what the library's axum layer costs.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokengate::guard::{Requirement, VerifiedToken, cookie_value};
+
+use crate::http::error::ApiError;
+use crate::http::extract::ApiQuery;
+use crate::http::state::AppState;
+
+/// What the proxy's configuration asks of the token, beyond being valid.
+/// Each is a comma-separated list; every item is required.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirements {
+    /// Roles the token must carry (`?role=admin`).
+    #[serde(default)]
+    role: Option<String>,
+    /// Scopes the token must grant (`?scope=orders:write`).
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+impl Requirements {
+    fn each(&self) -> impl Iterator<Item = Requirement> + '_ {
+        let items = |list: &'_ Option<String>| {
+            list.iter()
+                .flat_map(|l| l.split(','))
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let roles = items(&self.role).into_iter().map(Requirement::Role);
+        let scopes = items(&self.scope).into_iter().map(Requirement::Scope);
+        roles.chain(scopes)
+    }
+}
+
+/// Methods a cross-site page cannot use to change anything: the only ones
+/// a cookie may authenticate until cookie mode brings its CSRF defence.
+fn is_safe_method(method: &str) -> bool {
+    [Method::GET, Method::HEAD, Method::OPTIONS]
+        .iter()
+        .any(|m| m.as_str().eq_ignore_ascii_case(method))
+}
+
+/// The method of the request the proxy is asking about: Caddy and Traefik
+/// send `X-Forwarded-Method`; the documented nginx configuration sends
+/// `X-Original-Method`. Unknown counts as unsafe.
+fn forwarded_method(headers: &HeaderMap) -> Option<&str> {
+    ["x-forwarded-method", "x-original-method"]
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .and_then(|v| v.to_str().ok())
+}
+
+/// `/auth/verify` (any method): 200 with the identity headers, 401 with a
+/// challenge, 403 when a required role or scope is missing.
+pub async fn verify(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(requirements): ApiQuery<Requirements>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let verified = match state.guard.check_request(&headers).await? {
+        Some(verified) => verified,
+        None => from_cookie(&state, &headers).await?,
+    };
+    for requirement in requirements.each() {
+        requirement.check(&verified)?;
+    }
+    identity_response(&state.settings.forward_auth_header_prefix, &verified)
+}
+
+/// With no `Authorization` header: the configured cookie, for safe methods.
+async fn from_cookie(state: &AppState, headers: &HeaderMap) -> Result<VerifiedToken, ApiError> {
+    let cookie = state.settings.forward_auth_cookie.as_deref();
+    let Some(token) = cookie.and_then(|name| cookie_value(headers, name)) else {
+        return Err(ApiError::InvalidToken { presented: false });
+    };
+    if !forwarded_method(headers).is_some_and(is_safe_method) {
+        tracing::info!(
+            event = "access_token_rejected",
+            reason = "cookie_on_unsafe_method",
+            "a cookie authenticates only GET, HEAD and OPTIONS (no CSRF defence yet)"
+        );
+        crate::infra::metrics::token_rejected("cookie_on_unsafe_method");
+        return Err(ApiError::InvalidToken { presented: true });
+    }
+    Ok(state.guard.verify(token).await?)
+}
+
+/// 200 with `<prefix>User`, `-Email`, `-Roles` and `-Session`. Every header
+/// is always sent (empty when the token has no such claim), so that a proxy
+/// that copies them overwrites whatever the client sent.
+fn identity_response(prefix: &str, token: &VerifiedToken) -> Result<Response, ApiError> {
+    let roles = token.roles().collect::<Vec<_>>().join(",");
+    let fields = [
+        ("User", token.subject()),
+        ("Email", token.str_claim("email").unwrap_or("")),
+        ("Roles", roles.as_str()),
+        ("Session", token.session().unwrap_or("")),
+    ];
+    let mut response = StatusCode::OK.into_response();
+    for (suffix, value) in fields {
+        let name = HeaderName::try_from(format!("{prefix}{suffix}"))
+            .map_err(|e| ApiError::Internal(format!("forward-auth header name: {e}")))?;
+        // Our own token's claims; bytes a header cannot carry (a control
+        // character) would mean a claim we did not write.
+        let value = HeaderValue::from_bytes(value.as_bytes())
+            .map_err(|_| ApiError::Internal(format!("claim for {name} is not header text")))?;
+        response.headers_mut().insert(name, value);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirements_split_on_commas_and_ignore_blanks() {
+        let r = Requirements {
+            role: Some("admin, auditor,,".into()),
+            scope: Some(" orders:write ".into()),
+        };
+        let each: Vec<String> = r.each().map(|r| format!("{r:?}")).collect();
+        assert_eq!(
+            each,
+            [
+                "role \"admin\"",
+                "role \"auditor\"",
+                "scope \"orders:write\""
+            ]
+        );
+        assert_eq!(Requirements::default().each().count(), 0);
+    }
+
+    #[test]
+    fn only_get_head_and_options_are_safe_for_a_cookie() {
+        for safe in ["GET", "get", "HEAD", "OPTIONS"] {
+            assert!(is_safe_method(safe), "{safe}");
+        }
+        for unsafe_ in ["POST", "PUT", "DELETE", "PATCH", "", "GÉT", "GET "] {
+            assert!(!is_safe_method(unsafe_), "{unsafe_}");
+        }
+    }
+}
