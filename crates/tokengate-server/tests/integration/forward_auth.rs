@@ -82,14 +82,14 @@ server {
 
     # The questions to tokengate, internal: no client can send them.
     # tokengate gets the client's headers (Authorization, Cookie) and
-    # method, never the body.
+    # method (set here, so a client cannot choose it), never the body.
     location = /_tokengate {
         internal;
         proxy_pass http://@TOKENGATE@/auth/verify;
         proxy_pass_request_body off;
         proxy_set_header Content-Length "";
-        proxy_set_header X-Original-Method $request_method;
-        proxy_set_header X-Original-URI $request_uri;
+        proxy_set_header X-Forwarded-Method $request_method;
+        proxy_set_header X-Forwarded-Uri $request_uri;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     }
     location = /_tokengate_admin {
@@ -97,8 +97,8 @@ server {
         proxy_pass http://@TOKENGATE@/auth/verify?role=admin;
         proxy_pass_request_body off;
         proxy_set_header Content-Length "";
-        proxy_set_header X-Original-Method $request_method;
-        proxy_set_header X-Original-URI $request_uri;
+        proxy_set_header X-Forwarded-Method $request_method;
+        proxy_set_header X-Forwarded-Uri $request_uri;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     }
 }
@@ -113,12 +113,14 @@ const CADDY_SITE: &str = r#"@SITE@ {
 		# first drop whatever a client sent under those names.
 		request_header -X-Auth-*
 		# Every request needs a valid token; /admin/ also the role admin.
+		# A uri with a query replaces the client's; the bare "?" drops it
+		# (Caddy would otherwise pass the client's query on to tokengate).
 		forward_auth @admin @TOKENGATE@ {
 			uri /auth/verify?role=admin
 			copy_headers X-Auth-User X-Auth-Email X-Auth-Roles X-Auth-Session
 		}
 		forward_auth @TOKENGATE@ {
-			uri /auth/verify
+			uri /auth/verify?
 			copy_headers X-Auth-User X-Auth-Email X-Auth-Roles X-Auth-Session
 		}
 		# Caddy 2.6 sets a header the answer lacks to the text of its
@@ -608,6 +610,8 @@ both_proxies!(
     a_valid_token_reaches_the_api_with_the_identity_headers_and_forged_ones_never_do,
     a_logged_out_token_is_refused_at_once,
     a_route_requiring_a_role_is_403_for_a_plain_user,
+    identity_headers_the_answer_lacks_never_reach_the_api,
+    a_cookie_lets_reads_through_and_never_writes_whatever_method_the_client_claims,
 );
 
 async fn no_token_is_a_401_with_the_challenge_and_never_reaches_the_api(kind: Kind) {
@@ -751,9 +755,12 @@ async fn a_route_requiring_a_role_is_403_for_a_plain_user(kind: Kind) {
     );
     assert!(rig.upstream.requests().is_empty());
 
-    // The same token is good outside the admin area...
+    // The same token is good outside the admin area, whatever query the
+    // client adds (the question to tokengate is the proxy's alone)...
     assert_eq!(
-        rig.get("/orders", Some(&tokens.access)).await.status(),
+        rig.get("/orders?role=admin&page=2", Some(&tokens.access))
+            .await
+            .status(),
         StatusCode::OK
     );
     // ...and an admin's is good inside it.
@@ -763,10 +770,87 @@ async fn a_route_requiring_a_role_is_403_for_a_plain_user(kind: Kind) {
     assert!(challenges(&response).is_empty());
     let seen = rig.upstream.requests();
     assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert_eq!(seen[0].uri, "/orders?role=admin&page=2");
     assert_eq!(seen[1].uri, "/admin/users");
     let mut roles: Vec<&str> = seen[1].values("x-auth-roles")[0].split(',').collect();
     roles.sort_unstable();
     assert_eq!(roles, ["admin", "user"]);
+    rig.app.logs().assert_clean();
+}
+
+async fn identity_headers_the_answer_lacks_never_reach_the_api(kind: Kind) {
+    // tokengate answers with other names than the proxy copies: each of the
+    // four is missing from its answer.
+    let Some(rig) = Rig::start_with(kind, |s| {
+        s.forward_auth_header_prefix = "X-Tokengate-".into();
+    })
+    .await
+    else {
+        return;
+    };
+    let tokens = rig.app.user("eve@example.com").await;
+    let response = rig
+        .client
+        .get(rig.proxy.url("/orders"))
+        .bearer_auth(&tokens.access)
+        .header("X-Auth-User", "admin")
+        .header("X-Auth-Email", "mallory@example.com")
+        .header("X-Auth-Roles", "admin")
+        .header("X-Auth-Session", "forged-session")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = rig.upstream.only_request();
+    // Neither the client's values nor an unexpanded placeholder: nothing.
+    assert_eq!(seen.with_prefix("x-auth-"), []);
+    rig.app.logs().assert_clean();
+}
+
+async fn a_cookie_lets_reads_through_and_never_writes_whatever_method_the_client_claims(
+    kind: Kind,
+) {
+    let Some(rig) = Rig::start_with(kind, |s| {
+        s.forward_auth_cookie = Some("tg_access".into());
+    })
+    .await
+    else {
+        return;
+    };
+    let tokens = rig.app.user("carol@example.com").await;
+    let cookie = format!("theme=dark; tg_access={}", tokens.access);
+
+    // A read: the proxy tells tokengate the method, and it is safe.
+    let response = rig
+        .client
+        .get(rig.proxy.url("/orders"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = rig.upstream.only_request();
+    assert_eq!(seen.values("x-auth-email"), ["carol@example.com"]);
+
+    // A write with the cookie alone (what a cross-site form sends) is
+    // refused, also when the client claims another method.
+    for (name, value) in [
+        ("x-forwarded-method", "GET"),
+        ("x-original-method", "GET"),
+        ("x-http-method-override", "GET"),
+    ] {
+        let response = rig
+            .client
+            .post(rig.proxy.url("/orders"))
+            .header("cookie", &cookie)
+            .header(name, value)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}: {value}");
+    }
+    assert_eq!(rig.upstream.requests().len(), 1, "no write reached the API");
     rig.app.logs().assert_clean();
 }
 
