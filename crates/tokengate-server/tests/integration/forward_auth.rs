@@ -13,6 +13,12 @@
 //! A proxy that is not installed fails its tests under `CI=true`
 //! (`scripts/proxies` installs both); elsewhere they print
 //! `SKIPPED: nginx not installed` on stderr and pass.
+//!
+//! The guide's other way in, verifying tokens in Node (`jose`) and Python
+//! (PyJWT) with nothing but the JWKS URL, is tested at the end: the example
+//! files under `docs/examples/` run against a real tokengate, their library
+//! installed from its registry into a temporary directory (no runtime or no
+//! registry: SKIPPED outside CI, a failure under `CI=true`).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -164,7 +170,11 @@ fn nginx_conf(dir: &Path, port: u16, tokengate: SocketAddr, api: SocketAddr) -> 
     let d = dir.display();
     // As root, nginx would run its worker as `nobody`, who cannot enter the
     // private temporary directory.
-    let user = if owner_is_root(dir) { "user root;\n" } else { "" };
+    let user = if owner_is_root(dir) {
+        "user root;\n"
+    } else {
+        ""
+    };
     let site = nginx_site(
         &format!("127.0.0.1:{port}"),
         &tokengate.to_string(),
@@ -307,9 +317,8 @@ impl Proxy {
                         .env("XDG_CONFIG_HOME", dir.path().join("config"));
                 }
             }
-            let output = |name: &str| {
-                std::fs::File::create(dir.path().join(name)).expect("output file")
-            };
+            let output =
+                |name: &str| std::fs::File::create(dir.path().join(name)).expect("output file");
             let mut child = command
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
@@ -432,7 +441,10 @@ impl Seen {
     pub fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
         self.headers
             .iter()
-            .filter(|(n, _)| n.to_ascii_lowercase().starts_with(&prefix.to_ascii_lowercase()))
+            .filter(|(n, _)| {
+                n.to_ascii_lowercase()
+                    .starts_with(&prefix.to_ascii_lowercase())
+            })
             .cloned()
             .collect()
     }
@@ -458,7 +470,12 @@ async fn echo(
         uri: uri.to_string(),
         headers: headers
             .iter()
-            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: body.to_vec(),
     };
@@ -479,9 +496,7 @@ impl Upstream {
             .await
             .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
-        let router = axum::Router::new()
-            .fallback(echo)
-            .with_state(seen.clone());
+        let router = axum::Router::new().fallback(echo).with_state(seen.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
@@ -534,9 +549,10 @@ impl Rig {
             .and_then(|a| a.parse().ok())
             .expect("the app's address");
         let api = upstream.addr;
-        let proxy = tokio::task::spawn_blocking(move || Proxy::start(kind, &binary, tokengate, api))
-            .await
-            .expect("proxy start");
+        let proxy =
+            tokio::task::spawn_blocking(move || Proxy::start(kind, &binary, tokengate, api))
+                .await
+                .expect("proxy start");
         Some(Rig {
             app,
             upstream,
@@ -687,7 +703,11 @@ async fn a_valid_token_reaches_the_api_with_the_identity_headers_and_forged_ones
     let seen = rig.upstream.only_request();
     assert_eq!(seen.method, "POST");
     assert_eq!(seen.uri, "/orders?page=2");
-    assert_eq!(String::from_utf8_lossy(&seen.body), body, "the body, intact");
+    assert_eq!(
+        String::from_utf8_lossy(&seen.body),
+        body,
+        "the body, intact"
+    );
     assert_eq!(seen.values("x-auth-user"), [me["id"].as_str().unwrap()]);
     assert_eq!(seen.values("x-auth-email"), ["ada@example.com"]);
     assert_eq!(seen.values("x-auth-roles"), ["user"]);
@@ -848,19 +868,64 @@ async fn a_cookie_lets_reads_through_and_never_writes_whatever_method_the_client
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}: {value}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{name}: {value}"
+        );
     }
     assert_eq!(rig.upstream.requests().len(), 1, "no write reached the API");
     rig.app.logs().assert_clean();
 }
 
-/// docs/INTEGRATION.md shows exactly the configurations tested here.
+/// KNOWN BUG in `/auth/verify` (src/http/routes/verify.rs,
+/// `forwarded_method`): it takes the method from `X-Forwarded-Method` when
+/// present and only then from `X-Original-Method`, which its comment calls
+/// the documented nginx configuration's header. nginx's `auth_request`
+/// passes every client header to the subrequest, so behind a configuration
+/// that sets only `X-Original-Method` the client chooses the method with a
+/// `X-Forwarded-Method` of its own, and a cookie authenticates a POST. (The
+/// configuration the guide shows sets `X-Forwarded-Method` and is safe: the
+/// cookie test above.) Fails until fixed, e.g. by treating two method
+/// headers that disagree as an unsafe method; run with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug in /auth/verify: a client's X-Forwarded-Method overrules the proxy's X-Original-Method"]
+async fn a_clients_x_forwarded_method_does_not_overrule_the_proxys_x_original_method() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.forward_auth_cookie = Some("tg_access".into());
+    })
+    .await;
+    let tokens = app.user("oscar@example.com").await;
+    // What nginx sends for a client's POST that carries the cookie and a
+    // forged header, with `proxy_set_header X-Original-Method $request_method;`.
+    let response = app
+        .client
+        .get(app.url("/auth/verify"))
+        .header("cookie", format!("tg_access={}", tokens.access))
+        .header("x-original-method", "POST")
+        .header("x-forwarded-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "a cookie authenticated a POST"
+    );
+    app.logs().assert_clean();
+}
+
+/// docs/INTEGRATION.md shows exactly the configurations and the example
+/// files tested here.
 #[test]
 fn the_integration_guide_shows_the_tested_configurations() {
     let guide = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/INTEGRATION.md");
     let guide = std::fs::read_to_string(&guide).expect("docs/INTEGRATION.md");
     for (what, block) in [
-        ("nginx snippets/tokengate-identity.conf", NGINX_IDENTITY.to_owned()),
+        (
+            "nginx snippets/tokengate-identity.conf",
+            NGINX_IDENTITY.to_owned(),
+        ),
         (
             "nginx site",
             nginx_site(GUIDE_NGINX_LISTEN, GUIDE_TOKENGATE, GUIDE_API),
@@ -875,4 +940,191 @@ fn the_integration_guide_shows_the_tested_configurations() {
             "docs/INTEGRATION.md must show the tested {what} configuration verbatim:\n{block}"
         );
     }
+    for example in ["verify.mjs", "verify.py"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/examples")
+            .join(example);
+        let text = std::fs::read_to_string(&path).expect("the example");
+        assert!(
+            guide.contains(&text),
+            "docs/INTEGRATION.md must show docs/examples/{example} verbatim"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// docs/examples: verifying tokengate tokens elsewhere, with the JWKS alone.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+enum Example {
+    /// docs/examples/verify.mjs, with `jose` from npm.
+    Node,
+    /// docs/examples/verify.py, with `pyjwt[crypto]` from PyPI.
+    Python,
+}
+
+/// A skip outside CI, a failure under `CI=true`; `None` either way.
+fn skip<T>(why: &str) -> Option<T> {
+    assert!(!in_ci(), "required under CI=true: {why}");
+    eprintln!("SKIPPED: {why}; this test checked nothing");
+    None
+}
+
+fn on_path(program: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+}
+
+/// The example and its library, installed in a temporary directory.
+struct Installed {
+    example: Example,
+    dir: TempDir,
+}
+
+impl Installed {
+    fn new(example: Example) -> Option<Installed> {
+        let (runtime, installer, file) = match example {
+            Example::Node => ("node", "npm", "verify.mjs"),
+            Example::Python => ("python3", "python3", "verify.py"),
+        };
+        for program in [runtime, installer] {
+            if !on_path(program) {
+                return skip(&format!("{program} not installed"));
+            }
+        }
+        let dir = TempDir::new().expect("tempdir");
+        let mut install = Command::new(installer);
+        match example {
+            // The example sits beside node_modules, where its import looks.
+            Example::Node => install
+                .args([
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--no-save",
+                    "--prefix",
+                ])
+                .arg(dir.path())
+                .arg("jose"),
+            Example::Python => install
+                .args(["-m", "pip", "install", "--quiet", "--target"])
+                .arg(dir.path())
+                .arg("pyjwt[crypto]")
+                .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+                .env("PIP_ROOT_USER_ACTION", "ignore"),
+        };
+        let out = install
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the installer");
+        if !out.status.success() {
+            let why = format!(
+                "cannot install the {example:?} example's library (offline?): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return skip(&why);
+        }
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/examples")
+            .join(file);
+        std::fs::copy(&source, dir.path().join(file)).expect("copy the example");
+        Some(Installed { example, dir })
+    }
+
+    /// Runs the example on `token` against the app: exit status, stdout,
+    /// stderr.
+    fn verify(&self, app: &TestApp, token: &str, audience: &str) -> (bool, String, String) {
+        let mut command = match self.example {
+            Example::Node => {
+                let mut c = Command::new("node");
+                c.arg(self.dir.path().join("verify.mjs"));
+                c
+            }
+            Example::Python => {
+                let mut c = Command::new("python3");
+                c.arg(self.dir.path().join("verify.py"))
+                    .env("PYTHONPATH", self.dir.path())
+                    .env("PYTHONDONTWRITEBYTECODE", "1");
+                c
+            }
+        };
+        let out = command
+            .arg(token)
+            .env("TOKENGATE_URL", &app.base)
+            .env("TOKENGATE_ISSUER", &app.settings.issuer)
+            .env("TOKENGATE_AUDIENCE", audience)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the example");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+macro_rules! both_examples {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn node() {
+                    super::$name(super::Example::Node).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn python() {
+                    super::$name(super::Example::Python).await
+                }
+            }
+        )*
+    };
+}
+
+both_examples!(the_example_accepts_a_real_token_and_refuses_a_tampered_one);
+
+async fn the_example_accepts_a_real_token_and_refuses_a_tampered_one(example: Example) {
+    let Some(installed) = tokio::task::spawn_blocking(move || Installed::new(example))
+        .await
+        .expect("install")
+    else {
+        return;
+    };
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
+    let tokens = app.user("ivy@example.com").await;
+    let me: Value = app.me(&tokens.access).await.json().await.unwrap();
+    let audience = app.settings.audience.clone();
+
+    // A few hundred milliseconds each: off the runtime's workers.
+    let check = |token: &str, audience: &str| {
+        tokio::task::block_in_place(|| installed.verify(&app, token, audience))
+    };
+    let (ok, stdout, stderr) = check(&tokens.access, &audience);
+    assert!(ok, "refused a real token: {stderr}");
+    let claims: Value = serde_json::from_str(stdout.trim()).expect("the claims as JSON");
+    assert_eq!(claims["sub"], me["id"]);
+    assert_eq!(claims["sid"], me["session_id"]);
+    assert_eq!(claims["email"], "ivy@example.com");
+
+    let (ok, _, stderr) = check(&tampered(&tokens.access), &audience);
+    assert!(
+        !ok && stderr.starts_with("rejected: "),
+        "a tampered token: {stderr}"
+    );
+    let (ok, _, stderr) = check(&tokens.access, "another-api");
+    assert!(
+        !ok && stderr.starts_with("rejected: "),
+        "another audience: {stderr}"
+    );
+
+    // What the guide warns of: the example cannot see the denylist, so a
+    // logged-out token still passes it (forward-auth refuses it at once).
+    assert_eq!(
+        app.logout(&tokens.access, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let (ok, _, stderr) = check(&tokens.access, &audience);
+    assert!(ok, "a logged-out token, until its exp: {stderr}");
+    app.logs().assert_clean();
 }
