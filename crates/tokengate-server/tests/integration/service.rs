@@ -950,11 +950,10 @@ async fn unknown_user_and_wrong_password_look_the_same(backend: Backend) {
         }
     }
     assert_eq!(bodies.len(), 1, "one body for both: {bodies:?}");
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (u, w) = (median(&mut unknown), median(&mut wrong));
+    // The fastest try, as the comment above says (a median still moved
+    // with the load of a parallel build).
+    let fastest = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let (u, w) = (fastest(&unknown), fastest(&wrong));
     let ratio = u / w;
     assert!(
         (0.6..=1.67).contains(&ratio),

@@ -3,7 +3,7 @@
 //! A [`Guard`] puts together what deciding one request takes, in this order:
 //! where the token is read from ([`TokenSource`]: the `Authorization: Bearer`
 //! header, or a named cookie; never the query string), the keys
-//! ([`KeySource`]: a local [`KeyRing`], a service's rotating keys, or a
+//! ([`KeySource`]: a local [`KeyRing`](crate::KeyRing), a service's rotating keys, or a
 //! remote JWKS), the [`VerifyPolicy`] (signature, `typ`, `exp`/`nbf`/`iat`,
 //! issuer, audience), then the revocation hook ([`Revocations`]) — checked
 //! on every request, cached or not. A bounded cache of verified tokens lets a
@@ -53,13 +53,23 @@ mod revocation;
 
 #[cfg(feature = "axum")]
 mod axum;
+#[cfg(feature = "jwks")]
+mod jwks;
+#[cfg(feature = "redis")]
+mod redis;
 
 #[cfg(feature = "axum")]
 pub use self::axum::{
     Auth, AuthRejection, OptionalAuth, RequireAuth, RequireAuthLayer, VerifyIfPresentLayer,
 };
+#[cfg(feature = "redis")]
+pub use self::redis::{
+    DEFAULT_DENYLIST_PREFIX, DEFAULT_REDIS_TIMEOUT, DenylistKeys, RedisRevocations,
+};
 pub use cache::DEFAULT_CACHE_SIZE;
 use cache::VerifiedCache;
+#[cfg(feature = "jwks")]
+pub use jwks::{JwksError, RemoteJwks, RemoteJwksBuilder};
 pub use keys::{KeySource, StaticKeys};
 pub use revocation::{
     BoxFuture, InProcessRevocations, NoRevocations, RecordRevocations, RevocationError,
@@ -196,6 +206,9 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
+/// A predicate on verified claims, for [`Requirement::Claims`].
+pub type ClaimsPredicate = Arc<dyn Fn(&Map<String, Value>) -> bool + Send + Sync>;
+
 /// What a route requires of a valid token, beyond being valid. Failing one
 /// is a 403, not a 401: a new token of the same user would not help.
 #[derive(Clone)]
@@ -205,7 +218,7 @@ pub enum Requirement {
     /// The `scope` claim (space-separated, RFC 9068; or an array) holds this scope.
     Scope(String),
     /// A predicate on the verified claims.
-    Claims(Arc<dyn Fn(&Map<String, Value>) -> bool + Send + Sync>),
+    Claims(ClaimsPredicate),
 }
 
 impl Requirement {
@@ -602,12 +615,12 @@ impl Guard {
         let cached = inner.cache.as_ref().and_then(|c| c.get(token, &ring));
         if let (Some(cache), Some(checked)) = (&inner.cache, cached) {
             // The signature held for these keys; time has moved since.
-            if let Value::Object(map) = &checked.claims {
-                if let Err(e) = crate::claims::check(map, &inner.policy, now) {
-                    cache.remove(token);
-                    inner.refused(e.code(), &e, Some(&checked));
-                    return Err(Rejection::InvalidToken);
-                }
+            if let Value::Object(map) = &checked.claims
+                && let Err(e) = crate::claims::check(map, &inner.policy, now)
+            {
+                cache.remove(token);
+                inner.refused(e.code(), &e, Some(&checked));
+                return Err(Rejection::InvalidToken);
             }
             return Ok(checked);
         }
