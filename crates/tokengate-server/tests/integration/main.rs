@@ -6,6 +6,7 @@ mod app;
 mod cli;
 mod connections;
 mod example;
+mod forward_auth;
 mod hardening;
 mod helpers;
 mod logs;
