@@ -878,18 +878,11 @@ async fn a_cookie_lets_reads_through_and_never_writes_whatever_method_the_client
     rig.app.logs().assert_clean();
 }
 
-/// KNOWN BUG in `/auth/verify` (src/http/routes/verify.rs,
-/// `forwarded_method`): it takes the method from `X-Forwarded-Method` when
-/// present and only then from `X-Original-Method`, which its comment calls
-/// the documented nginx configuration's header. nginx's `auth_request`
-/// passes every client header to the subrequest, so behind a configuration
-/// that sets only `X-Original-Method` the client chooses the method with a
-/// `X-Forwarded-Method` of its own, and a cookie authenticates a POST. (The
-/// configuration the guide shows sets `X-Forwarded-Method` and is safe: the
-/// cookie test above.) Fails until fixed, e.g. by treating two method
-/// headers that disagree as an unsafe method; run with `--ignored`.
+/// nginx's `auth_request` passes every client header to the subrequest:
+/// behind a configuration that sets only `X-Original-Method`, a client's
+/// own `X-Forwarded-Method: GET` must not make its POST look safe (found
+/// by this test; every method header present must now be safe).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug in /auth/verify: a client's X-Forwarded-Method overrules the proxy's X-Original-Method"]
 async fn a_clients_x_forwarded_method_does_not_overrule_the_proxys_x_original_method() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
         s.forward_auth_cookie = Some("tg_access".into());

@@ -56,14 +56,23 @@ fn is_safe_method(method: &str) -> bool {
         .any(|m| m.as_str().eq_ignore_ascii_case(method))
 }
 
-/// The method of the request the proxy is asking about: Caddy and Traefik
-/// send `X-Forwarded-Method`; the documented nginx configuration sends
-/// `X-Original-Method`. Unknown counts as unsafe.
-fn forwarded_method(headers: &HeaderMap) -> Option<&str> {
-    ["x-forwarded-method", "x-original-method"]
-        .iter()
-        .find_map(|name| headers.get(*name))
-        .and_then(|v| v.to_str().ok())
+/// Whether the request the proxy asks about used a safe method. Caddy and
+/// Traefik send `X-Forwarded-Method`, the documented nginx configuration
+/// too; others send `X-Original-Method`. nginx passes the client's own
+/// headers on to the subrequest, so a client can add the one its proxy
+/// does not set: every method header present must be safe, and none at
+/// all counts as unsafe.
+fn forwarded_method_is_safe(headers: &HeaderMap) -> bool {
+    let mut seen = false;
+    for name in ["x-forwarded-method", "x-original-method"] {
+        for value in headers.get_all(name) {
+            seen = true;
+            if !value.to_str().is_ok_and(is_safe_method) {
+                return false;
+            }
+        }
+    }
+    seen
 }
 
 /// `/auth/verify` (any method): 200 with the identity headers, 401 with a
@@ -89,7 +98,7 @@ async fn from_cookie(state: &AppState, headers: &HeaderMap) -> Result<VerifiedTo
     let Some(token) = cookie.and_then(|name| cookie_value(headers, name)) else {
         return Err(ApiError::InvalidToken { presented: false });
     };
-    if !forwarded_method(headers).is_some_and(is_safe_method) {
+    if !forwarded_method_is_safe(headers) {
         tracing::info!(
             event = "access_token_rejected",
             reason = "cookie_on_unsafe_method",
@@ -145,6 +154,32 @@ mod tests {
             ]
         );
         assert_eq!(Requirements::default().each().count(), 0);
+    }
+
+    #[test]
+    fn every_method_header_present_must_be_safe() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(*name, HeaderValue::from_static(value));
+            }
+            forwarded_method_is_safe(&headers)
+        };
+        assert!(with(&[("x-forwarded-method", "GET")]));
+        assert!(with(&[("x-original-method", "HEAD")]));
+        assert!(!with(&[]));
+        assert!(!with(&[
+            ("x-forwarded-method", "GET"),
+            ("x-original-method", "POST")
+        ]));
+        assert!(!with(&[
+            ("x-original-method", "GET"),
+            ("x-forwarded-method", "POST")
+        ]));
+        assert!(!with(&[
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-method", "PUT")
+        ]));
     }
 
     #[test]
