@@ -943,6 +943,17 @@ fn the_integration_guide_shows_the_tested_configurations() {
             "docs/INTEGRATION.md must show docs/examples/{example} verbatim"
         );
     }
+    // The Rust section shows the example's `app` (run by example.rs).
+    let example = include_str!("../../../tokengate/examples/protected_api.rs");
+    let app = example
+        .split_once("/// The API's router")
+        .and_then(|(_, rest)| rest.split_once("async fn public()"))
+        .map(|(body, _)| format!("/// The API's router{}", body.trim_end()))
+        .expect("the example's app function");
+    assert!(
+        guide.contains(&app),
+        "docs/INTEGRATION.md must show the example's app function verbatim"
+    );
 }
 
 // ---------------------------------------------------------------------------
