@@ -104,3 +104,64 @@ async fn the_example_api_accepts_the_services_tokens_and_their_revocation_is_its
     );
     app.logs().assert_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_rotation_in_the_running_service_reaches_the_example_without_restart() {
+    // A one-second publish delay: the example's guard reads the system
+    // clock, the service's manual clock moves one second, within the leeway.
+    let app = crate::app::spawn_app_with(Backend::Sqlite, |s| {
+        s.key_publish_delay = std::time::Duration::from_secs(1)
+    })
+    .await;
+    let before = app.user("lee@example.com").await;
+    let router = protected_api::app(
+        &app.url("/.well-known/jwks.json"),
+        &app.settings.issuer,
+        &app.settings.audience,
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let status = |token: String| {
+        let request = app
+            .client
+            .get(format!("{base}/api/protected"))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(status(before.access.clone()).await, StatusCode::OK);
+
+    let now = || {
+        use tokengate_server::infra::clock::Clock;
+        app.clock.now().as_secs()
+    };
+    let new_kid = app
+        .state
+        .keys
+        .rotate(&app.state.store, now(), "test")
+        .await
+        .unwrap();
+    app.clock.advance(1);
+    app.state
+        .keys
+        .refresh(&app.state.store, now())
+        .await
+        .unwrap();
+    let after = app
+        .login_ok(
+            "lee@example.com",
+            "lee@example.com walks the long winding river road",
+        )
+        .await;
+    let kid = tokengate::dangerous::decode_unverified(&after.access, 8192)
+        .unwrap()
+        .header["kid"]
+        .clone();
+    assert_eq!(kid, new_kid.as_str(), "signed by the new key");
+    // Unknown to the example's cached key set: one refetch, then accepted.
+    assert_eq!(status(after.access.clone()).await, StatusCode::OK);
+    assert_eq!(status(before.access.clone()).await, StatusCode::OK);
+    app.logs().assert_clean();
+}
