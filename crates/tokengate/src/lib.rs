@@ -10,6 +10,10 @@
 //! * [`VerifyPolicy`] always requires `exp`, honours `nbf`/`iat` with a bounded
 //!   leeway, and makes the issuer and audience checks an explicit choice.
 //! * No I/O, no clock: `now` is a parameter.
+//! * The bouncer, behind features: the `guard` module (feature `guard`) verifies requests'
+//!   tokens with a key source, a revocation hook and a verified-token cache;
+//!   `axum` adds the tower layer and the `Auth`/`OptionalAuth` extractors,
+//!   `jwks` the remote JWKS client, `redis` the Redis denylist.
 //!
 //! ```
 //! use std::time::Duration;
