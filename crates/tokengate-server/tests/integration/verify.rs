@@ -399,3 +399,48 @@ async fn the_email_identity_header_cannot_pass_for_another_address() {
         );
     }
 }
+
+/// Review finding: the service reads roles from the database ("an admin
+/// demoted a moment ago is refused with the token still in hand",
+/// accounts.rs), and changing roles revokes nothing. `/auth/verify?role=`
+/// trusts the roles claim instead: behind the proxy, a demoted admin keeps
+/// the admin area until the token expires (one access-token lifetime plus
+/// the leeway; a refresh reads the roles anew).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "review finding 6"]
+async fn a_demoted_admin_is_refused_the_role_at_once() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let admin = crate::accounts::admin(&app).await;
+    assert_eq!(
+        verify(&app, "?role=admin", Some(&admin.access))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let demoted = app
+        .client
+        .patch(app.url("/admin/users/admin-1"))
+        .bearer_auth(&admin.access)
+        .json(&serde_json::json!({"roles": ["user"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(demoted.status(), StatusCode::OK);
+    // The service itself refuses the admin API at once...
+    let own = app
+        .client
+        .get(app.url("/admin/users"))
+        .bearer_auth(&admin.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), StatusCode::FORBIDDEN);
+    // ...the proxy's admin check should too.
+    assert_eq!(
+        verify(&app, "?role=admin", Some(&admin.access))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN,
+        "the demoted admin still passes ?role=admin"
+    );
+}
