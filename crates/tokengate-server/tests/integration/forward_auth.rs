@@ -1135,3 +1135,50 @@ async fn the_example_accepts_a_real_token_and_refuses_a_tampered_one(example: Ex
     assert!(ok, "a logged-out token, until its exp: {stderr}");
     app.logs().assert_clean();
 }
+
+// ---- Adversarial review (wt-review) --------------------------------------
+
+/// Review finding: the documented configurations enforce `?role=admin` by
+/// path prefix (`location /admin/`, `path /admin/*`), which matches neither
+/// `/admin` itself nor (nginx) another case. Many API frameworks route
+/// case-insensitively (ASP.NET Core, Express by default) and serve the
+/// `/admin` mount point: a plain user's token reaches the admin area with
+/// only the general check. The guide should match `^/admin(/|$)`
+/// case-insensitively, or tell the API to check `X-Auth-Roles` itself.
+async fn a_plain_user_never_reaches_the_admin_area_by_a_variant_of_its_path(kind: Kind) {
+    let Some(rig) = Rig::start(kind).await else {
+        return;
+    };
+    let tokens = rig.app.user("plain@example.com").await;
+    let mut reached = Vec::new();
+    for path in ["/admin", "/Admin/users", "/ADMIN/users", "/admin?x=1"] {
+        let response = rig.get(path, Some(&tokens.access)).await;
+        if response.status() == StatusCode::OK {
+            reached.push(path);
+        }
+    }
+    let seen: Vec<String> = rig.upstream.requests().into_iter().map(|s| s.uri).collect();
+    assert!(
+        reached.is_empty(),
+        "{kind:?}: a plain user reached {reached:?}; the API saw {seen:?} with X-Auth-Roles: user"
+    );
+}
+
+mod a_plain_user_never_reaches_the_admin_area_by_a_variant_of_its_path {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "review finding 4"]
+    async fn nginx() {
+        super::a_plain_user_never_reaches_the_admin_area_by_a_variant_of_its_path(
+            super::Kind::Nginx,
+        )
+        .await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "review finding 4"]
+    async fn caddy() {
+        super::a_plain_user_never_reaches_the_admin_area_by_a_variant_of_its_path(
+            super::Kind::Caddy,
+        )
+        .await
+    }
+}

@@ -364,3 +364,82 @@ async fn concurrent_verifications_never_outlive_the_logout_that_returned() {
     }
     app.logs().assert_clean();
 }
+
+// ---- Adversarial review (wt-review) --------------------------------------
+
+/// Review finding: `X-Auth-Email` is what the user typed at registration,
+/// unverified, and `Email::parse` accepts a comma in the domain and
+/// invisible characters (U+200B is not whitespace, not a control). The
+/// proxy forwards it as an identity header; an API that splits the header
+/// as a list (`a, b` is how HTTP joins repeated fields) or shows it
+/// normalised reads `ceo@corp.example`. Either registration refuses such
+/// addresses, or `/auth/verify` does not forward them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "review finding 2"]
+async fn the_email_identity_header_cannot_pass_for_another_address() {
+    let app = spawn_app(Backend::Sqlite).await;
+    for email in [
+        "ceo@corp.example,mallory.example",
+        "ceo@corp.example\u{200b}",
+    ] {
+        let password = format!("{email} walks the long winding river road");
+        let registered = app.register(email, &password).await;
+        if registered.status() != StatusCode::CREATED {
+            continue; // refused at the door: fine
+        }
+        let tokens = app.login_ok(email, &password).await;
+        let response = verify(&app, "", Some(&tokens.access)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let value = response.headers()["x-auth-email"].as_bytes().to_vec();
+        assert!(
+            !value.contains(&b',') && value.is_ascii(),
+            "X-Auth-Email: {:?} reaches the API",
+            String::from_utf8_lossy(&value)
+        );
+    }
+}
+
+/// Review finding: the service reads roles from the database ("an admin
+/// demoted a moment ago is refused with the token still in hand",
+/// accounts.rs), and changing roles revokes nothing. `/auth/verify?role=`
+/// trusts the roles claim instead: behind the proxy, a demoted admin keeps
+/// the admin area until the token expires (one access-token lifetime plus
+/// the leeway; a refresh reads the roles anew).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "review finding 6"]
+async fn a_demoted_admin_is_refused_the_role_at_once() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let admin = crate::accounts::admin(&app).await;
+    assert_eq!(
+        verify(&app, "?role=admin", Some(&admin.access))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let demoted = app
+        .client
+        .patch(app.url("/admin/users/admin-1"))
+        .bearer_auth(&admin.access)
+        .json(&serde_json::json!({"roles": ["user"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(demoted.status(), StatusCode::OK);
+    // The service itself refuses the admin API at once...
+    let own = app
+        .client
+        .get(app.url("/admin/users"))
+        .bearer_auth(&admin.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), StatusCode::FORBIDDEN);
+    // ...the proxy's admin check should too.
+    assert_eq!(
+        verify(&app, "?role=admin", Some(&admin.access))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN,
+        "the demoted admin still passes ?role=admin"
+    );
+}

@@ -800,3 +800,59 @@ async fn an_unchanged_document_keeps_the_same_ring() {
     assert!(Arc::ptr_eq(&changed, &jwks.keys()));
     assert_eq!(kids(&jwks), ["a", "b"]);
 }
+
+// ---- Adversarial review (wt-review) --------------------------------------
+
+/// Review finding: the background refresh runs on the runtime of the first
+/// fetch. When that runtime ends (a start-up runtime, a `block_on` in a
+/// builder), the task ends with it, and it is started again only by
+/// `fetch_now` or by a token naming an unknown `kid`; never by `keys()`.
+/// Tokens that name known kids never restart it: a key the issuer withdrew
+/// (compromised, rotated out) keeps verifying for the life of the process,
+/// whatever its `max-age` said.
+#[test]
+#[ignore = "review finding 3"]
+fn a_withdrawn_key_stops_verifying_even_when_the_first_fetch_ran_on_another_runtime() {
+    let serving = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = Signer::new("a");
+    let b = Signer::new("b");
+    let server = serving.block_on(Server::start(keys(&[&a, &b]), Some("max-age=1")));
+    let jwks = RemoteJwks::builder(server.jwks_url())
+        .min_ttl(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    {
+        // Start-up: fail fast if the issuer is unreachable, on a runtime
+        // of its own, before the server's runtime exists.
+        let startup = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        startup.block_on(jwks.fetch_now()).unwrap();
+    }
+    // The issuer withdraws key a.
+    server.serve(keys(&[&b]));
+    let app = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    app.block_on(async {
+        let guard = guard(&jwks);
+        let token = a.token();
+        for _ in 0..40 {
+            if guard.verify(&token).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "key a, withdrawn with max-age=1, still verifies 4 s later (JWKS fetched {} times: the refresher died with the start-up runtime)",
+            server.fetches()
+        );
+    });
+}
