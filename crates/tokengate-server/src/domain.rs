@@ -118,24 +118,45 @@ opaque_id!(
 );
 
 /// A normalised email address: trimmed, lower-cased, one `@` with a local
-/// part and a dotted domain, at most 254 characters, no whitespace.
+/// part and a dotted domain of letters, digits and hyphens, at most 254
+/// characters; no whitespace, no invisible characters, none of the
+/// characters that separate addresses or list items (`,;<>()[]":\`).
+/// The address is an identity other systems read (the forward-auth
+/// `X-Auth-Email` header): `ceo@corp.example,evil.example` or one with a
+/// zero-width space must not pass for another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
+
+/// Characters that render as nothing (format and filler characters), by
+/// which two addresses can look the same.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{E0000}'..='\u{E007F}')
+}
 
 impl Email {
     /// Normalises and checks an address.
     pub fn parse(raw: &str) -> Result<Email, EmailError> {
         let email = raw.trim().to_lowercase();
         let valid = email.len() <= 254
-            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+            && !email.chars().any(|c| {
+                c.is_whitespace()
+                    || c.is_control()
+                    || is_invisible(c)
+                    || ",;<>()[]\":\\".contains(c)
+            })
             && match email.split_once('@') {
                 Some((local, domain)) => {
                     !local.is_empty()
                         && local.len() <= 64
-                        && !domain.contains('@')
                         && domain.contains('.')
-                        && !domain.starts_with('.')
-                        && !domain.ends_with('.')
+                        && domain.split('.').all(|label| {
+                            !label.is_empty()
+                                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+                        })
                 }
                 None => false,
             };
@@ -384,8 +405,36 @@ mod tests {
             "a b@c.com",
             "a@.com",
             "a@com.",
+            "ceo@corp.example,mallory.example",
+            "ceo@corp.example;x",
+            "\"ceo@corp.example\"@x.com",
+            "ceo@corp.example\u{200b}",
+            "c\u{feff}eo@corp.example",
+            "ceo@corp\u{00ad}.example",
+            "ceo@corp..example",
+            "ceo@corp_x.example",
+            "ceo@[127.0.0.1]",
+            "ceo<ceo@corp.example>",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "o'brien+tag@example.co.uk",
+            "a%b@example.com",
+            "josé@exämple.de",
+            "x-y@sub-domain.example",
+        ] {
+            assert!(Email::parse(good).is_ok(), "{good}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn an_accepted_email_has_no_separator_or_invisible_character(raw in "\\PC{0,80}") {
+            if let Ok(email) = Email::parse(&raw) {
+                proptest::prop_assert!(!email.as_str().chars().any(|c| c.is_whitespace()
+                    || c.is_control() || is_invisible(c) || ",;<>\"".contains(c)));
+            }
         }
     }
 

@@ -152,8 +152,11 @@ impl Accounts {
     }
 
     /// Changes a user's roles and/or disabled flag. Disabling ends every
-    /// session and voids every access token issued so far. Returns the
-    /// user as stored and how many sessions ended.
+    /// session and voids every access token issued so far; a change of
+    /// roles voids the access tokens too (they carry the old roles, which
+    /// forward-auth and the library's guard trust), and the next refresh
+    /// brings the new ones. Returns the user as stored and how many
+    /// sessions ended.
     pub async fn update(
         &self,
         user_id: &str,
@@ -187,6 +190,8 @@ impl Accounts {
         event.with("sessions_ended", ended.len()).log();
         if disabled == Some(true) {
             self.denylist.deny_sessions(&ended, now).await;
+        }
+        if disabled == Some(true) || roles.is_some() {
             // Every access token issued so far, even of sessions already gone.
             self.denylist.deny_user_before(user_id, now + 1).await;
         }

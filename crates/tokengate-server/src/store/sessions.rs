@@ -344,7 +344,8 @@ impl Store {
                 bump_session_epoch!(tx, user_id, now);
             }
             if matches!(scope, RevokeScope::All) {
-                sqlx::query("UPDATE users SET not_before = $1, updated_at = $1 WHERE id = $2")
+                // Never lowered: a change of roles may have set the next second.
+                sqlx::query("UPDATE users SET not_before = CASE WHEN not_before IS NULL OR not_before < $1 THEN $1 ELSE not_before END, updated_at = $1 WHERE id = $2")
                     .bind(now)
                     .bind(user_id)
                     .execute(&mut *tx)

@@ -272,8 +272,14 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
                 ended = rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<Result<Vec<_>, _>>()?;
-                sqlx::query("UPDATE users SET not_before = $1 WHERE id = $2")
-                    .bind(now)
+            }
+            // Disabling voids every access token issued so far; so does a
+            // change of roles, whose old values the tokens carry (and
+            // forward-auth trusts). `now + 1`: tokens of this very second
+            // too; other instances read it in their revocation sync.
+            if disabled == Some(true) || roles.is_some() {
+                sqlx::query("UPDATE users SET not_before = CASE WHEN not_before IS NULL OR not_before < $1 THEN $1 ELSE not_before END WHERE id = $2")
+                    .bind(now + 1)
                     .bind(user_id)
                     .execute(&mut *tx)
                     .await?;

@@ -315,8 +315,10 @@ async fn admin_endpoints_refuse_non_admins(backend: Backend) {
             "{path} without a token"
         );
     }
-    // Roles are read from the database, not trusted from the token: an
-    // admin demoted a moment ago is refused with the token still in hand.
+    // Roles are read from the database, not trusted from the token, and a
+    // change of roles voids the tokens that carry the old ones: an admin
+    // demoted a moment ago is refused with the token still in hand, and
+    // the refreshed token carries the new roles.
     let r = send(
         &app,
         M::PATCH,
@@ -328,6 +330,12 @@ async fn admin_endpoints_refuse_non_admins(backend: Backend) {
     assert_eq!(r.status(), StatusCode::OK);
     problem(
         get(&app, "/admin/users", &admin.access).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let demoted = app.tokens(app.refresh(&admin.refresh).await).await;
+    problem(
+        get(&app, "/admin/users", &demoted.access).await,
         StatusCode::FORBIDDEN,
     )
     .await;

@@ -375,7 +375,6 @@ async fn concurrent_verifications_never_outlive_the_logout_that_returned() {
 /// normalised reads `ceo@corp.example`. Either registration refuses such
 /// addresses, or `/auth/verify` does not forward them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "review finding 2"]
 async fn the_email_identity_header_cannot_pass_for_another_address() {
     let app = spawn_app(Backend::Sqlite).await;
     for email in [
@@ -399,14 +398,11 @@ async fn the_email_identity_header_cannot_pass_for_another_address() {
     }
 }
 
-/// Review finding: the service reads roles from the database ("an admin
-/// demoted a moment ago is refused with the token still in hand",
-/// accounts.rs), and changing roles revokes nothing. `/auth/verify?role=`
-/// trusts the roles claim instead: behind the proxy, a demoted admin keeps
-/// the admin area until the token expires (one access-token lifetime plus
-/// the leeway; a refresh reads the roles anew).
+/// Found by review: `/auth/verify?role=` trusts the roles claim (no
+/// database read), so a change of roles must void the tokens carrying the
+/// old ones, at once; a refresh then brings the new roles. Also in the
+/// very second of the change: a token issued just before it keeps nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "review finding 6"]
 async fn a_demoted_admin_is_refused_the_role_at_once() {
     let app = spawn_app(Backend::Sqlite).await;
     let admin = crate::accounts::admin(&app).await;
@@ -425,7 +421,7 @@ async fn a_demoted_admin_is_refused_the_role_at_once() {
         .await
         .unwrap();
     assert_eq!(demoted.status(), StatusCode::OK);
-    // The service itself refuses the admin API at once...
+    // The service itself refuses the old token at once...
     let own = app
         .client
         .get(app.url("/admin/users"))
@@ -433,13 +429,28 @@ async fn a_demoted_admin_is_refused_the_role_at_once() {
         .send()
         .await
         .unwrap();
-    assert_eq!(own.status(), StatusCode::FORBIDDEN);
-    // ...the proxy's admin check should too.
+    assert_eq!(own.status(), StatusCode::UNAUTHORIZED);
+    // ...and so does the proxy's, the token being void.
     assert_eq!(
         verify(&app, "?role=admin", Some(&admin.access))
             .await
             .status(),
-        StatusCode::FORBIDDEN,
+        StatusCode::UNAUTHORIZED,
         "the demoted admin still passes ?role=admin"
     );
+    // The refreshed token carries the new roles: 403, and it works otherwise.
+    let refreshed = app.tokens(app.refresh(&admin.refresh).await).await;
+    assert_eq!(
+        verify(&app, "?role=admin", Some(&refreshed.access))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        verify(&app, "?role=user", Some(&refreshed.access))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    app.logs().assert_clean();
 }

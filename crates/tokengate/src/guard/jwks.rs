@@ -92,8 +92,8 @@ pub enum JwksError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The JWK Set holds no key this library can verify with; the previous
-    /// keys are kept.
+    /// The JWK Set holds keys, none of which this library can verify with;
+    /// the previous keys are kept. (An empty set is a withdrawal, honoured.)
     #[error("{url} holds no usable signature key")]
     NoUsableKeys {
         /// The URL asked.
@@ -627,6 +627,21 @@ impl RemoteJwks {
         result
     }
 
+    /// Restarts a background refresh that ran and ended (the runtime it ran
+    /// on, say a start-up one, was shut down): without it, a key the issuer
+    /// withdrew would keep verifying while tokens name only known kids.
+    /// Called on every request, so it never waits: a busy lock means
+    /// someone else is looking after the task.
+    fn revive_refresher(&self) {
+        let dead = match self.inner.refresher.try_lock() {
+            Ok(slot) => slot.as_ref().is_some_and(JoinHandle::is_finished),
+            Err(_) => false,
+        };
+        if dead {
+            self.start_refresher();
+        }
+    }
+
     /// Starts the background refresh, on the current tokio runtime, unless it
     /// runs. Started at the first fetch rather than at `build` so that `build`
     /// needs no runtime; started again if it ended (the runtime it ran on, say
@@ -734,10 +749,17 @@ impl Inner {
             return Ok((self.current(), ttl));
         }
         let ring = ring_from_entries(&entries);
-        if ring.is_empty() {
+        // An issuer that publishes `{"keys": []}` withdraws every key (a
+        // compromise): honoured. Keys that are there but none usable by us
+        // (an algorithm we lack) are more likely our gap than a withdrawal:
+        // the previous keys stay.
+        if ring.is_empty() && !entries.is_empty() {
             return Err(JwksError::NoUsableKeys {
                 url: url.to_string(),
             });
+        }
+        if ring.is_empty() {
+            tracing::warn!(event = "jwks_keys_withdrawn", url = %url, "the issuer publishes no keys: every token is refused until it does");
         }
         let ring = Arc::new(ring);
         self.replace(ring.clone());
@@ -951,6 +973,7 @@ async fn refresh_loop(client: Weak<Inner>, wake: Arc<Notify>) {
 
 impl KeySource for RemoteJwks {
     fn keys(&self) -> Arc<KeyRing> {
+        self.revive_refresher();
         self.inner.current()
     }
 

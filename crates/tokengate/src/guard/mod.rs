@@ -569,11 +569,14 @@ impl Guard {
                         return Err(Rejection::InvalidToken);
                     }
                 },
-                TokenSource::Cookie(name) => {
-                    if let Some(token) = cookie_value(headers, name) {
-                        return Ok(Some(token));
+                TokenSource::Cookie(name) => match cookie_value(headers, name) {
+                    Ok(Some(token)) => return Ok(Some(token)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.inner.refused("several_cookies", &e, None);
+                        return Err(Rejection::InvalidToken);
                     }
-                }
+                },
             }
         }
         Ok(None)
@@ -615,16 +618,25 @@ impl Guard {
         let cached = inner.cache.as_ref().and_then(|c| c.get(token, &ring));
         if let (Some(cache), Some(checked)) = (&inner.cache, cached) {
             // The signature held for these keys; time has moved since.
-            if let Value::Object(map) = &checked.claims
-                && let Err(e) = crate::claims::check(map, &inner.policy, now)
-            {
+            // `Checked` is built from an object; anything else fails closed.
+            let outcome = match &checked.claims {
+                Value::Object(map) => crate::claims::check(map, &inner.policy, now),
+                _ => Err(Error::Malformed("payload is not a JSON object")),
+            };
+            if let Err(e) = outcome {
                 cache.remove(token);
                 inner.refused(e.code(), &e, Some(&checked));
                 return Err(Rejection::InvalidToken);
             }
             return Ok(checked);
         }
-        let (ring, outcome) = match ring.verify_to_object(token, &inner.policy, now) {
+        let outcome = match ring.verify_to_object(token, &inner.policy, now) {
+            // No keys yet (a remote source before its first fetch): a token
+            // without a `kid` asks for them as an unknown one would.
+            Err(Error::MissingKid) if ring.is_empty() => Err(Error::UnknownKid(String::new())),
+            outcome => outcome,
+        };
+        let (ring, outcome) = match outcome {
             Err(Error::UnknownKid(kid)) => match inner.keys.unknown_kid(&kid).await {
                 Some(fresh) => {
                     let outcome = fresh.verify_to_object(token, &inner.policy, now);
@@ -707,19 +719,35 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
         .ok_or("not_bearer")
 }
 
+/// A cookie name sent twice: which value is meant is ambiguous, and the
+/// first one can be an attacker's (a sibling subdomain can set a cookie of
+/// the same name with a longer `Path`, which browsers send first). Refused
+/// like two `Authorization` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the cookie is sent more than once")]
+pub struct AmbiguousCookie;
+
 /// The value of cookie `name` in the request's `Cookie` headers (RFC 6265
-/// §5.4: `name=value` pairs separated by `; `); `None` when absent or
-/// empty. A header that is not text is ignored.
-pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
+/// §5.4: `name=value` pairs separated by `; `); `Ok(None)` when absent or
+/// empty, an error when the name appears more than once. A header that is
+/// not text is ignored.
+pub fn cookie_value<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h str>, AmbiguousCookie> {
+    let mut found = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.trim().trim_matches('"'))
-        .filter(|v| !v.is_empty())
+        .filter(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim().trim_matches('"'));
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(AmbiguousCookie);
+    }
+    Ok(first.filter(|v| !v.is_empty()))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::time::UnixTime;
 
@@ -91,15 +92,31 @@ impl Revocations for NoRevocations {
 /// sync from a shared store. Entries are forgotten once past their `until`;
 /// expired ones are swept as new ones arrive, so memory stays bounded by the
 /// revocations of one token lifetime.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct InProcessRevocations {
     sessions: Mutex<HashMap<String, i64>>,
     tokens: Mutex<HashMap<String, i64>>,
     /// `sub` → (before, until).
     users: Mutex<HashMap<String, (i64, i64)>>,
+    /// The latest `now` a check was asked about. Writes carry no time of
+    /// their own (`until` says nothing of the present: an entry may be kept
+    /// for a week), so the sweep forgets only what ended before a moment
+    /// that has certainly come.
+    latest_now: AtomicI64,
 }
 
-/// Drops expired entries once every 256 insertions.
+impl Default for InProcessRevocations {
+    fn default() -> Self {
+        InProcessRevocations {
+            sessions: Mutex::default(),
+            tokens: Mutex::default(),
+            users: Mutex::default(),
+            latest_now: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+/// Drops entries that ended by `now`, once every 256 insertions.
 fn sweep<V>(map: &mut HashMap<String, V>, now: i64, until: impl Fn(&V) -> i64) {
     if map.len() % 256 == 255 {
         map.retain(|_, v| until(v) > now);
@@ -113,14 +130,13 @@ fn poisoned<T>(_: T) -> RevocationError {
 
 impl InProcessRevocations {
     fn record(
+        &self,
         map: &Mutex<HashMap<String, i64>>,
         id: &str,
         until: i64,
     ) -> Result<(), RevocationError> {
         let mut map = map.lock().map_err(poisoned)?;
-        // `until` is at most a day or two ahead of now for any sane token
-        // lifetime; sweep what ended well before this entry's start.
-        sweep(&mut map, until - 86_400 * 2, |e| *e);
+        sweep(&mut map, self.latest_now.load(Ordering::Relaxed), |e| *e);
         let entry = map.entry(id.to_owned()).or_insert(until);
         *entry = (*entry).max(until);
         Ok(())
@@ -144,6 +160,7 @@ impl Revocations for InProcessRevocations {
     ) -> BoxFuture<'a, Result<bool, RevocationError>> {
         Box::pin(async move {
             let now = now.as_secs();
+            self.latest_now.fetch_max(now, Ordering::Relaxed);
             if Self::holds(&self.sessions, token.sid, now)?
                 || Self::holds(&self.tokens, token.jti, now)?
             {
@@ -165,7 +182,7 @@ impl RecordRevocations for InProcessRevocations {
         sid: &'a str,
         until: i64,
     ) -> BoxFuture<'a, Result<(), RevocationError>> {
-        Box::pin(async move { Self::record(&self.sessions, sid, until) })
+        Box::pin(async move { self.record(&self.sessions, sid, until) })
     }
 
     fn revoke_token<'a>(
@@ -173,7 +190,7 @@ impl RecordRevocations for InProcessRevocations {
         jti: &'a str,
         until: i64,
     ) -> BoxFuture<'a, Result<(), RevocationError>> {
-        Box::pin(async move { Self::record(&self.tokens, jti, until) })
+        Box::pin(async move { self.record(&self.tokens, jti, until) })
     }
 
     fn revoke_user_before<'a>(
@@ -184,10 +201,57 @@ impl RecordRevocations for InProcessRevocations {
     ) -> BoxFuture<'a, Result<(), RevocationError>> {
         Box::pin(async move {
             let mut users = self.users.lock().map_err(poisoned)?;
-            sweep(&mut users, until - 86_400 * 2, |e| e.1);
+            sweep(&mut users, self.latest_now.load(Ordering::Relaxed), |e| e.1);
             let entry = users.entry(sub.to_owned()).or_insert((before, until));
             *entry = (entry.0.max(before), entry.1.max(until));
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ended_entries_are_swept_once_a_check_has_seen_their_end() {
+        let r = InProcessRevocations::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for i in 0..300 {
+                r.revoke_session(&format!("s{i}"), 1_000).await.unwrap();
+            }
+            // No check has seen time pass: nothing may be forgotten.
+            assert_eq!(r.sessions.lock().unwrap().len(), 300);
+            let query = RevocationQuery {
+                sub: "u",
+                sid: Some("s0"),
+                jti: None,
+                iat: Some(0),
+            };
+            assert!(
+                !r.is_revoked(query, UnixTime::from_secs(1_000))
+                    .await
+                    .unwrap()
+            );
+            for i in 300..512 {
+                r.revoke_session(&format!("s{i}"), 5_000).await.unwrap();
+            }
+            let left = r.sessions.lock().unwrap().len();
+            assert!(left < 300, "the ended 300 were swept, {left} left");
+            assert!(
+                r.is_revoked(
+                    RevocationQuery {
+                        sid: Some("s400"),
+                        ..query
+                    },
+                    UnixTime::from_secs(1_001)
+                )
+                .await
+                .unwrap()
+            );
+        });
     }
 }

@@ -95,7 +95,15 @@ pub async fn verify(
 /// With no `Authorization` header: the configured cookie, for safe methods.
 async fn from_cookie(state: &AppState, headers: &HeaderMap) -> Result<VerifiedToken, ApiError> {
     let cookie = state.settings.forward_auth_cookie.as_deref();
-    let Some(token) = cookie.and_then(|name| cookie_value(headers, name)) else {
+    let found = match cookie {
+        Some(name) => cookie_value(headers, name).map_err(|e| {
+            tracing::info!(event = "access_token_rejected", reason = "several_cookies", detail = %e);
+            crate::infra::metrics::token_rejected("several_cookies");
+            ApiError::InvalidToken { presented: true }
+        })?,
+        None => None,
+    };
+    let Some(token) = found else {
         return Err(ApiError::InvalidToken { presented: false });
     };
     if !forwarded_method_is_safe(headers) {
@@ -115,9 +123,10 @@ async fn from_cookie(state: &AppState, headers: &HeaderMap) -> Result<VerifiedTo
 /// that copies them overwrites whatever the client sent.
 fn identity_response(prefix: &str, token: &VerifiedToken) -> Result<Response, ApiError> {
     let roles = token.roles().collect::<Vec<_>>().join(",");
+    let email = ascii_header_text(token.str_claim("email").unwrap_or(""));
     let fields = [
         ("User", token.subject()),
-        ("Email", token.str_claim("email").unwrap_or("")),
+        ("Email", email.as_str()),
         ("Roles", roles.as_str()),
         ("Session", token.session().unwrap_or("")),
     ];
@@ -132,6 +141,22 @@ fn identity_response(prefix: &str, token: &VerifiedToken) -> Result<Response, Ap
         response.headers_mut().insert(name, value);
     }
     Ok(response)
+}
+
+/// `text` as visible ASCII: every other byte (UTF-8 of a non-ASCII
+/// address, a space) and `%` itself percent-encoded (RFC 3986), so an
+/// ASCII address arrives unchanged and no address arrives as bytes a
+/// framework would decode its own way (Latin-1 or UTF-8).
+fn ascii_header_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_graphic() && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -154,6 +179,15 @@ mod tests {
             ]
         );
         assert_eq!(Requirements::default().each().count(), 0);
+    }
+
+    #[test]
+    fn header_text_is_visible_ascii_and_ascii_addresses_are_unchanged() {
+        assert_eq!(ascii_header_text("ada@example.com"), "ada@example.com");
+        assert_eq!(ascii_header_text("a%b@x.com"), "a%25b@x.com");
+        assert_eq!(ascii_header_text("josé@x.de"), "jos%C3%A9@x.de");
+        assert_eq!(ascii_header_text("a b\r\n"), "a%20b%0D%0A");
+        assert_eq!(ascii_header_text(""), "");
     }
 
     #[test]

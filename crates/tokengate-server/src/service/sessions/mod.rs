@@ -313,7 +313,18 @@ impl Sessions {
     }
 
     /// Signs an access token for `user` in session `sid`.
+    ///
+    /// A change of roles voids the tokens issued before the user's
+    /// `not_before`, which is the second after the change (a token issued in
+    /// that second, before the change, must not keep the old roles). A
+    /// token issued after the change, with the new roles, read `not_before`
+    /// with them: it is dated then, at most one second ahead, within any
+    /// verifier's leeway (with a leeway of 0 it waits out that second).
     fn access_token(&self, user: &User, sid: &str, now: UnixTime) -> Result<String, ServiceError> {
+        let now = match user.not_before {
+            Some(nb) if nb > now.as_secs() => UnixTime::from_secs(nb.min(now.as_secs() + 1)),
+            _ => now,
+        };
         let claims = AccessClaims {
             iss: self.settings.issuer.clone(),
             sub: user.id.to_string(),
