@@ -21,7 +21,7 @@ use crate::infra::ratelimit::{InProcessThrottle, LoginLimits, RequestBudget};
 use crate::service::keys::{self, KeyStoreError};
 use crate::service::{Accounts, Denylist, Sessions};
 use crate::store::{Store, StoreError};
-use tokengate::guard::{Guard, InProcessRevocations};
+use tokengate::guard::{Guard, RevocationFailure};
 
 /// How often revocations and signing keys recorded in the database are
 /// loaded into this process.
@@ -46,6 +46,9 @@ pub enum StartupError {
     /// The signing keys could not be loaded or created.
     #[error("keys: {0}")]
     Keys(#[from] KeyStoreError),
+    /// `redis_url` cannot be used (malformed).
+    #[error("redis_url: {0}")]
+    Redis(#[source] tokengate::guard::RevocationError),
     /// The settings make no valid token verification policy.
     #[error("verify policy: {0}")]
     VerifyPolicy(#[source] tokengate::PolicyError),
@@ -164,7 +167,6 @@ impl Application {
             settings.argon2_parallelism,
             settings.password_hash_concurrency,
         )?;
-        let revocations = Arc::new(InProcessRevocations::default());
         let window = crate::infra::config::secs(settings.login_failure_window);
         let listener =
             TcpListener::bind(settings.addr)
@@ -203,12 +205,22 @@ impl Application {
                 per_account_before_backoff: settings.login_account_max_failures,
                 window,
             }));
-        let denylist = Denylist::new(revocations, settings.access_ttl, settings.leeway);
+        let denylist = Denylist::from_settings(&settings).map_err(StartupError::Redis)?;
+        if settings.revocation_fail_open {
+            tracing::warn!(
+                "revocation_fail_open is on: while the denylist cannot be read, logged-out access tokens are accepted until they expire"
+            );
+        }
         let keys = Arc::new(keys);
         let guard = {
             let clock = clock.clone();
             Guard::builder(keys.clone(), policy)
                 .revocations(denylist.reader())
+                .on_revocation_failure(if settings.revocation_fail_open {
+                    RevocationFailure::FailOpen
+                } else {
+                    RevocationFailure::FailClosed
+                })
                 .cache(if settings.verify_cache {
                     settings.verify_cache_size
                 } else {

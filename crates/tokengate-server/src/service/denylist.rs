@@ -8,8 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::infra::config::secs;
+use secrecy::ExposeSecret as _;
 use tokengate::UnixTime;
-use tokengate::guard::{RecordRevocations, RevocationQuery, Revocations};
+use tokengate::guard::{
+    InProcessRevocations, RecordRevocations, RedisRevocations, RevocationError, RevocationQuery,
+    Revocations,
+};
+
+use crate::infra::config::Settings;
 
 use crate::store::{Store, StoreError};
 
@@ -34,6 +40,26 @@ impl Denylist {
             access_ttl: secs(access_ttl),
             leeway: secs(leeway),
         }
+    }
+
+    /// The denylist the settings ask for: in Redis when `redis_url` is set
+    /// (shared by every instance and readable by other APIs' guards), else
+    /// in this process. Redis need not answer yet: until it does, checks
+    /// fail (closed, unless `revocation_fail_open`) and writes are logged
+    /// and made again by the database sync.
+    pub fn from_settings(settings: &Settings) -> Result<Denylist, RevocationError> {
+        let revocations: Arc<dyn RecordRevocations> = match &settings.redis_url {
+            Some(url) => Arc::new(RedisRevocations::connect_lazy(
+                url.expose_secret(),
+                settings.redis_prefix.clone(),
+            )?),
+            None => Arc::new(InProcessRevocations::default()),
+        };
+        Ok(Denylist::new(
+            revocations,
+            settings.access_ttl,
+            settings.leeway,
+        ))
     }
 
     /// How far back a revocation can still matter at `now`: one revoked

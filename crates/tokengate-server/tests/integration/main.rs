@@ -14,6 +14,7 @@ mod metrics;
 mod pg_probe;
 mod process;
 mod rotation;
+mod scale;
 mod service;
 mod tls;
 mod users_cli;

@@ -19,7 +19,6 @@ use crate::infra::password::{Hasher, check_stored_hash_costs};
 use crate::infra::ratelimit::{InProcessThrottle, LoginLimits};
 use crate::service::{Accounts, Actor, Denylist, NewAccount, ServiceError};
 use crate::store::{Store, User};
-use tokengate::guard::InProcessRevocations;
 
 fn input(e: impl std::fmt::Display) -> Failure {
     Failure::Input(e.to_string())
@@ -123,14 +122,11 @@ fn hasher(settings: &Settings) -> Result<Hasher, Failure> {
 }
 
 /// The account operations for this command. Revocations it makes reach
-/// running servers through their 2-second database sync; the in-process
-/// denylist and throttle here serve nobody else.
+/// running servers at once through Redis when `redis_url` is set, and in
+/// any case through their 2-second database sync; the throttle here serves
+/// nobody else.
 fn accounts(settings: &Settings, store: &Store) -> Result<Accounts, Failure> {
-    let denylist = Denylist::new(
-        Arc::new(InProcessRevocations::default()),
-        settings.access_ttl,
-        settings.leeway,
-    );
+    let denylist = Denylist::from_settings(settings).map_err(input)?;
     let throttle = Arc::new(InProcessThrottle::new(LoginLimits {
         per_account_and_client: settings.login_max_failures,
         per_client: settings.login_ip_max_failures,

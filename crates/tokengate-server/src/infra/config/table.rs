@@ -79,8 +79,14 @@ settings! {
     data_dir: PathBuf = "./tokengate-data" => path();
     /// `sqlite://…` or `postgres://…` (default: `tokengate.db` in `data_dir`).
     database_url: Secret => secret_url();
-    /// Redis, for multi-instance deployments (not used yet).
+    /// Redis, shared by several instances: the denylist of revoked access
+    /// tokens (which the library's guard in other APIs can read too).
     redis_url: Option<Secret> => optional(secret_url());
+    /// Prefix of every key tokengate writes in Redis (one per deployment).
+    redis_prefix: String = "tokengate:" => text();
+    /// When the denylist in Redis cannot be read: refuse (503, the
+    /// default) or let tokens that otherwise verify through.
+    revocation_fail_open: bool = "false" => boolean();
     /// The base URL clients reach the service at (default: from `addr`).
     public_url: String => text();
     /// `iss` of issued tokens (default: `public_url`).

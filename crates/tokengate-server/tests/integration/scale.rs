@@ -1,0 +1,264 @@
+//! Several instances: the denylist shared through Redis, and what happens
+//! when Redis goes away (fail closed by default, fail open when told, and
+//! back by itself). Real PostgreSQL and Redis; each test its own database
+//! and its own Redis key prefix. Without Redis: a loud skip, a failure
+//! under `CI=true`.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use tokengate_server::infra::config::{Secret, Settings};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::app::{Backend, TestApp, create_pg_database, drop_pg_database, spawn_app_with};
+use crate::pg_probe;
+
+const REDIS_ADDR: &str = "127.0.0.1:6379";
+
+/// Whether Redis answers; absent, a failure under `CI=true` (CI starts it).
+async fn redis_up() -> bool {
+    let connect = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(REDIS_ADDR));
+    if matches!(connect.await, Ok(Ok(_))) {
+        return true;
+    }
+    assert!(
+        !pg_probe::in_ci(),
+        "Redis not reachable on {REDIS_ADDR} and CI=true: start it (scripts/services)"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: Redis not reachable on {REDIS_ADDR}"
+    );
+    false
+}
+
+/// A key prefix of this test alone.
+fn unique_prefix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "tokengate-test:{}:{nanos}:{}:",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn use_redis(s: &mut Settings, url: &str, prefix: &str) {
+    s.redis_url = Some(Secret::from(url.to_owned()));
+    s.redis_prefix = prefix.to_owned();
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_logout_on_one_instance_is_refused_by_the_other_at_once_through_redis() {
+    if !redis_up().await {
+        return;
+    }
+    // One PostgreSQL database and one Redis prefix, two instances; the
+    // same master key, as a deployment gives all its instances.
+    let (database, url) = create_pg_database().await;
+    let prefix = unique_prefix();
+    let master = tokengate::b64::encode([7u8; 32]);
+    let shared = |s: &mut Settings| {
+        s.database_url = Secret::from(url.clone());
+        s.master_key = Some(Secret::from(master.clone()));
+        use_redis(s, "redis://127.0.0.1:6379", &prefix);
+    };
+    let a = spawn_app_with(Backend::Sqlite, shared).await;
+    let b = spawn_app_with(Backend::Sqlite, shared).await;
+
+    let tokens = a.user("max@example.com").await;
+    b.logs().remember(&tokens.access);
+    assert_eq!(b.me(&tokens.access).await.status(), StatusCode::OK);
+    assert_eq!(
+        a.logout(&tokens.access, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    // At once: well inside the 2-second database sync, which would
+    // otherwise be how B learns of it.
+    let started = Instant::now();
+    assert_eq!(
+        b.me(&tokens.access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let verify = b
+        .client
+        .get(b.url("/auth/verify"))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verify.status(), StatusCode::UNAUTHORIZED);
+    assert!(started.elapsed() < Duration::from_millis(100));
+
+    // A global logout (a per-user mark) on B reaches A the same way.
+    let again = a
+        .login_ok(
+            "max@example.com",
+            "max@example.com walks the long winding river road",
+        )
+        .await;
+    b.logs().remember(&again.access);
+    assert_eq!(
+        b.logout(&again.access, Some("global")).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(a.me(&again.access).await.status(), StatusCode::UNAUTHORIZED);
+    a.logs().assert_clean();
+    b.logs().assert_clean();
+    drop((a, b));
+    drop_pg_database(database);
+}
+
+async fn status_of(app: &TestApp, path: &str, token: &str) -> StatusCode {
+    app.client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_redis_unreachable_the_denylist_fails_closed_unless_told_to_fail_open() {
+    let url = format!("redis://127.0.0.1:{}", closed_port());
+    let prefix = unique_prefix();
+    let closed = spawn_app_with(Backend::Sqlite, |s| use_redis(s, &url, &prefix)).await;
+    // Login and refresh need no denylist read: they work.
+    let tokens = closed.user("nia@example.com").await;
+    let started = Instant::now();
+    for path in ["/auth/me", "/auth/verify"] {
+        assert_eq!(
+            status_of(&closed, path, &tokens.access).await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "fails fast: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        closed
+            .logs()
+            .text()
+            .contains("revocation check failed: refusing (fail closed)")
+    );
+    // Logging out needs an authenticated caller too: 503, retried later.
+    assert_eq!(
+        closed.logout(&tokens.access, None).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // A refresh reads no denylist: the client keeps a working session.
+    assert_eq!(
+        closed.refresh(&tokens.refresh).await.status(),
+        StatusCode::OK
+    );
+    closed.logs().assert_clean();
+
+    let open = spawn_app_with(Backend::Sqlite, |s| {
+        use_redis(s, &url, &prefix);
+        s.revocation_fail_open = true;
+    })
+    .await;
+    let tokens = open.user("oli@example.com").await;
+    for path in ["/auth/me", "/auth/verify"] {
+        assert_eq!(
+            status_of(&open, path, &tokens.access).await,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    let logs = open.logs().text();
+    assert!(logs.contains("revocation_fail_open is on"));
+    assert!(logs.contains("letting the token through (fail open)"));
+    open.logs().assert_clean();
+}
+
+/// A TCP relay to Redis that the test can cut and restore on one port.
+struct Relay {
+    port: u16,
+    task: JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(port: u16) -> Relay {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut links = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                links.spawn(async move {
+                    if let Ok(mut redis) = TcpStream::connect(REDIS_ADDR).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut redis).await;
+                    }
+                });
+            }
+        });
+        Relay { port, task }
+    }
+
+    /// Stops listening and drops every relayed connection.
+    async fn cut(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_redis_comes_back_revocations_hold_again_without_a_restart() {
+    if !redis_up().await {
+        return;
+    }
+    let relay = Relay::start(0).await;
+    let port = relay.port;
+    let url = format!("redis://127.0.0.1:{port}");
+    let prefix = unique_prefix();
+    let app = spawn_app_with(Backend::Sqlite, |s| use_redis(s, &url, &prefix)).await;
+    let tokens = app.user("pat@example.com").await;
+    assert_eq!(
+        status_of(&app, "/auth/me", &tokens.access).await,
+        StatusCode::OK
+    );
+
+    relay.cut().await;
+    assert_eq!(
+        status_of(&app, "/auth/me", &tokens.access).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let relay = Relay::start(port).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match status_of(&app, "/auth/me", &tokens.access).await {
+            StatusCode::OK => break,
+            StatusCode::SERVICE_UNAVAILABLE if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("not back within 20 s: {other}"),
+        }
+    }
+    // And revocations are written and read there again.
+    assert_eq!(
+        app.logout(&tokens.access, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        status_of(&app, "/auth/me", &tokens.access).await,
+        StatusCode::UNAUTHORIZED
+    );
+    relay.cut().await;
+    app.logs().assert_clean();
+}
