@@ -24,6 +24,9 @@ enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit (serve also applies them).
     Migrate(DataArgs),
+    /// Copy every row from one database into another (SQLite to PostgreSQL),
+    /// in one transaction on the target.
+    MigrateData(MigrateDataArgs),
     /// Administer accounts directly in the database.
     #[command(subcommand)]
     User(UserCommand),
@@ -67,6 +70,25 @@ pub struct ServeArgs {
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// `tokengate migrate-data` arguments. The URLs are taken as plain text:
+/// clap never echoes them (they may hold passwords); the store layer
+/// checks them.
+#[derive(Debug, Args)]
+pub struct MigrateDataArgs {
+    /// The database to copy from: sqlite://PATH or postgres://… (brought up
+    /// to this version's schema first, as serve would).
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// The database to copy into: postgres://… or sqlite://PATH (created up
+    /// to date; it must hold no rows unless --force). Leave the password
+    /// out and set PGPASSWORD to keep it off the command line.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Delete the target's rows first, in the same transaction as the copy.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `tokengate user …`.
@@ -302,6 +324,15 @@ impl From<crate::infra::files::FileError> for Failure {
     }
 }
 
+impl From<crate::store::MigrateDataError> for Failure {
+    /// A refused or failed copy (a URL, a non-empty target, a constraint
+    /// the target enforces): the operator's to fix, exit 2. The message
+    /// names neither URL nor value.
+    fn from(e: crate::store::MigrateDataError) -> Self {
+        Failure::Input(e.to_string())
+    }
+}
+
 impl Failure {
     fn exit_code(&self) -> ExitCode {
         match self {
@@ -318,6 +349,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => commands::serve::serve(args),
         Command::Migrate(args) => commands::serve::migrate(args),
+        Command::MigrateData(args) => commands::migrate_data::run(args),
         Command::User(cmd) => commands::user::run(cmd),
         Command::Keys(cmd) => commands::keys::run(cmd),
         Command::Token(cmd) => commands::token::run(cmd),

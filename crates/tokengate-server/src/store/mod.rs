@@ -196,11 +196,13 @@ macro_rules! carry_session_into_epoch {
 
 mod audit;
 mod keys;
+pub mod migrate_data;
 mod sessions;
 mod users;
 
 pub use audit::{AuditQuery, AuditRow};
 pub use keys::StoredKey;
+pub use migrate_data::{Copied, MigrateDataError, Progress, migrate_data};
 pub use sessions::{ClientInfo, RevokeScope, Rotation, RotationRules, SessionInfo, SessionRef};
 pub use users::User;
 

@@ -11,6 +11,7 @@ mod hardening;
 mod helpers;
 mod logs;
 mod metrics;
+mod migrate_data;
 mod pg_probe;
 mod process;
 mod rotation;

@@ -3,6 +3,7 @@
 
 pub mod keyfiles;
 pub mod keys;
+pub mod migrate_data;
 pub mod secret;
 pub mod serve;
 pub mod token;

@@ -356,7 +356,7 @@ fn parse_cidrs(text: &str) -> Option<Vec<ipnet::IpNet>> {
 }
 
 /// Hides the password in `scheme://user:password@host/…`.
-pub(super) fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::ConfigError;
+pub use kinds::redact_url;
 pub use table::{KEYS, Settings};
 
 /// A duration in whole seconds as the `i64` Unix times are kept in,
