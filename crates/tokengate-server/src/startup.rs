@@ -352,6 +352,20 @@ impl Application {
                 }
             }
         });
+        // With Redis: a rotation announced by another instance (or the
+        // CLI) is loaded at once; the sync above stays the fallback.
+        let listener = self.state.keys.announcer().cloned().map(|announcer| {
+            let state = self.state.clone();
+            tokio::spawn(announcer.listen(move |_keys_changed| {
+                let state = state.clone();
+                async move {
+                    let now = state.clock.now().as_secs();
+                    if let Err(e) = state.keys.refresh(&state.store, now).await {
+                        tracing::error!(cause = %e, "key refresh on announcement failed");
+                    }
+                }
+            }))
+        });
         let limits = Limits {
             header_read_timeout: self.state.settings.header_read_timeout,
             max_connections: self.state.settings.max_connections,
@@ -398,6 +412,9 @@ impl Application {
             reloader.abort();
         }
         pruner.abort();
+        if let Some(listener) = listener {
+            listener.abort();
+        }
         syncer.abort();
         if let Some(server) = metrics_server {
             server.abort();

@@ -1,6 +1,7 @@
 //! Infrastructure below the service: what any layer may use, and which
 //! uses none of them.
 
+pub mod announce;
 pub mod audit;
 pub mod client_ip;
 pub mod clock;

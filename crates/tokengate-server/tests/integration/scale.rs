@@ -262,3 +262,81 @@ async fn when_redis_comes_back_revocations_hold_again_without_a_restart() {
     relay.cut().await;
     app.logs().assert_clean();
 }
+
+async fn jwks_kids(app: &TestApp) -> Vec<String> {
+    let set: serde_json::Value = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut kids: Vec<String> = set["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    kids.sort();
+    kids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotation_on_one_instance_reaches_the_other_within_a_second() {
+    if !redis_up().await {
+        return;
+    }
+    let (database, url) = create_pg_database().await;
+    let prefix = unique_prefix();
+    let master = tokengate::b64::encode([9u8; 32]);
+    let shared = |s: &mut Settings| {
+        s.database_url = Secret::from(url.clone());
+        s.master_key = Some(Secret::from(master.clone()));
+        use_redis(s, "redis://127.0.0.1:6379", &prefix);
+    };
+    let a = spawn_app_with(Backend::Sqlite, shared).await;
+    let b = spawn_app_with(Backend::Sqlite, shared).await;
+    assert_eq!(jwks_kids(&a).await, jwks_kids(&b).await);
+    // B must be listening before A announces (a subscriber learns only
+    // what is published after it subscribed).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.logs().text().contains("listening for announcements") {
+        assert!(Instant::now() < deadline, "B never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let now = {
+        use tokengate_server::infra::clock::Clock;
+        a.clock.now().as_secs()
+    };
+    let kid = a
+        .state
+        .keys
+        .rotate(&a.state.store, now, "test")
+        .await
+        .unwrap();
+    let announced = Instant::now();
+    loop {
+        let kids = jwks_kids(&b).await;
+        if kids.contains(&kid) {
+            assert_eq!(kids, jwks_kids(&a).await, "the same JWKS on both");
+            break;
+        }
+        assert!(
+            announced.elapsed() < Duration::from_secs(1),
+            "B still serves {kids:?} a second after the rotation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Through the announcement (both instances listen), not B's sync.
+    assert!(b.logs().text().contains("announcement received"));
+    let published = format!("{}{}", a.logs().text(), b.logs().text());
+    assert!(
+        published.contains("\"listeners\":2"),
+        "published to A and B"
+    );
+    drop((a, b));
+    drop_pg_database(database);
+}

@@ -18,6 +18,7 @@ mod master;
 use master::context;
 pub use master::{MasterKey, master_key_path};
 
+use crate::infra::announce::{Announcement, Announcer};
 use crate::infra::config::Settings;
 use crate::infra::files::FileError;
 use crate::store::{Store, StoreError, StoredKey};
@@ -195,6 +196,8 @@ pub struct KeyManager {
     retire_after: i64,
     rotation_interval: Option<i64>,
     current: std::sync::RwLock<std::sync::Arc<KeySet>>,
+    /// Tells the other instances of a rotation (with Redis).
+    announcer: Option<Announcer>,
 }
 
 use crate::infra::config::secs;
@@ -244,6 +247,7 @@ impl KeyManager {
             publish_delay: secs(settings.key_publish_delay),
             retire_after: secs(settings.access_ttl) + secs(settings.leeway),
             rotation_interval: settings.key_rotation_interval.map(secs),
+            announcer: Announcer::from_settings(settings),
             current: std::sync::RwLock::new(std::sync::Arc::new(KeySet {
                 ring: std::sync::Arc::new(KeyRing::new()),
                 jwks_json: "{\"keys\":[]}".into(),
@@ -328,7 +332,21 @@ impl KeyManager {
         }
         let kid = self.schedule_rotation(store, now, how).await?;
         self.refresh(store, now).await?;
+        self.announce().await;
         Ok(kid)
+    }
+
+    /// Where rotations are announced to the other instances, if anywhere.
+    pub fn announcer(&self) -> Option<&Announcer> {
+        self.announcer.as_ref()
+    }
+
+    /// Tells the other instances to reload now rather than at their next
+    /// sync.
+    async fn announce(&self) {
+        if let Some(announcer) = &self.announcer {
+            announcer.publish(Announcement::KeysChanged).await;
+        }
     }
 
     /// Rebuilds the key set if the stored keys or their states at `now`
@@ -344,7 +362,11 @@ impl KeyManager {
             let newest = stored.iter().map(|k| k.activates_at).max().unwrap_or(0);
             if newest + interval <= now && !states.contains(&KeyState::Pending) {
                 match self.schedule_rotation(store, now, "scheduled").await {
-                    Ok(_) => return Box::pin(self.refresh(store, now)).await,
+                    Ok(_) => {
+                        let refreshed = Box::pin(self.refresh(store, now)).await;
+                        self.announce().await;
+                        return refreshed;
+                    }
                     Err(e) => tracing::warn!(cause = %e, "scheduled key rotation skipped"),
                 }
             }
