@@ -20,7 +20,7 @@ use crate::infra::password::{HashError, Hasher};
 use crate::infra::ratelimit::{InProcessThrottle, LoginLimits, RequestBudget};
 use crate::service::keys::{self, KeyStoreError};
 use crate::service::{Accounts, Denylist, Sessions};
-use crate::store::{Store, StoreError};
+use crate::store::{PoolLimits, Store, StoreError};
 use tokengate::guard::{Guard, RevocationFailure};
 
 /// How often revocations and signing keys recorded in the database are
@@ -144,9 +144,15 @@ impl Application {
         if settings.metrics {
             crate::infra::metrics::init();
         }
-        let store = Store::connect(settings.database_url.expose_secret())
-            .await
-            .map_err(StartupError::Storage)?;
+        let store = Store::connect_with(
+            settings.database_url.expose_secret(),
+            PoolLimits {
+                max_connections: settings.database_max_connections,
+                acquire_timeout: settings.database_acquire_timeout,
+            },
+        )
+        .await
+        .map_err(StartupError::Storage)?;
         let now = clock.now();
         let (keys, refresh_key, notes) =
             keys::KeyManager::start(&settings, &store, now.as_secs()).await?;

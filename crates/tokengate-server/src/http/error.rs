@@ -121,6 +121,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(Unique::Email) => ApiError::EmailTaken,
+            StoreError::Unavailable(cause) => ApiError::Unavailable(format!("database: {cause}")),
             other => ApiError::Internal(other.to_string()),
         }
     }

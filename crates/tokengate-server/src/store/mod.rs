@@ -26,6 +26,10 @@ pub enum StoreError {
     /// answers (only [`Unique::Email`] is a user's mistake).
     #[error("{0} already exists")]
     Conflict(Unique),
+    /// The database cannot be reached now (no connection within the pool's
+    /// acquire timeout, a connection lost): the caller may retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
     /// The database failed.
     #[error("database error: {0}")]
     Database(sqlx::Error),
@@ -115,9 +119,16 @@ impl From<sqlx::Error> for StoreError {
     /// A violation of a known unique constraint becomes `Conflict`, anything
     /// else (an unknown constraint included) stays `Database`.
     fn from(e: sqlx::Error) -> Self {
-        match Unique::violated_by(&e) {
-            Some(unique) => StoreError::Conflict(unique),
-            None => StoreError::Database(e),
+        if let Some(unique) = Unique::violated_by(&e) {
+            return StoreError::Conflict(unique);
+        }
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            e => StoreError::Database(e),
         }
     }
 }
@@ -126,6 +137,26 @@ impl From<sqlx::Error> for StoreError {
 enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+}
+
+/// How many connections a PostgreSQL pool holds, and how long a request
+/// waits for one before the database counts as unavailable (a 503 that
+/// comes quickly, rather than requests piling up behind a dead server).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    /// Connections at most.
+    pub max_connections: u32,
+    /// The wait for a connection.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The storage handle; cheap to clone.
@@ -241,11 +272,17 @@ impl Store {
     /// Connects (creating the SQLite file and its directory if needed, both
     /// private) and applies the migrations.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(url, PoolLimits::default()).await
+    }
+
+    /// [`Store::connect`] with the pool's size and acquire timeout (for
+    /// PostgreSQL; SQLite keeps its own small pool).
+    pub async fn connect_with(url: &str, limits: PoolLimits) -> Result<Store, StoreError> {
         let store = if url.starts_with("postgres") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
+                .max_connections(limits.max_connections.max(1))
+                .acquire_timeout(limits.acquire_timeout)
                 .connect_with(options)
                 .await?;
             Store {

@@ -188,7 +188,8 @@ async fn with_redis_unreachable_the_denylist_fails_closed_unless_told_to_fail_op
     open.logs().assert_clean();
 }
 
-/// A TCP relay to Redis that the test can cut and restore on one port.
+/// A TCP relay (to Redis, or to PostgreSQL) that the test can cut and
+/// restore on one port: a server that goes away and comes back.
 struct Relay {
     port: u16,
     task: JoinHandle<()>,
@@ -196,14 +197,19 @@ struct Relay {
 
 impl Relay {
     async fn start(port: u16) -> Relay {
+        Relay::to(port, REDIS_ADDR.to_owned()).await
+    }
+
+    async fn to(port: u16, target: String) -> Relay {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let task = tokio::spawn(async move {
             let mut links = tokio::task::JoinSet::new();
             while let Ok((mut client, _)) = listener.accept().await {
+                let target = target.clone();
                 links.spawn(async move {
-                    if let Ok(mut redis) = TcpStream::connect(REDIS_ADDR).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut redis).await;
+                    if let Ok(mut server) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
                 });
             }
@@ -338,5 +344,73 @@ async fn a_rotation_on_one_instance_reaches_the_other_within_a_second() {
         "published to A and B"
     );
     drop((a, b));
+    drop_pg_database(database);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_postgresql_away_logins_get_a_quick_503_tokens_still_verify_and_it_recovers() {
+    let (database, url) = create_pg_database().await;
+    // The same database, reached through a relay the test can cut.
+    let mut relayed = reqwest::Url::parse(&url).unwrap();
+    let target = format!(
+        "{}:{}",
+        relayed.host_str().unwrap(),
+        relayed.port().unwrap_or(5432)
+    );
+    let relay = Relay::to(0, target.clone()).await;
+    let port = relay.port;
+    relayed.set_port(Some(port)).unwrap();
+    let relayed = relayed.to_string();
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.database_url = Secret::from(relayed.clone());
+        s.database_acquire_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let tokens = app.user("quinn@example.com").await;
+    let password = "quinn@example.com walks the long winding river road";
+
+    relay.cut().await;
+    let started = Instant::now();
+    let response = app.login("quinn@example.com", password).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a quick answer: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        app.refresh(&tokens.refresh).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // No database on the token path: APIs behind forward-auth keep working.
+    assert_eq!(
+        status_of(&app, "/auth/verify", &tokens.access).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let relay = Relay::to(port, target).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match app.login("quinn@example.com", password).await.status() {
+            StatusCode::OK => break,
+            StatusCode::SERVICE_UNAVAILABLE if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("no recovery within 20 s: {other}"),
+        }
+    }
+    relay.cut().await;
+    app.logs().assert_clean();
+    drop(app);
     drop_pg_database(database);
 }

@@ -79,6 +79,11 @@ settings! {
     data_dir: PathBuf = "./tokengate-data" => path();
     /// `sqlite://…` or `postgres://…` (default: `tokengate.db` in `data_dir`).
     database_url: Secret => secret_url();
+    /// PostgreSQL connections each instance holds at most.
+    database_max_connections: u32 = "16" => number();
+    /// How long a request waits for a database connection before it is
+    /// answered 503 (the database is down or saturated).
+    database_acquire_timeout: Duration = "3s" => duration();
     /// Redis, shared by several instances: the denylist of revoked access
     /// tokens (which the library's guard in other APIs can read too).
     redis_url: Option<Secret> => optional(secret_url());

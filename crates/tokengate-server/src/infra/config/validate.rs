@@ -163,6 +163,16 @@ impl Settings {
                 key: "max_connections",
             });
         }
+        if self.database_max_connections == 0 {
+            return Err(ConfigError::Zero {
+                key: "database_max_connections",
+            });
+        }
+        if self.database_acquire_timeout.is_zero() {
+            return Err(ConfigError::NotPositive {
+                key: "database_acquire_timeout",
+            });
+        }
         Ok(())
     }
 
