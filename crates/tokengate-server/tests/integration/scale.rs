@@ -414,3 +414,105 @@ async fn with_postgresql_away_logins_get_a_quick_503_tokens_still_verify_and_it_
     drop(app);
     drop_pg_database(database);
 }
+
+/// Three instances on one PostgreSQL database and one Redis prefix, with
+/// the deployment's shared master key.
+struct Cluster {
+    nodes: Vec<TestApp>,
+    database: Option<String>,
+}
+
+impl Cluster {
+    async fn start(tweak: impl Fn(&mut Settings)) -> Cluster {
+        let (database, url) = create_pg_database().await;
+        let prefix = unique_prefix();
+        let master = tokengate::b64::encode([11u8; 32]);
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(
+                spawn_app_with(Backend::Sqlite, |s| {
+                    s.database_url = Secret::from(url.clone());
+                    s.master_key = Some(Secret::from(master.clone()));
+                    use_redis(s, "redis://127.0.0.1:6379", &prefix);
+                    tweak(s);
+                })
+                .await,
+            );
+        }
+        Cluster {
+            nodes,
+            database: Some(database),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        if let Some(database) = self.database.take() {
+            drop_pg_database(database);
+        }
+    }
+}
+
+async fn fifty_refreshes_over_three_instances(
+    reuse_interval: Duration,
+) -> Vec<(StatusCode, Option<String>)> {
+    let cluster = Cluster::start(|s| s.refresh_reuse_interval = reuse_interval).await;
+    let tokens = cluster.nodes[0].user("rae@example.com").await;
+    let cluster = std::sync::Arc::new(cluster);
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let (cluster, refresh) = (cluster.clone(), tokens.refresh.clone());
+            tokio::spawn(async move {
+                let response = cluster.nodes[i % 3].refresh(&refresh).await;
+                let status = response.status();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                (status, body["refresh_token"].as_str().map(str::to_owned))
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_parallel_refreshes_over_three_instances_share_one_child() {
+    if !redis_up().await {
+        return;
+    }
+    let results = fifty_refreshes_over_three_instances(Duration::from_secs(10)).await;
+    // Within the reuse interval every racer gets the one child, whichever
+    // instance it asked.
+    assert!(
+        results.iter().all(|(s, _)| *s == StatusCode::OK),
+        "{results:?}"
+    );
+    let children: std::collections::BTreeSet<_> = results
+        .iter()
+        .filter_map(|(_, child)| child.clone())
+        .collect();
+    assert_eq!(children.len(), 1, "{children:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_parallel_refreshes_over_three_instances_without_grace_mint_at_most_one_child() {
+    if !redis_up().await {
+        return;
+    }
+    let results = fifty_refreshes_over_three_instances(Duration::ZERO).await;
+    let winners: Vec<_> = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::OK)
+        .collect();
+    assert!(winners.len() <= 1, "{winners:?}");
+    assert!(
+        results
+            .iter()
+            .all(|(s, _)| [StatusCode::OK, StatusCode::BAD_REQUEST].contains(s)),
+        "{results:?}"
+    );
+}
