@@ -81,6 +81,9 @@ settings! {
     database_url: Secret => secret_url();
     /// Redis, for multi-instance deployments (not used yet).
     redis_url: Option<Secret> => optional(secret_url());
+    /// Prefix of every Redis key the service writes (login limits, request
+    /// budget); instances sharing limits must share it.
+    redis_prefix: String = "tokengate:" => text();
     /// The base URL clients reach the service at (default: from `addr`).
     public_url: String => text();
     /// `iss` of issued tokens (default: `public_url`).
