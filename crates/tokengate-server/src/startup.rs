@@ -17,7 +17,6 @@ use crate::infra::client_ip::ClientIpResolver;
 use crate::infra::clock::Clock;
 use crate::infra::config::Settings;
 use crate::infra::password::{HashError, Hasher};
-use crate::infra::ratelimit::{InProcessThrottle, LoginLimits, RequestBudget};
 use crate::service::keys::{self, KeyStoreError};
 use crate::service::{Accounts, Denylist, Sessions};
 use crate::store::{PoolLimits, Store, StoreError};
@@ -173,7 +172,6 @@ impl Application {
             settings.argon2_parallelism,
             settings.password_hash_concurrency,
         )?;
-        let window = crate::infra::config::secs(settings.login_failure_window);
         let listener =
             TcpListener::bind(settings.addr)
                 .await
@@ -204,14 +202,12 @@ impl Application {
             ),
             _ => None,
         };
-        let throttle: Arc<dyn crate::infra::ratelimit::LoginThrottle> =
-            Arc::new(InProcessThrottle::new(LoginLimits {
-                per_account_and_client: settings.login_max_failures,
-                per_client: settings.login_ip_max_failures,
-                per_account_before_backoff: settings.login_account_max_failures,
-                window,
-            }));
-        let denylist = Denylist::from_settings(&settings).map_err(StartupError::Redis)?;
+        // One Redis connection for the denylist, the login limits and the
+        // request budget; it need not answer yet (each falls back or fails
+        // closed as documented, and reconnects by itself).
+        let redis = redis_connection(&settings).map_err(StartupError::Redis)?;
+        let throttle = crate::infra::ratelimit::login_throttle(&settings, redis.clone());
+        let denylist = Denylist::from_settings(&settings, redis.clone());
         if settings.revocation_fail_open {
             tracing::warn!(
                 "revocation_fail_open is on: while the denylist cannot be read, logged-out access tokens are accepted until they expire"
@@ -257,7 +253,7 @@ impl Application {
             shared_settings,
         );
         let state = Arc::new(AppState {
-            budget: RequestBudget::new(settings.auth_requests_per_minute),
+            budget: crate::infra::ratelimit::request_budget(&settings, redis),
             client_ip: ClientIpResolver::new(
                 settings.trusted_proxies.clone(),
                 settings.client_ip_header,
@@ -476,4 +472,17 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal received: finishing in-flight requests");
+}
+
+/// The Redis connection of a deployment with `redis_url` (made lazily: Redis
+/// need not answer yet); `None` without one. Start-up and the `user` CLI
+/// share it.
+pub fn redis_connection(
+    settings: &Settings,
+) -> Result<Option<redis::aio::ConnectionManager>, tokengate::guard::RevocationError> {
+    settings
+        .redis_url
+        .as_ref()
+        .map(|url| tokengate::guard::redis_connect_lazy(url.expose_secret()))
+        .transpose()
 }

@@ -267,11 +267,11 @@ async fn request_budget(
     next: Next,
 ) -> Response {
     let key = state.limit_key(client.0);
-    match state.budget.check(key) {
+    let now = state.clock.now().as_secs();
+    match state.budget.take(key, now).await {
         Ok(()) => next.run(request).await,
         Err(retry_after) => {
             crate::infra::metrics::rate_limited("budget");
-            let now = state.clock.now().as_secs();
             if state.budget.first_refusal_this_minute(key, now) {
                 state
                     .record(

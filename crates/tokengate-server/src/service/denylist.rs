@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::infra::config::secs;
-use secrecy::ExposeSecret as _;
+use redis::aio::ConnectionManager;
 use tokengate::UnixTime;
 use tokengate::guard::{
-    InProcessRevocations, RecordRevocations, RedisRevocations, RevocationError, RevocationQuery,
+    DenylistKeys, InProcessRevocations, RecordRevocations, RedisRevocations, RevocationQuery,
     Revocations,
 };
 
@@ -42,24 +42,20 @@ impl Denylist {
         }
     }
 
-    /// The denylist the settings ask for: in Redis when `redis_url` is set
-    /// (shared by every instance and readable by other APIs' guards), else
-    /// in this process. Redis need not answer yet: until it does, checks
-    /// fail (closed, unless `revocation_fail_open`) and writes are logged
-    /// and made again by the database sync.
-    pub fn from_settings(settings: &Settings) -> Result<Denylist, RevocationError> {
-        let revocations: Arc<dyn RecordRevocations> = match &settings.redis_url {
-            Some(url) => Arc::new(RedisRevocations::connect_lazy(
-                url.expose_secret(),
-                settings.redis_prefix.clone(),
-            )?),
+    /// The denylist the settings ask for: in Redis over `redis` when
+    /// `redis_url` is set (shared by every instance and readable by other
+    /// APIs' guards), else in this process. Redis need not answer yet:
+    /// until it does, checks fail (closed, unless `revocation_fail_open`)
+    /// and writes are logged and made again by the database sync.
+    pub fn from_settings(settings: &Settings, redis: Option<ConnectionManager>) -> Denylist {
+        let revocations: Arc<dyn RecordRevocations> = match redis {
+            Some(conn) => Arc::new(RedisRevocations::from_manager(
+                conn,
+                DenylistKeys::new(settings.redis_prefix.clone()),
+            )),
             None => Arc::new(InProcessRevocations::default()),
         };
-        Ok(Denylist::new(
-            revocations,
-            settings.access_ttl,
-            settings.leeway,
-        ))
+        Denylist::new(revocations, settings.access_ttl, settings.leeway)
     }
 
     /// How far back a revocation can still matter at `now`: one revoked

@@ -64,7 +64,8 @@ pub use self::axum::{
 };
 #[cfg(feature = "redis")]
 pub use self::redis::{
-    DEFAULT_DENYLIST_PREFIX, DEFAULT_REDIS_TIMEOUT, DenylistKeys, RedisRevocations,
+    DEFAULT_DENYLIST_PREFIX, DEFAULT_REDIS_TIMEOUT, DenylistKeys, RedisRevocations, redis_call,
+    redis_connect, redis_connect_lazy, redis_key_part,
 };
 pub use cache::DEFAULT_CACHE_SIZE;
 use cache::VerifiedCache;

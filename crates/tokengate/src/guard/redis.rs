@@ -296,26 +296,7 @@ impl RedisRevocations {
     /// when Redis is unreachable, so a misconfiguration shows at start-up;
     /// [`connect_lazy`](Self::connect_lazy) starts regardless.
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, RevocationError> {
-        let client = open(url)?;
-        let connecting = async {
-            // A direct attempt first, for the precise cause (refused,
-            // authentication): the manager would retry for seconds and
-            // only the timeout would show.
-            let probe = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(CONNECT_TIMEOUT));
-            drop(
-                client
-                    .get_multiplexed_async_connection_with_config(&probe)
-                    .await?,
-            );
-            ConnectionManager::new_with_config(client, manager_config()).await
-        };
-        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(redis_error("connect", &e)),
-            Err(_) => return Err(timed_out("connect", CONNECT_TIMEOUT)),
-        };
+        let conn = redis_connect(url).await?;
         Ok(Self::from_manager(conn, DenylistKeys::new(prefix)))
     }
 
@@ -324,9 +305,7 @@ impl RedisRevocations {
     /// checks and writes fail (the guard answers 503 unless it fails open),
     /// and the connection keeps being retried in the background.
     pub fn connect_lazy(url: &str, prefix: impl Into<String>) -> Result<Self, RevocationError> {
-        let client = open(url)?;
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config())
-            .map_err(|e| redis_error("connect", &e))?;
+        let conn = redis_connect_lazy(url)?;
         Ok(Self::from_manager(conn, DenylistKeys::new(prefix)))
     }
 
@@ -368,11 +347,7 @@ impl RedisRevocations {
         op: &str,
         call: impl Future<Output = RedisResult<T>>,
     ) -> Result<T, RevocationError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(redis_error(op, &e)),
-            Err(_) => Err(timed_out(op, self.timeout)),
-        }
+        redis_call(op, self.timeout, call).await
     }
 
     async fn record_entry(&self, op: &str, key: String, until: i64) -> Result<(), RevocationError> {
@@ -386,6 +361,71 @@ impl RedisRevocations {
             .await
             .map(drop)
     }
+}
+
+/// Connects to the Redis at `url` the way [`RedisRevocations::connect`]
+/// does, for other users of the same deployment's Redis (the tokengate
+/// service's shared login limits): TCP settings, background reconnection
+/// and a bounded handshake are made here once. Checks that Redis answers
+/// (and accepts the password) within about two seconds; errors never carry
+/// the URL or its password. The manager is cheap to clone and share, e.g.
+/// with [`RedisRevocations::from_manager`].
+pub async fn redis_connect(url: &str) -> Result<ConnectionManager, RevocationError> {
+    let client = open(url)?;
+    let connecting = async {
+        // A direct attempt first, for the precise cause (refused,
+        // authentication): the manager would retry for seconds and
+        // only the timeout would show.
+        let probe = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(CONNECT_TIMEOUT));
+        drop(
+            client
+                .get_multiplexed_async_connection_with_config(&probe)
+                .await?,
+        );
+        ConnectionManager::new_with_config(client, manager_config()).await
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(redis_error("connect", &e)),
+        Err(_) => Err(timed_out("connect", CONNECT_TIMEOUT)),
+    }
+}
+
+/// Like [`redis_connect`], without waiting for Redis: fails only on a
+/// malformed URL or outside a Tokio runtime; the connection is made on first
+/// use and retried in the background.
+pub fn redis_connect_lazy(url: &str) -> Result<ConnectionManager, RevocationError> {
+    let client = open(url)?;
+    ConnectionManager::new_lazy_with_config(client, manager_config())
+        .map_err(|e| redis_error("connect", &e))
+}
+
+/// Runs one Redis call within `timeout`, as every call of
+/// [`RedisRevocations`] does. The error names `op` and the cause (the
+/// server's reply, the OS error, or "no answer within … ms"), never the URL
+/// or a password.
+pub async fn redis_call<T>(
+    op: &str,
+    timeout: Duration,
+    call: impl Future<Output = RedisResult<T>>,
+) -> Result<T, RevocationError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(redis_error(op, &e)),
+        Err(_) => Err(timed_out(op, timeout)),
+    }
+}
+
+/// `text` percent-encoded as [`DenylistKeys`] encodes ids: every byte
+/// outside `A–Z a–z 0–9 - . _ ~` as `%XX`. One-to-one, and free of `:`,
+/// spaces, glob characters and control bytes, so attacker-chosen text can
+/// be one segment of a key without reaching another key.
+pub fn redis_key_part(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    encode_id(text, &mut out);
+    out
 }
 
 /// The connection settings of the managers made here. No response timeout
@@ -596,6 +636,9 @@ mod tests {
         assert_eq!(keys.user("é"), "t:sub:%C3%A9");
         assert_eq!(keys.user(""), "t:sub:");
         assert_eq!(DenylistKeys::default().prefix(), "tokengate:");
+        // The shared encoder is the same one.
+        assert_eq!(redis_key_part("a:b"), "a%3Ab");
+        assert_eq!(redis_key_part("2001:db8::"), "2001%3Adb8%3A%3A");
     }
 
     #[test]

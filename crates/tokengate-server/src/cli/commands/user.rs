@@ -126,7 +126,8 @@ fn hasher(settings: &Settings) -> Result<Hasher, Failure> {
 /// any case through their 2-second database sync; the throttle here serves
 /// nobody else.
 fn accounts(settings: &Settings, store: &Store) -> Result<Accounts, Failure> {
-    let denylist = Denylist::from_settings(settings).map_err(input)?;
+    let redis = crate::startup::redis_connection(settings).map_err(input)?;
+    let denylist = Denylist::from_settings(settings, redis);
     let throttle = Arc::new(InProcessThrottle::new(LoginLimits {
         per_account_and_client: settings.login_max_failures,
         per_client: settings.login_ip_max_failures,

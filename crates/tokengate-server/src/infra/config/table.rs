@@ -87,7 +87,8 @@ settings! {
     /// Redis, shared by several instances: the denylist of revoked access
     /// tokens (which the library's guard in other APIs can read too).
     redis_url: Option<Secret> => optional(secret_url());
-    /// Prefix of every key tokengate writes in Redis (one per deployment).
+    /// Prefix of every key tokengate writes in Redis (denylist, login
+    /// limits, request budget, announcements); one per deployment.
     redis_prefix: String = "tokengate:" => text();
     /// When the denylist in Redis cannot be read: refuse (503, the
     /// default) or let tokens that otherwise verify through.

@@ -1,19 +1,35 @@
 //! Limits in front of the expensive and the guessable: the failed-login
-//! throttle (one trait; in-process now, Redis when instances share it) and
-//! the per-client request budget on `/auth/*`.
+//! throttle (one trait: [`InProcessThrottle`] for one instance,
+//! [`RedisLoginThrottle`] when instances share it) and the per-client
+//! request budget on `/auth/*` ([`RequestBudget`]: governor in-process, a
+//! counter in Redis when shared).
+//!
+//! Start-up picks the backends with [`login_throttle`] and
+//! [`request_budget`]: Redis when a connection is given, in-process
+//! otherwise. The Redis backends fall back to the in-process ones while
+//! Redis fails (see [`RedisLoginThrottle`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use governor::clock::{Clock as GovernorClock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
+use redis::aio::ConnectionManager;
 use tokengate::guard::BoxFuture;
+
+use crate::infra::config::{Settings, secs};
+
+mod health;
+mod shared;
+
+use self::shared::RedisBudget;
+pub use self::shared::{LimitKeys, RedisLimits, RedisLoginThrottle};
 
 /// The limits of the failed-login throttle.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +44,46 @@ pub struct LoginLimits {
     pub window: i64,
 }
 
+impl LoginLimits {
+    /// The limits the settings ask for.
+    pub fn from_settings(settings: &Settings) -> Self {
+        LoginLimits {
+            per_account_and_client: settings.login_max_failures,
+            per_client: settings.login_ip_max_failures,
+            per_account_before_backoff: settings.login_account_max_failures,
+            window: secs(settings.login_failure_window),
+        }
+    }
+}
+
+/// The failed-login throttle the settings ask for: shared through Redis
+/// when `redis` is given (keys under `redis_prefix`), else this process's
+/// own. Start-up calls it once and hands the result to every service.
+pub fn login_throttle(
+    settings: &Settings,
+    redis: Option<ConnectionManager>,
+) -> Arc<dyn LoginThrottle> {
+    let limits = LoginLimits::from_settings(settings);
+    match redis {
+        Some(conn) => Arc::new(RedisLoginThrottle::new(
+            limits,
+            RedisLimits::new(conn, settings.redis_prefix.clone()),
+        )),
+        None => Arc::new(InProcessThrottle::new(limits)),
+    }
+}
+
+/// The request budget the settings ask for (`auth_requests_per_minute` per
+/// client key): counted in Redis when `redis` is given, with governor in
+/// this process otherwise (and as the fallback).
+pub fn request_budget(settings: &Settings, redis: Option<ConnectionManager>) -> RequestBudget {
+    let budget = RequestBudget::new(settings.auth_requests_per_minute);
+    match redis {
+        Some(conn) => budget.with_redis(RedisLimits::new(conn, settings.redis_prefix.clone())),
+        None => budget,
+    }
+}
+
 /// A password check the throttle has made room for. Until it is settled it
 /// counts as a failure, so concurrent attempts cannot all pass the check
 /// before any of them is recorded; one dropped unsettled (a client that hung
@@ -38,6 +94,17 @@ pub struct Reservation {
     account: String,
     client: IpAddr,
     at: i64,
+    held: Held,
+}
+
+/// Which backend holds a reservation: it is settled there, whichever
+/// backend is in use by then.
+#[derive(Debug)]
+enum Held {
+    /// This process's counts ([`InProcessThrottle`]).
+    InProcess,
+    /// Redis, as this member of the throttle's sorted sets.
+    Redis { member: String },
 }
 
 /// What a reserved password check came to.
@@ -219,13 +286,16 @@ impl LoginThrottle for InProcessThrottle {
                 account: account.to_owned(),
                 client,
                 at: now,
+                held: Held::InProcess,
             })
         })
     }
 
     fn settle(&self, reservation: Reservation, attempt: Attempt) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if attempt == Attempt::Failed {
+            // A reservation Redis holds is not ours to settle (the Redis
+            // throttle settles it there); an `at` alone could match another.
+            if attempt == Attempt::Failed || !matches!(reservation.held, Held::InProcess) {
                 return;
             }
             let Ok(mut f) = self.failures.lock() else {
@@ -235,6 +305,7 @@ impl LoginThrottle for InProcessThrottle {
                 account,
                 client,
                 at,
+                held: _,
             } = reservation;
             forget_one(f.by_client.get_mut(&client), at);
             forget_one(f.by_account.get_mut(&account), at);
@@ -244,7 +315,9 @@ impl LoginThrottle for InProcessThrottle {
             // fresh set each time the owner logs in.
             forget_one(f.by_account_and_client.get_mut(&pair), at);
             if attempt == Attempt::Succeeded {
-                f.known_clients.insert(pair, at);
+                // The latest success counts, whichever order they settle in.
+                let known = f.known_clients.entry(pair).or_insert(at);
+                *known = (*known).max(at);
             }
         })
     }
@@ -306,10 +379,21 @@ impl RefusalLog {
 
 /// The per-client request budget on `/auth/*` (GCRA, from governor), and
 /// the clients whose refusal was audited this minute.
+///
+/// With Redis ([`with_redis`](Self::with_redis)) the budget is counted
+/// there, shared by every instance: a fixed window per client key and
+/// minute (`<prefix>budget:<client>:<minute>`, one script call), so up to
+/// twice the budget can pass across a minute's boundary where governor
+/// spreads it. While Redis fails, governor counts in this process (a
+/// warning says so, at most once a minute), and Redis is used again as
+/// soon as it answers. Only [`take`](Self::take) consults Redis.
 pub struct RequestBudget<C: GovernorClock = DefaultClock> {
     limiter: RateLimiter<IpAddr, DashMapStateStore<IpAddr>, C, NoOpMiddleware<C::Instant>>,
     clock: C,
     refusals: RefusalLog,
+    /// Requests per minute per client key (at least 1).
+    per_minute: NonZeroU32,
+    shared: Option<RedisBudget>,
 }
 
 impl RequestBudget {
@@ -327,10 +411,34 @@ impl<C: GovernorClock + Clone> RequestBudget<C> {
             limiter: RateLimiter::dashmap_with_clock(Quota::per_minute(per_minute), clock.clone()),
             clock,
             refusals: RefusalLog::default(),
+            per_minute,
+            shared: None,
         }
     }
 
-    /// Takes one request from `key`'s budget, or says how many seconds to wait.
+    /// The same budget counted in Redis, shared by every instance with the
+    /// same prefix; governor stays as the fallback.
+    pub fn with_redis(mut self, redis: RedisLimits) -> Self {
+        self.shared = Some(RedisBudget::new(redis, self.per_minute));
+        self
+    }
+
+    /// Takes one request from `key`'s budget at `now` (Unix seconds), or
+    /// says how many seconds to wait: in Redis when configured and
+    /// answering, else as [`check`](Self::check) does. Never an error: a
+    /// failing Redis means this process's own budget.
+    pub async fn take(&self, key: IpAddr, now: i64) -> Result<(), u64> {
+        if let Some(shared) = &self.shared
+            && let Some(verdict) = shared.take(key, now).await
+        {
+            return verdict;
+        }
+        self.check(key)
+    }
+
+    /// Takes one request from `key`'s budget in this process (governor),
+    /// or says how many seconds to wait. Redis is not consulted: see
+    /// [`take`](Self::take).
     pub fn check(&self, key: IpAddr) -> Result<(), u64> {
         self.limiter.check_key(&key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
@@ -358,223 +466,6 @@ impl<C: GovernorClock + Clone> RequestBudget<C> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::from([192, 0, 2, n])
-    }
-
-    fn throttle_with(per_account_before_backoff: u32) -> InProcessThrottle {
-        InProcessThrottle::new(LoginLimits {
-            per_account_and_client: 3,
-            per_client: 5,
-            per_account_before_backoff,
-            window: 60,
-        })
-    }
-
-    fn throttle() -> InProcessThrottle {
-        throttle_with(10)
-    }
-
-    async fn fail(
-        t: &InProcessThrottle,
-        account: &str,
-        client: IpAddr,
-        now: i64,
-    ) -> Result<(), u64> {
-        let r = t.reserve(account, client, now).await?;
-        t.settle(r, Attempt::Failed).await;
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn an_account_and_client_pair_is_blocked_until_the_window_passes() {
-        let t = throttle();
-        for i in 0..3 {
-            assert_eq!(fail(&t, "a", ip(1), 100 + i).await, Ok(()));
-        }
-        assert_eq!(fail(&t, "a", ip(1), 110).await, Err(50));
-        assert_eq!(fail(&t, "a", ip(1), 159).await, Err(1), "last second");
-        assert_eq!(fail(&t, "a", ip(1), 160).await, Ok(()), "oldest left");
-    }
-
-    #[tokio::test]
-    async fn reservations_count_before_they_are_settled() {
-        let t = throttle();
-        let held: Vec<_> = [
-            t.reserve("a", ip(1), 100).await,
-            t.reserve("a", ip(1), 100).await,
-            t.reserve("a", ip(1), 100).await,
-        ]
-        .into_iter()
-        .collect::<Result<_, _>>()
-        .unwrap_or_default();
-        assert_eq!(held.len(), 3);
-        assert!(t.reserve("a", ip(1), 100).await.is_err(), "three in flight");
-        for r in held {
-            t.settle(r, Attempt::Failed).await;
-        }
-        assert!(t.reserve("a", ip(1), 100).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn a_success_frees_only_its_own_slot() {
-        let t = throttle();
-        assert_eq!(fail(&t, "a", ip(1), 100).await, Ok(()));
-        assert_eq!(fail(&t, "a", ip(1), 100).await, Ok(()));
-        let r = t.reserve("a", ip(1), 100).await;
-        assert!(r.is_ok());
-        if let Ok(r) = r {
-            t.settle(r, Attempt::Succeeded).await;
-        }
-        // Two failures stay: one more fills the pair.
-        assert_eq!(fail(&t, "a", ip(1), 101).await, Ok(()));
-        assert!(fail(&t, "a", ip(1), 101).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn a_known_address_is_known_for_thirty_days_to_the_second() {
-        let t = throttle_with(1);
-        let home = ip(7);
-        if let Ok(r) = t.reserve("a", home, 1_000).await {
-            t.settle(r, Attempt::Succeeded).await;
-        }
-        // One failure from elsewhere at the last second home is known: the
-        // account is in back-off for everyone else, not for home.
-        let last = 1_000 + KNOWN_CLIENT_SECS - 1;
-        assert_eq!(fail(&t, "a", ip(8), last).await, Ok(()));
-        assert!(fail(&t, "a", ip(9), last).await.is_err(), "back-off");
-        assert!(
-            t.reserve("a", home, last).await.is_ok(),
-            "known at the last second"
-        );
-        // A second later home is forgotten and waits like anyone.
-        let t = throttle_with(1);
-        if let Ok(r) = t.reserve("a", home, 1_000).await {
-            t.settle(r, Attempt::Succeeded).await;
-        }
-        let expired = 1_000 + KNOWN_CLIENT_SECS;
-        assert_eq!(fail(&t, "a", ip(8), expired).await, Ok(()));
-        assert!(t.reserve("a", home, expired).await.is_err(), "forgotten");
-    }
-
-    #[tokio::test]
-    async fn a_timed_attacker_cannot_lock_the_owner_out_of_a_known_address() {
-        // An attacker polls every second from many addresses and takes each
-        // back-off opening; the owner, who logged in from home before, tries
-        // once a minute for an hour with the right password.
-        let t = InProcessThrottle::new(LoginLimits {
-            per_account_and_client: 5,
-            per_client: 20,
-            per_account_before_backoff: 10,
-            window: 900,
-        });
-        let home = IpAddr::from([198, 51, 100, 7]);
-        if let Ok(r) = t.reserve("victim", home, 900).await {
-            t.settle(r, Attempt::Succeeded).await;
-        }
-        let (mut owner_checks, mut attacker_failures) = (0, 0);
-        for now in 1_000..1_000 + 3_600i64 {
-            for n in 0..=255u8 {
-                if let Ok(r) = t
-                    .reserve("victim", IpAddr::from([203, 0, 113, n]), now)
-                    .await
-                {
-                    t.settle(r, Attempt::Failed).await;
-                    attacker_failures += 1;
-                    break;
-                }
-            }
-            if now % 60 == 30
-                && let Ok(r) = t.reserve("victim", home, now).await
-            {
-                owner_checks += 1;
-                t.settle(r, Attempt::Succeeded).await;
-            }
-        }
-        assert_eq!(owner_checks, 60, "every minute");
-        assert!(attacker_failures < 100, "{attacker_failures}");
-        // A new address of the owner's waits like the attacker's.
-        assert!(
-            t.reserve("victim", IpAddr::from([192, 0, 2, 99]), 4_600)
-                .await
-                .is_err()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_client_is_limited_across_accounts() {
-        let t = throttle();
-        for i in 0..5 {
-            assert_eq!(fail(&t, &format!("acct{i}"), ip(1), 100).await, Ok(()));
-        }
-        assert_eq!(fail(&t, "another", ip(1), 100).await, Err(60));
-        assert_eq!(fail(&t, "another", ip(2), 100).await, Ok(()));
-    }
-
-    #[tokio::test]
-    async fn an_account_backs_off_exponentially_but_is_never_locked() {
-        let t = throttle_with(4);
-        // Four failures from four clients: the threshold.
-        for n in 1..=4 {
-            assert_eq!(fail(&t, "a", ip(n), 100).await, Ok(()));
-        }
-        // From here each attempt waits 1, 2, 4, 8 … seconds after the last.
-        assert_eq!(fail(&t, "a", ip(9), 100).await, Err(1));
-        assert_eq!(fail(&t, "a", ip(9), 101).await, Ok(()));
-        assert_eq!(fail(&t, "a", ip(10), 102).await, Err(1));
-        assert_eq!(fail(&t, "a", ip(10), 103).await, Ok(()));
-        assert_eq!(fail(&t, "a", ip(11), 106).await, Err(1));
-        assert_eq!(fail(&t, "a", ip(11), 107).await, Ok(()));
-        assert_eq!(fail(&t, "a", ip(12), 107).await, Err(8));
-        // Capped at the window, and it decays as failures leave it.
-        let t = throttle_with(4);
-        for n in 0..40u8 {
-            let _ = fail(&t, "b", ip(n), 1_000 + i64::from(n) * 60).await;
-        }
-        assert!(fail(&t, "b", ip(200), 100_000).await.is_ok());
-    }
-
-    #[tokio::test]
-    async fn pruning_forgets_what_left_the_window() {
-        let t = throttle();
-        for i in 0..50u8 {
-            let _ = fail(&t, &format!("acct{i}"), ip(i), 100).await;
-        }
-        t.prune(159);
-        assert!(t.failures.lock().map(|f| f.by_client.len()).unwrap_or(0) == 50);
-        t.prune(160);
-        let sizes = t.failures.lock().map(|f| {
-            (
-                f.by_account_and_client.len(),
-                f.by_client.len(),
-                f.by_account.len(),
-            )
-        });
-        assert_eq!(sizes.ok(), Some((0, 0, 0)));
-    }
-
-    #[test]
-    fn the_budget_refuses_past_its_quota_and_forgets_idle_clients() {
-        let clock = governor::clock::FakeRelativeClock::default();
-        let budget = RequestBudget::with_clock(2, clock.clone());
-        assert_eq!(budget.check(ip(1)), Ok(()));
-        assert_eq!(budget.check(ip(1)), Ok(()));
-        assert_eq!(budget.check(ip(1)), Err(30));
-        for n in 2..100 {
-            let _ = budget.check(ip(n));
-        }
-        assert!(budget.first_refusal_this_minute(ip(1), 120));
-        assert!(!budget.first_refusal_this_minute(ip(1), 179));
-        assert!(budget.first_refusal_this_minute(ip(1), 180), "next minute");
-        assert_eq!(budget.tracked(), 99 + 1);
-        // Full again once the last allowed request's cost has drained.
-        clock.advance(Duration::from_secs(91));
-        budget.prune(240);
-        assert_eq!(budget.tracked(), 0);
-        assert_eq!(budget.check(ip(1)), Ok(()));
-    }
-}
+mod redis_tests;
+#[cfg(test)]
+mod tests;
