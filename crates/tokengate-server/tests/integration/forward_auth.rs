@@ -167,9 +167,9 @@ fn caddy_site(site: &str, tokengate: &str, api: &str) -> String {
         .replace("@API@", api)
 }
 
-/// The whole `nginx.conf` of a test: everything in `dir`, loopback only,
-/// in the foreground, as the current user.
-fn nginx_conf(dir: &Path, port: u16, tokengate: SocketAddr, api: SocketAddr) -> String {
+/// The whole `nginx.conf` of a test around `site` (the http block's
+/// content): everything in `dir`, in the foreground, as the current user.
+pub fn nginx_conf(dir: &Path, site: &str) -> String {
     let d = dir.display();
     // As root, nginx would run its worker as `nobody`, who cannot enter the
     // private temporary directory.
@@ -178,11 +178,6 @@ fn nginx_conf(dir: &Path, port: u16, tokengate: SocketAddr, api: SocketAddr) -> 
     } else {
         ""
     };
-    let site = nginx_site(
-        &format!("127.0.0.1:{port}"),
-        &tokengate.to_string(),
-        &api.to_string(),
-    );
     format!(
         "{user}daemon off;
 worker_processes 1;
@@ -248,7 +243,7 @@ impl Kind {
 /// The proxy's executable: on `PATH`, or in the sbin directories a
 /// non-root `PATH` may lack (Debian's nginx is `/usr/sbin/nginx`). `None`
 /// when it is not installed: a loud skip, or a failure under `CI=true`.
-fn installed(kind: Kind) -> Option<PathBuf> {
+pub fn installed(kind: Kind) -> Option<PathBuf> {
     let name = kind.name();
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = std::env::split_paths(&path)
@@ -288,29 +283,42 @@ impl Proxy {
     /// Starts `kind` on a free port in front of the API at `api`, asking
     /// tokengate at `tokengate`, and waits until it accepts connections.
     fn start(kind: Kind, binary: &Path, tokengate: SocketAddr, api: SocketAddr) -> Proxy {
+        Proxy::launch(kind, binary, |dir, port| match kind {
+            Kind::Nginx => {
+                std::fs::create_dir(dir.join("snippets")).expect("snippets dir");
+                std::fs::write(dir.join("snippets/tokengate-identity.conf"), NGINX_IDENTITY)
+                    .expect("write snippet");
+                let site = nginx_site(
+                    &format!("127.0.0.1:{port}"),
+                    &tokengate.to_string(),
+                    &api.to_string(),
+                );
+                nginx_conf(dir, &site)
+            }
+            Kind::Caddy => caddyfile(port, tokengate, api),
+        })
+    }
+
+    /// Starts `kind` on a free port with the configuration `configure`
+    /// returns for its directory and port (nginx: the whole nginx.conf;
+    /// Caddy: the Caddyfile), and waits until it accepts connections.
+    pub fn launch(kind: Kind, binary: &Path, configure: impl Fn(&Path, u16) -> String) -> Proxy {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let dir = TempDir::new().expect("tempdir");
             let port = free_port();
             let mut command = Command::new(binary);
+            let config = configure(dir.path(), port);
             match kind {
                 Kind::Nginx => {
                     let conf = dir.path().join("nginx.conf");
-                    std::fs::create_dir(dir.path().join("snippets")).expect("snippets dir");
-                    std::fs::write(
-                        dir.path().join("snippets/tokengate-identity.conf"),
-                        NGINX_IDENTITY,
-                    )
-                    .expect("write snippet");
-                    std::fs::write(&conf, nginx_conf(dir.path(), port, tokengate, api))
-                        .expect("write nginx.conf");
+                    std::fs::write(&conf, config).expect("write nginx.conf");
                     command.arg("-p").arg(dir.path()).arg("-c").arg(&conf);
                 }
                 Kind::Caddy => {
                     let conf = dir.path().join("Caddyfile");
-                    std::fs::write(&conf, caddyfile(port, tokengate, api))
-                        .expect("write Caddyfile");
+                    std::fs::write(&conf, config).expect("write Caddyfile");
                     command
                         .args(["run", "--adapter", "caddyfile", "--config"])
                         .arg(&conf)
@@ -358,7 +366,7 @@ impl Proxy {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 }

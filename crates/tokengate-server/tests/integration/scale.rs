@@ -578,3 +578,145 @@ async fn the_request_budget_is_one_budget_over_three_instances() {
     // window may turn during the burst: then at most twice that).
     assert!((30..=60).contains(&limited), "{limited} refused of 90");
 }
+
+/// docs/DEPLOY.md's load balancer, with placeholders for the addresses.
+const NGINX_LOAD_BALANCER: &str = r#"# tokengate behind nginx: three instances, one name.
+upstream tokengate {
+    server @A@ max_fails=1 fail_timeout=5s;
+    server @B@ max_fails=1 fail_timeout=5s;
+    server @C@ max_fails=1 fail_timeout=5s;
+    keepalive 32;
+}
+
+server {
+    listen @LISTEN@;
+    server_name auth.example.com;
+
+    location / {
+        proxy_pass http://tokengate;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+        # The client's address, for tokengate's limits (trusted_proxies).
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        # A lost instance: a request it never received goes to the next one
+        # (nginx never resends a POST that reached an instance).
+        proxy_next_upstream error timeout http_502;
+        proxy_connect_timeout 2s;
+    }
+    # The forward-auth endpoint is for your API's proxy, not for the public:
+    # see docs/INTEGRATION.md.
+    location = /auth/verify {
+        return 404;
+    }
+}
+"#;
+
+fn load_balancer(listen: &str, nodes: [&str; 3]) -> String {
+    NGINX_LOAD_BALANCER
+        .replace("@LISTEN@", listen)
+        .replace("@A@", nodes[0])
+        .replace("@B@", nodes[1])
+        .replace("@C@", nodes[2])
+}
+
+#[test]
+fn the_deployment_guide_shows_the_tested_load_balancer() {
+    let guide = include_str!("../../../../docs/DEPLOY.md");
+    let documented = load_balancer(
+        "443 ssl",
+        ["10.0.0.11:8080", "10.0.0.12:8080", "10.0.0.13:8080"],
+    );
+    assert!(
+        guide.contains(&documented),
+        "docs/DEPLOY.md must show the tested load balancer verbatim:\n{documented}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_documented_load_balancer_spreads_and_survives_a_lost_instance() {
+    use crate::forward_auth::{Kind, Proxy, installed, nginx_conf};
+    if !redis_up().await {
+        return;
+    }
+    let Some(nginx) = installed(Kind::Nginx) else {
+        return;
+    };
+    let mut cluster = Cluster::start(|s| {
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let hosts: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.base.trim_start_matches("http://").to_owned())
+        .collect();
+    let proxy = Proxy::launch(Kind::Nginx, &nginx, |dir, port| {
+        let site = load_balancer(
+            &format!("127.0.0.1:{port}"),
+            [&hosts[0], &hosts[1], &hosts[2]],
+        );
+        nginx_conf(dir, &site)
+    });
+    let client = reqwest::Client::new();
+    let email = "tess@example.com";
+    let password = "tess@example.com walks the long winding river road";
+    let register = client
+        .post(proxy.url("/auth/register"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(register.status(), StatusCode::CREATED);
+    let login = || async {
+        let response = client
+            .post(proxy.url("/auth/login"))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    };
+    for _ in 0..6 {
+        let access = login().await;
+        let me = client
+            .get(proxy.url("/auth/me"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(me.status(), StatusCode::OK);
+    }
+    // Round robin: every instance served logins.
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        assert!(
+            node.logs().text().contains("login_succeeded"),
+            "instance {i} served no login"
+        );
+    }
+    // Forward-auth is not public on the load balancer.
+    assert_eq!(
+        client
+            .get(proxy.url("/auth/verify"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // One instance is lost: every request still gets an answer.
+    drop(cluster.nodes.remove(1));
+    for _ in 0..6 {
+        let access = login().await;
+        let me = client
+            .get(proxy.url("/auth/me"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(me.status(), StatusCode::OK);
+    }
+}
