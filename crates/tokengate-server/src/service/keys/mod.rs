@@ -151,7 +151,10 @@ pub fn key_states(keys: &[StoredKey], now: i64, hs_active: bool) -> Vec<KeyState
         keys.iter()
             .enumerate()
             .filter(|(_, k)| live(k) && k.activates_at <= now)
-            .max_by_key(|(_, k)| (k.activates_at, k.created_at))
+            // The kid breaks a tie (two keys activated in one second):
+            // every instance must pick the same signer, whatever order
+            // the database returns the rows in.
+            .max_by_key(|(_, k)| (k.activates_at, k.created_at, k.kid.as_str()))
             .map(|(i, _)| i)
     };
     keys.iter()
