@@ -1000,3 +1000,126 @@ fn the_readme_quick_start_works_and_writes_no_files() {
         );
     }
 }
+
+/// Three `tokengate serve` processes on one PostgreSQL database and one
+/// Redis prefix; one is killed with SIGKILL while sessions refresh across
+/// all three: the others go on, and nothing acknowledged is lost or
+/// duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_one_of_three_instances_during_refreshes_loses_and_duplicates_nothing() {
+    let redis_up = std::net::TcpStream::connect("127.0.0.1:6379").is_ok();
+    if !redis_up {
+        assert!(
+            !crate::pg_probe::in_ci(),
+            "Redis not reachable on 127.0.0.1:6379 and CI=true"
+        );
+        eprintln!("SKIPPED: Redis not reachable on 127.0.0.1:6379");
+        return;
+    }
+    let (database, url) = create_pg_database().await;
+    let prefix = format!("tokengate-test:kill:{}:", std::process::id());
+    let master = tokengate::b64::encode([13u8; 32]);
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
+    let env = [
+        ("TOKENGATE_REDIS_URL", "redis://127.0.0.1:6379"),
+        ("TOKENGATE_REDIS_PREFIX", prefix.as_str()),
+        ("TOKENGATE_MASTER_KEY", master.as_str()),
+    ];
+    // The first creates the signing key; the others find it.
+    let mut servers: Vec<Option<Server>> = Vec::new();
+    for dir in &dirs {
+        servers.push(Some(start_with_env(dir.path(), Some(&url), &[], &env)));
+    }
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|s| s.as_ref().unwrap().url("/auth/refresh"))
+        .collect();
+    let client = reqwest::Client::new();
+    let password = "vera walks the long winding river road";
+    let base = servers[0].as_ref().unwrap();
+    base.logs().remember(password);
+    let r = post(
+        &client,
+        base.url("/auth/register"),
+        json!({"email": "vera@example.com", "password": password}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    const SESSIONS: usize = 6;
+    let mut held = Vec::new();
+    for i in 0..SESSIONS {
+        let login = servers[i % 3].as_ref().unwrap().url("/auth/login");
+        let r = post(
+            &client,
+            login,
+            json!({"email": "vera@example.com", "password": password}),
+        )
+        .await
+        .unwrap();
+        let body: Value = r.json().await.unwrap();
+        held.push(body["refresh_token"].as_str().unwrap().to_owned());
+    }
+    // Each session refreshes in a loop, round robin over the instances,
+    // holding the last token it was acknowledged; a request to the killed
+    // instance fails and is made again on the next one with the same token.
+    let held = Arc::new(Mutex::new(held));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acknowledged_after_kill = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..SESSIONS {
+        let (held, client, urls, stop) = (held.clone(), client.clone(), urls.clone(), stop.clone());
+        let (after, killed) = (acknowledged_after_kill.clone(), killed.clone());
+        tasks.spawn(async move {
+            let mut next = i;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let token = held.lock().unwrap()[i].clone();
+                let url = urls[next % 3].clone();
+                next += 1;
+                match post(&client, url, json!({"refresh_token": token})).await {
+                    Ok(r) if r.status() == StatusCode::OK => {
+                        let body: Value = r.json().await.unwrap();
+                        held.lock().unwrap()[i] =
+                            body["refresh_token"].as_str().unwrap().to_owned();
+                        if killed.load(std::sync::atomic::Ordering::SeqCst) {
+                            after.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                    Ok(r) => panic!("session {i}: refresh refused: {}", r.status()),
+                    Err(_) => continue, // the killed instance: the next one
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    drop(servers[1].take()); // SIGKILL, no graceful shutdown
+    killed.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    while let Some(task) = tasks.join_next().await {
+        task.unwrap();
+    }
+    assert!(
+        acknowledged_after_kill.load(std::sync::atomic::Ordering::SeqCst) >= SESSIONS,
+        "the other instances went on refreshing"
+    );
+    // Every acknowledged token still refreshes, on either survivor.
+    let held: Vec<String> = held.lock().unwrap().clone();
+    for (i, token) in held.iter().enumerate() {
+        let r = post(
+            &client,
+            urls[if i % 2 == 0 { 0 } else { 2 }].clone(),
+            json!({"refresh_token": token}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "session {i} was lost");
+    }
+    let counts = chain_counts_pg(&url).await;
+    assert_eq!(counts.sessions, SESSIONS as i64);
+    assert_eq!(counts.live_per_session, vec![1; SESSIONS]);
+    assert_eq!(counts.max_children_per_parent, 1);
+    drop(servers);
+    drop_pg_database(database);
+}
