@@ -728,3 +728,41 @@ async fn the_documented_load_balancer_spreads_and_survives_a_lost_instance() {
         assert_eq!(me.status(), StatusCode::OK);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_disabled_on_one_instance_is_refused_by_all_at_once() {
+    if !redis_up().await {
+        return;
+    }
+    let cluster = Cluster::start(|_| {}).await;
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let admin = crate::accounts::admin(a).await;
+    let user = b.user("wes@example.com").await;
+    let me: serde_json::Value = c.me(&user.access).await.json().await.unwrap();
+    let id = me["id"].as_str().unwrap().to_owned();
+    let disabled = a
+        .client
+        .patch(a.url(&format!("/admin/users/{id}")))
+        .bearer_auth(&admin.access)
+        .json(&serde_json::json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), StatusCode::OK);
+    // Nothing for the others to reload: they read the shared denylist on
+    // every request.
+    for node in [b, c] {
+        assert_eq!(
+            node.me(&user.access).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status_of(node, "/auth/verify", &user.access).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        c.refresh(&user.refresh).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+}
