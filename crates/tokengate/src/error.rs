@@ -159,7 +159,10 @@ pub enum Error {
     #[error("signature verification failed")]
     BadSignature,
     /// The header `typ` is not the one the policy expects.
-    #[error("token type {found:?} where {expected:?} is expected")]
+    #[error(
+        "token type {} where {expected:?} is expected",
+        .found.as_ref().map_or_else(|| "absent".to_owned(), |t| format!("{t:?}"))
+    )]
     InvalidType {
         /// The expected `typ`.
         expected: String,

@@ -418,7 +418,7 @@ fn verify_with_a_required_typ_refuses_a_multibyte_typ_cleanly() {
     .fails(1);
     assert_eq!(
         line,
-        r#"invalid token: token type Some("applicationéééé") where "at+jwt" is expected"#
+        r#"invalid token: token type "applicationéééé" where "at+jwt" is expected"#
     );
 }
 

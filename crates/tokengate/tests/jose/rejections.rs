@@ -490,3 +490,23 @@ fn public_message_is_the_same_for_every_failure() {
     assert!(errors.iter().all(|e| e.public_message() == first));
     assert!(!first.to_lowercase().contains("signature"));
 }
+
+#[test]
+fn a_wrong_or_absent_type_is_named_in_plain_words() {
+    let wrong = Error::InvalidType {
+        expected: "at+jwt".into(),
+        found: Some("JWT".into()),
+    };
+    assert_eq!(
+        wrong.to_string(),
+        r#"token type "JWT" where "at+jwt" is expected"#
+    );
+    let absent = Error::InvalidType {
+        expected: "at+jwt".into(),
+        found: None,
+    };
+    assert_eq!(
+        absent.to_string(),
+        r#"token type absent where "at+jwt" is expected"#
+    );
+}
