@@ -482,6 +482,12 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     let (mut parts, _) = response.into_parts();
     let (problem_parts, body) = ApiError::Status(status).into_response().into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
+    // An answer made below the routes (the timeout's 408) passed none of
+    // their middleware: an error is never worth caching, under /auth least.
+    parts
+        .headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     if let Some(content_type) = problem_parts.headers.get(header::CONTENT_TYPE) {
         parts
             .headers

@@ -983,6 +983,7 @@ async fn slow_requests_time_out(backend: Backend) {
     .await;
     let started = std::time::Instant::now();
     let r = app.login("victor@example.com", "some password here").await;
+    assert_eq!(r.headers()["cache-control"], "no-store");
     let body = problem(r, StatusCode::REQUEST_TIMEOUT).await;
     assert_eq!(body["type"], "about:blank");
     assert!(started.elapsed() < Duration::from_secs(2));
