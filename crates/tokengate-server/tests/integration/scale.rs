@@ -62,48 +62,42 @@ fn closed_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_logout_on_one_instance_is_refused_by_the_other_at_once_through_redis() {
+async fn a_logout_on_one_instance_is_refused_by_the_others_at_once_through_redis() {
     if !redis_up().await {
         return;
     }
-    // One PostgreSQL database and one Redis prefix, two instances; the
-    // same master key, as a deployment gives all its instances.
-    let (database, url) = create_pg_database().await;
-    let prefix = unique_prefix();
-    let master = tokengate::b64::encode([7u8; 32]);
-    let shared = |s: &mut Settings| {
-        s.database_url = Secret::from(url.clone());
-        s.master_key = Some(Secret::from(master.clone()));
-        use_redis(s, "redis://127.0.0.1:6379", &prefix);
-    };
-    let a = spawn_app_with(Backend::Sqlite, shared).await;
-    let b = spawn_app_with(Backend::Sqlite, shared).await;
-
+    let cluster = Cluster::start(|_| {}).await;
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    // Login on A, use on B and C.
     let tokens = a.user("max@example.com").await;
-    b.logs().remember(&tokens.access);
-    assert_eq!(b.me(&tokens.access).await.status(), StatusCode::OK);
+    for node in [b, c] {
+        node.logs().remember(&tokens.access);
+        assert_eq!(node.me(&tokens.access).await.status(), StatusCode::OK);
+    }
     assert_eq!(
         a.logout(&tokens.access, None).await.status(),
         StatusCode::NO_CONTENT
     );
     // At once: well inside the 2-second database sync, which would
-    // otherwise be how B learns of it.
+    // otherwise be how B and C learn of it.
     let started = Instant::now();
-    assert_eq!(
-        b.me(&tokens.access).await.status(),
-        StatusCode::UNAUTHORIZED
+    for node in [b, c] {
+        assert_eq!(
+            node.me(&tokens.access).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status_of(node, "/auth/verify", &tokens.access).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
     );
-    let verify = b
-        .client
-        .get(b.url("/auth/verify"))
-        .bearer_auth(&tokens.access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(verify.status(), StatusCode::UNAUTHORIZED);
-    assert!(started.elapsed() < Duration::from_millis(100));
 
-    // A global logout (a per-user mark) on B reaches A the same way.
+    // A global logout (a per-user mark) on B reaches A and C the same way.
     let again = a
         .login_ok(
             "max@example.com",
@@ -115,11 +109,15 @@ async fn a_logout_on_one_instance_is_refused_by_the_other_at_once_through_redis(
         b.logout(&again.access, Some("global")).await.status(),
         StatusCode::NO_CONTENT
     );
-    assert_eq!(a.me(&again.access).await.status(), StatusCode::UNAUTHORIZED);
-    a.logs().assert_clean();
-    b.logs().assert_clean();
-    drop((a, b));
-    drop_pg_database(database);
+    for node in [a, c] {
+        assert_eq!(
+            node.me(&again.access).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    for node in &cluster.nodes {
+        node.logs().assert_clean();
+    }
 }
 
 async fn status_of(app: &TestApp, path: &str, token: &str) -> StatusCode {
@@ -291,27 +289,29 @@ async fn jwks_kids(app: &TestApp) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_rotation_on_one_instance_reaches_the_other_within_a_second() {
+async fn a_rotation_on_one_instance_is_signed_with_and_served_by_all_within_a_second() {
     if !redis_up().await {
         return;
     }
-    let (database, url) = create_pg_database().await;
-    let prefix = unique_prefix();
-    let master = tokengate::b64::encode([9u8; 32]);
-    let shared = |s: &mut Settings| {
-        s.database_url = Secret::from(url.clone());
-        s.master_key = Some(Secret::from(master.clone()));
-        use_redis(s, "redis://127.0.0.1:6379", &prefix);
-    };
-    let a = spawn_app_with(Backend::Sqlite, shared).await;
-    let b = spawn_app_with(Backend::Sqlite, shared).await;
-    assert_eq!(jwks_kids(&a).await, jwks_kids(&b).await);
-    // B must be listening before A announces (a subscriber learns only
-    // what is published after it subscribed).
+    // No publish delay, so that the new key signs at once.
+    let cluster = Cluster::start(|s| s.key_publish_delay = Duration::ZERO).await;
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    assert_eq!(jwks_kids(a).await, jwks_kids(b).await);
+    // B and C must be listening before A announces (a subscriber learns
+    // only what is published after it subscribed).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.logs().text().contains("listening for announcements") {
-        assert!(Instant::now() < deadline, "B never subscribed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for node in [b, c] {
+        while !node.logs().text().contains("listening for announcements") {
+            assert!(Instant::now() < deadline, "an instance never subscribed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let password = "uma@example.com walks the long winding river road";
+    a.user("uma@example.com").await;
+    // A second later than the first key, on every instance's clock: two
+    // keys activated in one second would tie.
+    for node in &cluster.nodes {
+        node.clock.advance(1);
     }
 
     let now = {
@@ -325,27 +325,35 @@ async fn a_rotation_on_one_instance_reaches_the_other_within_a_second() {
         .await
         .unwrap();
     let announced = Instant::now();
-    loop {
-        let kids = jwks_kids(&b).await;
-        if kids.contains(&kid) {
-            assert_eq!(kids, jwks_kids(&a).await, "the same JWKS on both");
-            break;
+    for node in [b, c] {
+        loop {
+            let kids = jwks_kids(node).await;
+            if kids.contains(&kid) {
+                assert_eq!(kids, jwks_kids(a).await, "the same JWKS everywhere");
+                break;
+            }
+            assert!(
+                announced.elapsed() < Duration::from_secs(1),
+                "still {kids:?} a second after the rotation"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(
-            announced.elapsed() < Duration::from_secs(1),
-            "B still serves {kids:?} a second after the rotation"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let signed = node.login_ok("uma@example.com", password).await;
+        let header = tokengate::dangerous::decode_unverified(&signed.access, 8192)
+            .unwrap()
+            .header;
+        assert_eq!(header["kid"], kid.as_str(), "signed with the new key");
     }
-    // Through the announcement (both instances listen), not B's sync.
-    assert!(b.logs().text().contains("announcement received"));
-    let published = format!("{}{}", a.logs().text(), b.logs().text());
+    assert!(announced.elapsed() < Duration::from_secs(1));
+    // Through the announcement (all three listen), not the sync.
+    for node in [b, c] {
+        assert!(node.logs().text().contains("announcement received"));
+    }
+    let published: String = cluster.nodes.iter().map(|n| n.logs().text()).collect();
     assert!(
-        published.contains("\"listeners\":2"),
-        "published to A and B"
+        published.contains("\"listeners\":3"),
+        "published to all three"
     );
-    drop((a, b));
-    drop_pg_database(database);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -720,6 +728,44 @@ async fn the_documented_load_balancer_spreads_and_survives_a_lost_instance() {
             .unwrap();
         assert_eq!(me.status(), StatusCode::OK);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_disabled_on_one_instance_is_refused_by_all_at_once() {
+    if !redis_up().await {
+        return;
+    }
+    let cluster = Cluster::start(|_| {}).await;
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let admin = crate::accounts::admin(a).await;
+    let user = b.user("wes@example.com").await;
+    let me: serde_json::Value = c.me(&user.access).await.json().await.unwrap();
+    let id = me["id"].as_str().unwrap().to_owned();
+    let disabled = a
+        .client
+        .patch(a.url(&format!("/admin/users/{id}")))
+        .bearer_auth(&admin.access)
+        .json(&serde_json::json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), StatusCode::OK);
+    // Nothing for the others to reload: they read the shared denylist on
+    // every request.
+    for node in [b, c] {
+        assert_eq!(
+            node.me(&user.access).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status_of(node, "/auth/verify", &user.access).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        c.refresh(&user.refresh).await.status(),
+        StatusCode::BAD_REQUEST
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1138,43 +1184,5 @@ async fn with_no_leeway_a_token_issued_right_after_a_role_change_verifies() {
         status_of(&app, "/auth/me", &fresh.access).await,
         StatusCode::OK,
         "the new-roles token is refused"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_user_disabled_on_one_instance_is_refused_by_all_at_once() {
-    if !redis_up().await {
-        return;
-    }
-    let cluster = Cluster::start(|_| {}).await;
-    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
-    let admin = crate::accounts::admin(a).await;
-    let user = b.user("wes@example.com").await;
-    let me: serde_json::Value = c.me(&user.access).await.json().await.unwrap();
-    let id = me["id"].as_str().unwrap().to_owned();
-    let disabled = a
-        .client
-        .patch(a.url(&format!("/admin/users/{id}")))
-        .bearer_auth(&admin.access)
-        .json(&serde_json::json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(disabled.status(), StatusCode::OK);
-    // Nothing for the others to reload: they read the shared denylist on
-    // every request.
-    for node in [b, c] {
-        assert_eq!(
-            node.me(&user.access).await.status(),
-            StatusCode::UNAUTHORIZED
-        );
-        assert_eq!(
-            status_of(node, "/auth/verify", &user.access).await,
-            StatusCode::UNAUTHORIZED
-        );
-    }
-    assert_eq!(
-        c.refresh(&user.refresh).await.status(),
-        StatusCode::BAD_REQUEST
     );
 }
