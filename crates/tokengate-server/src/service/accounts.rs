@@ -191,9 +191,18 @@ impl Accounts {
         if disabled == Some(true) {
             self.denylist.deny_sessions(&ended, now).await;
         }
+        let mut before = now + 1;
+        if roles.is_some() {
+            // A refresh anywhere that read the old roles before this commit
+            // dated its token by its own clock, up to now: the mark is
+            // taken again after the commit (the clock read above may be
+            // from before a wait on the user's row), and only raised.
+            before = before.max(self.clock.now().as_secs() + 1);
+            self.store.raise_not_before(user_id, before).await?;
+        }
         if disabled == Some(true) || roles.is_some() {
             // Every access token issued so far, even of sessions already gone.
-            self.denylist.deny_user_before(user_id, now + 1).await;
+            self.denylist.deny_user_before(user_id, before).await;
         }
         Ok((user, ended.len()))
     }

@@ -299,6 +299,19 @@ impl Store {
         Ok(result)
     }
 
+    /// Raises `user_id`'s `not_before` to `before` (never lowers it): the
+    /// access tokens issued earlier are void, on every instance's sync.
+    pub async fn raise_not_before(&self, user_id: &str, before: i64) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE users SET not_before = CASE WHEN not_before IS NULL OR not_before < $1 THEN $1 ELSE not_before END WHERE id = $2")
+                .bind(before)
+                .bind(user_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
     /// Which of these emails already have accounts.
     pub async fn existing_emails(
         &self,

@@ -833,7 +833,6 @@ fn align_clocks(nodes: &[TestApp]) {
 /// keeps `admin` for its whole lifetime, on every instance and through
 /// forward-auth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "review finding 1"]
 async fn a_demotion_committed_late_voids_a_token_refreshed_while_it_waited() {
     use sqlx::Connection as _;
     if !redis_up().await {
