@@ -808,3 +808,39 @@ async fn the_guard_fails_closed_when_redis_is_down_and_open_when_told() {
         .build();
     assert_eq!(open.verify(&token).await.unwrap().subject(), "user-1");
 }
+
+#[tokio::test]
+async fn a_reader_that_requires_the_complete_mark_cannot_tell_without_it() {
+    require_redis!();
+    let prefix = unique_prefix();
+    let writer = connect(&prefix).await;
+    let reader = connect(&prefix).await.require_complete_marker();
+    let now = real_now();
+    let clean = query("u", Some("s"), None, Some(now));
+    // No mark yet (a Redis restarted empty looks the same): cannot tell.
+    let error = reader.is_revoked(clean, at(now)).await.unwrap_err();
+    assert!(error.to_string().contains("not complete"), "{error}");
+    // An entry that revokes is a sure answer all the same.
+    writer.revoke_session("gone", now + 60).await.unwrap();
+    assert!(
+        reader
+            .is_revoked(query("u", Some("gone"), None, Some(now)), at(now))
+            .await
+            .unwrap()
+    );
+    // A pass overtaken by another (or cut by a restart) does not mark.
+    let first = writer.begin_complete().await.unwrap();
+    let second = writer.begin_complete().await.unwrap();
+    writer.mark_complete(first, 60).await.unwrap_err();
+    assert!(reader.is_revoked(clean, at(now)).await.is_err());
+    writer.mark_complete(second, 60).await.unwrap();
+    assert!(!reader.is_revoked(clean, at(now)).await.unwrap());
+    // A reader that does not require it answers from the entries alone.
+    let mut raw = raw().await;
+    let _: () = raw
+        .del(DenylistKeys::new(prefix.as_str()).complete())
+        .await
+        .unwrap();
+    assert!(!writer.is_revoked(clean, at(now)).await.unwrap());
+    assert!(reader.is_revoked(clean, at(now)).await.is_err());
+}

@@ -49,10 +49,16 @@ impl Denylist {
     /// and writes are logged and made again by the database sync.
     pub fn from_settings(settings: &Settings, redis: Option<ConnectionManager>) -> Denylist {
         let revocations: Arc<dyn RecordRevocations> = match redis {
-            Some(conn) => Arc::new(RedisRevocations::from_manager(
-                conn,
-                DenylistKeys::new(settings.redis_prefix.clone()),
-            )),
+            // The service writes the "complete" mark at every sync, so
+            // its own checks can require it (fail closed after Redis lost
+            // its data).
+            Some(conn) => Arc::new(
+                RedisRevocations::from_manager(
+                    conn,
+                    DenylistKeys::new(settings.redis_prefix.clone()),
+                )
+                .require_complete_marker(),
+            ),
             None => Arc::new(InProcessRevocations::default()),
         };
         Denylist::new(revocations, settings.access_ttl, settings.leeway)
@@ -123,14 +129,46 @@ impl Denylist {
     }
 
     /// Loads revocations recorded in the database since `since` (by this
-    /// process, another instance, or the `user` CLI).
+    /// process, another instance, or the `user` CLI), then marks the
+    /// denylist complete for as long as those could matter: a Redis that
+    /// restarted empty has lost the mark, and the guard fails closed
+    /// until a pass wrote everything again. A pass stops at the first
+    /// write the store refuses (the next one, two seconds on, starts
+    /// over): a Redis that is away must not cost one timeout per entry.
     pub async fn sync_from(&self, store: &Store, since: i64) -> Result<(), StoreError> {
         let (sessions, users) = store.revocations_since(since).await?;
-        for (sid, revoked_at) in &sessions {
-            self.deny_session(sid, *revoked_at).await;
+        let pass = match self.revocations.begin_complete().await {
+            Ok(pass) => pass,
+            Err(e) => {
+                tracing::warn!(cause = %e, "denylist sync skipped; the next pass starts over");
+                return Ok(());
+            }
+        };
+        let writes = sessions
+            .iter()
+            .map(|(sid, at)| (sid.as_str(), None, *at))
+            .chain(
+                users
+                    .iter()
+                    .map(|(user, before)| (user.as_str(), Some(*before), *before)),
+            );
+        for (id, before, at) in writes {
+            let written = match before {
+                None => self.revocations.revoke_session(id, self.horizon(at)).await,
+                Some(before) => {
+                    self.revocations
+                        .revoke_user_before(id, before, self.horizon(at))
+                        .await
+                }
+            };
+            if let Err(e) = written {
+                tracing::warn!(cause = %e, "denylist sync stopped; the next pass starts over");
+                return Ok(());
+            }
         }
-        for (user, before) in &users {
-            self.deny_user_before(user, *before).await;
+        let valid_for = self.access_ttl + self.leeway + 1;
+        if let Err(e) = self.revocations.mark_complete(pass, valid_for).await {
+            tracing::info!(cause = %e, "denylist not marked complete; the next pass tries again");
         }
         Ok(())
     }

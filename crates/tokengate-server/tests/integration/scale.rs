@@ -950,11 +950,17 @@ async fn a_demotion_on_a_lagging_instance_voids_tokens_a_faster_one_issued() {
     }
 }
 
-/// Review finding 2. Redis keeps nothing on disk; when it restarts empty,
-/// every revocation is gone until some instance's 2-second sync writes
-/// the window again: a logged-out token is accepted meanwhile.
+/// Found by review: Redis keeps nothing on disk; restarted empty, every
+/// revocation was gone until the next 2-second sync, and a logged-out
+/// token was accepted meanwhile. Now every sync marks the denylist
+/// complete (a pass the restart did not cut), and the service's checks
+/// require the mark: they fail closed until a pass wrote everything again.
+/// Passes alone and nine runs in ten beside the other scale tests; once in
+/// about ten runs under that load, a window of up to one sync interval
+/// was still seen (cause not found yet: see the closing note), so it is
+/// not in CI until it is understood.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "review finding 2"]
+#[ignore = "intermittent under parallel load: a residual window after a Redis restart, under investigation"]
 async fn a_redis_restarted_empty_never_lets_a_revoked_token_through() {
     if !redis_up().await {
         return;
@@ -1038,6 +1044,14 @@ async fn a_redis_restarted_empty_never_lets_a_revoked_token_through() {
         accepted.len(),
         accepted.first()
     );
+    if !accepted.is_empty() {
+        let logs = b.logs().text();
+        let lines: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("denylist") || l.contains("revocation"))
+            .collect();
+        eprintln!("DEBUG {}", lines.join("\n"));
+    }
     drop((a, b, redis));
     drop_pg_database(database);
     assert!(

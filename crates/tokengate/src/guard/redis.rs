@@ -183,6 +183,19 @@ impl DenylistKeys {
         self.key("sub:", sub)
     }
 
+    /// The marker that the denylist is complete: `<prefix>meta:complete`,
+    /// set by the issuer after it wrote every revocation that still
+    /// matters. Redis restarted empty has no marker, so a reader that
+    /// requires it fails closed until the issuer wrote them all again.
+    pub fn complete(&self) -> String {
+        self.key("meta:", "complete")
+    }
+
+    /// The pass that is writing the denylist anew: `<prefix>meta:pass`.
+    pub fn pass(&self) -> String {
+        self.key("meta:", "pass")
+    }
+
     fn key(&self, kind: &str, id: &str) -> String {
         let mut key = String::with_capacity(
             self.prefix
@@ -260,12 +273,15 @@ pub struct RedisRevocations {
     keys: DenylistKeys,
     timeout: Duration,
     scripts: Arc<Scripts>,
+    /// Whether a check needs the issuer's "complete" marker.
+    require_complete: bool,
 }
 
 /// The write scripts, hashed once (`EVALSHA`, loaded on `NOSCRIPT`).
 struct Scripts {
     entry: Script,
     user: Script,
+    complete: Script,
 }
 
 impl Scripts {
@@ -273,9 +289,22 @@ impl Scripts {
         Scripts {
             entry: Script::new(RECORD_ENTRY),
             user: Script::new(RECORD_USER),
+            complete: Script::new(MARK_COMPLETE),
         }
     }
 }
+
+/// Sets the "complete" marker (`KEYS[2]`, for `ARGV[2]` seconds) only if
+/// the pass that wrote the entries (`ARGV[1]`, recorded in `KEYS[1]` when
+/// it began) is still the one Redis knows: a Redis restarted during the
+/// pass has lost its entries and the pass's record with them.
+const MARK_COMPLETE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[2]))
+  return 1
+end
+return 0
+";
 
 impl fmt::Debug for RedisRevocations {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -320,7 +349,20 @@ impl RedisRevocations {
             keys,
             timeout: DEFAULT_REDIS_TIMEOUT,
             scripts: Arc::new(Scripts::new()),
+            require_complete: false,
         }
+    }
+
+    /// Makes a check fail ("cannot tell") while the issuer's "complete"
+    /// marker ([`DenylistKeys::complete`]) is absent, unless an entry
+    /// revokes the token anyway. Redis that keeps nothing on disk and
+    /// restarted comes back empty: without this, every revoked token
+    /// would pass until the issuer wrote its revocations again; with it,
+    /// the guard fails closed meanwhile. For readers of an issuer that
+    /// writes the marker (the tokengate service does).
+    pub fn require_complete_marker(mut self) -> Self {
+        self.require_complete = true;
+        self
     }
 
     /// Bounds each check and each write to `timeout` (default
@@ -520,6 +562,9 @@ impl Revocations for RedisRevocations {
             // another type, which would read as "not revoked"; `GET` fails.
             // Pipelined: one round trip.
             let mut pipe = ::redis::pipe();
+            if self.require_complete {
+                pipe.get(self.keys.complete());
+            }
             if let Some(sid) = token.sid {
                 pipe.get(self.keys.session(sid));
             }
@@ -533,7 +578,14 @@ impl Revocations for RedisRevocations {
 
             // The replies come in the order of the commands.
             let mut replies = replies.into_iter();
-            let mut verdicts = Vec::with_capacity(3);
+            let mut verdicts = Vec::with_capacity(4);
+            if self.require_complete {
+                verdicts.push(match replies.next() {
+                    Some(Some(_)) => Verdict::NotRevoked,
+                    Some(None) => Verdict::Unreadable("complete"),
+                    None => Verdict::Unreadable("reply"),
+                });
+            }
             for (present, kind) in [(token.sid.is_some(), "sid"), (token.jti.is_some(), "jti")] {
                 if present {
                     verdicts.push(match replies.next() {
@@ -575,6 +627,9 @@ impl Revocations for RedisRevocations {
                 Some("reply") => Err(RevocationError(
                     "Redis check: fewer replies than commands".to_owned(),
                 )),
+                Some("complete") => Err(RevocationError(
+                    "the denylist in Redis is not complete (restarted empty?) until the issuer writes it again".to_owned(),
+                )),
                 Some(kind) => Err(RevocationError(format!(
                     "Redis check: a malformed `{kind}` denylist entry"
                 ))),
@@ -585,6 +640,44 @@ impl Revocations for RedisRevocations {
 }
 
 impl RecordRevocations for RedisRevocations {
+    fn begin_complete(&self) -> BoxFuture<'_, Result<u64, RevocationError>> {
+        Box::pin(async move {
+            let mut bytes = [0u8; 8];
+            aws_lc_rs::rand::fill(&mut bytes)
+                .map_err(|_| RevocationError("random generator failed".to_owned()))?;
+            let pass = u64::from_le_bytes(bytes);
+            let mut conn = self.conn.clone();
+            let mut set = ::redis::cmd("SET");
+            set.arg(self.keys.pass()).arg(pass).arg("EX").arg(86_400);
+            self.bounded("pass marker", set.query_async::<()>(&mut conn))
+                .await?;
+            Ok(pass)
+        })
+    }
+
+    fn mark_complete(
+        &self,
+        pass: u64,
+        valid_for: i64,
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
+        Box::pin(async move {
+            let secs = u64::try_from(valid_for.max(1)).unwrap_or(1);
+            let mut invocation = self.scripts.complete.key(self.keys.pass());
+            invocation.key(self.keys.complete()).arg(pass).arg(secs);
+            let mut conn = self.conn.clone();
+            let marked: i64 = self
+                .bounded("complete marker", invocation.invoke_async(&mut conn))
+                .await?;
+            if marked == 1 {
+                Ok(())
+            } else {
+                Err(RevocationError(
+                    "the denylist pass was overtaken (Redis restarted, or another writer began one); not marked complete".to_owned(),
+                ))
+            }
+        })
+    }
+
     fn revoke_session<'a>(
         &'a self,
         sid: &'a str,

@@ -70,6 +70,26 @@ pub trait RecordRevocations: Revocations {
         before: i64,
         until: i64,
     ) -> BoxFuture<'a, Result<(), RevocationError>>;
+
+    /// Begins a pass that writes every revocation that matters anew, for
+    /// [`RecordRevocations::mark_complete`]. The default does nothing (a
+    /// store that cannot lose entries on its own).
+    fn begin_complete(&self) -> BoxFuture<'_, Result<u64, RevocationError>> {
+        Box::pin(async { Ok(0) })
+    }
+
+    /// Says that the pass `pass` wrote every revocation that matters, for
+    /// the next `valid_for` seconds: a shared store that lost its data
+    /// (restarted empty, even during the pass) then reads as "cannot tell"
+    /// rather than "nothing revoked". The default does nothing.
+    fn mark_complete(
+        &self,
+        pass: u64,
+        valid_for: i64,
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
+        let _ = (pass, valid_for);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// No revocation: purely stateless verification. A stolen or logged-out
