@@ -55,8 +55,17 @@ impl Store {
         now: i64,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
+        let on_postgres = matches!(self.pool, super::Pool::Postgres(_));
         let added = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            // One rotation at a time across instances: under PostgreSQL's
+            // READ COMMITTED two transactions would both see no pending
+            // key and both insert one. SQLite has one writer anyway.
+            if on_postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock(7301001)")
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let inserted = sqlx::query(
                 "INSERT INTO signing_keys (kid, alg, encrypted_key, created_at, active, activates_at) \
                  SELECT $1, $2, $3, $4, 0, $5 WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE activates_at > $4)",

@@ -122,6 +122,15 @@ impl From<sqlx::Error> for StoreError {
         if let Some(unique) = Unique::violated_by(&e) {
             return StoreError::Conflict(unique);
         }
+        // A lock waited on past `lock_timeout` (PostgreSQL: 55P03), or a
+        // statement cancelled (57014): the database is busy, come back.
+        let busy = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|code| code == "55P03" || code == "57014");
+        if busy {
+            return StoreError::Unavailable(e);
+        }
         match e {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
@@ -279,7 +288,12 @@ impl Store {
     /// PostgreSQL; SQLite keeps its own small pool).
     pub async fn connect_with(url: &str, limits: PoolLimits) -> Result<Store, StoreError> {
         let store = if url.starts_with("postgres") {
-            let options = PgConnectOptions::from_str(url)?;
+            // A statement that waits on a lock longer than a request may
+            // wait for a connection gives up: 503, not a request hanging
+            // until its timeout.
+            let lock_timeout = format!("{}ms", limits.acquire_timeout.as_millis().max(1));
+            let options =
+                PgConnectOptions::from_str(url)?.options([("lock_timeout", lock_timeout.as_str())]);
             let pool = PgPoolOptions::new()
                 .max_connections(limits.max_connections.max(1))
                 .acquire_timeout(limits.acquire_timeout)

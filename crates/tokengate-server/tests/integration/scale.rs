@@ -770,7 +770,7 @@ async fn a_user_disabled_on_one_instance_is_refused_by_all_at_once() {
 
 // ---------------------------------------------------------------------------
 // Adversarial review (wt-review2): each test below states one attack on the
-// scale-out. Those marked `#[ignore = "review finding N"]` fail today.
+// scale-out. Those still ignored fail today; each says why.
 // ---------------------------------------------------------------------------
 
 /// A user with `roles`, made directly in storage (as `tokengate user add
@@ -917,11 +917,14 @@ async fn a_demotion_committed_late_voids_a_token_refreshed_while_it_waited() {
     }
 }
 
-/// Review finding 1 (clock skew variant). Instance A's clock lags B's by
-/// two seconds. A token B issued a moment before the demotion (on A) is
-/// dated after A's `not_before`: it keeps `admin` until it expires.
+/// Review finding 1 (clock skew variant), open: instance A's clock lags
+/// B's by two seconds; a token B issued a moment before the demotion (on
+/// A) is dated after A's `not_before` and keeps `admin` until it expires.
+/// Time-based revocation needs the instances' clocks within a second
+/// (NTP; docs/DEPLOY.md says so); the fix that needs no clock is a roles
+/// version in the token, compared with the user's (see the closing note).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "review finding 1"]
+#[ignore = "known limitation: instance clocks more than a second apart (roles version planned)"]
 async fn a_demotion_on_a_lagging_instance_voids_tokens_a_faster_one_issued() {
     if !redis_up().await {
         return;
@@ -1108,7 +1111,6 @@ async fn sixty_concurrent_wrong_logins_over_three_instances_reach_the_hasher_fiv
 /// firing on both, or `keys rotate` beside it): `INSERT … WHERE NOT
 /// EXISTS` under READ COMMITTED lets both in — two pending keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "review finding 3"]
 async fn concurrent_rotations_on_two_instances_add_one_key() {
     use tokengate_server::infra::clock::Clock as _;
     if !redis_up().await {
@@ -1143,7 +1145,6 @@ async fn concurrent_rotations_on_two_instances_add_one_key() {
 /// hangs until `request_timeout` and gets a 408, not the documented 503
 /// within `database_acquire_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "review finding 4"]
 async fn a_statement_that_waits_gets_a_503_within_the_acquire_timeout() {
     use sqlx::Connection as _;
     let (database, url) = create_pg_database().await;
@@ -1170,32 +1171,5 @@ async fn a_statement_that_waits_gets_a_503_within_the_acquire_timeout() {
     assert!(
         status == StatusCode::SERVICE_UNAVAILABLE && took < Duration::from_secs(3),
         "{status} after {took:?}"
-    );
-}
-
-/// Review finding 5. With `leeway = 0` (allowed), the token a user gets in
-/// the second after a change of their roles is dated one second ahead:
-/// tokengate's own guard (and any verifier checking `iat` strictly) refuses
-/// it until that second has passed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "review finding 5"]
-async fn with_no_leeway_a_token_issued_right_after_a_role_change_verifies() {
-    let app = spawn_app_with(Backend::Sqlite, |s| s.leeway = Duration::ZERO).await;
-    let boss = user_with_roles(&app, "boss-1", "boss@example.com", "user admin").await;
-    let eve = user_with_roles(&app, "eve-1", "eve@example.com", "user admin").await;
-    let r = app
-        .client
-        .patch(app.url("/admin/users/eve-1"))
-        .bearer_auth(&boss.access)
-        .json(&serde_json::json!({"roles": ["user"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let fresh = app.tokens(app.refresh(&eve.refresh).await).await;
-    assert_eq!(
-        status_of(&app, "/auth/me", &fresh.access).await,
-        StatusCode::OK,
-        "the new-roles token is refused"
     );
 }

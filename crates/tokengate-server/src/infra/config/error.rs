@@ -123,6 +123,11 @@ pub enum ConfigError {
         /// `access_ttl`.
         access_ttl: Duration,
     },
+    /// A clock-skew allowance under a second: times are whole seconds, so
+    /// a token issued this second by a host a fraction ahead, or dated at
+    /// the next second after a change of roles, would be refused.
+    #[error("configuration: leeway must be at least 1s (times in tokens are whole seconds)")]
+    LeewayUnderOneSecond,
     /// A clock-skew allowance over [`tokengate::MAX_LEEWAY`].
     #[error("configuration: leeway of {} is over the 300s maximum", human(.0))]
     LeewayOverMaximum(Duration),

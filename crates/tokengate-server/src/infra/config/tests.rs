@@ -77,6 +77,7 @@ fn environment_overrides_defaults_and_flags_override_environment() {
 fn unsafe_settings_refuse_to_start_with_one_clear_line() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[("TOKENGATE_LEEWAY", "301s")], "leeway"),
+        (&[("TOKENGATE_LEEWAY", "0s")], "leeway must be at least 1s"),
         (&[("TOKENGATE_ACCESS_TTL", "25h")], "24h maximum"),
         (
             &[

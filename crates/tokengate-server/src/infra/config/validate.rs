@@ -97,6 +97,9 @@ impl Settings {
                 access_ttl: self.access_ttl,
             });
         }
+        if self.leeway < std::time::Duration::from_secs(1) {
+            return Err(ConfigError::LeewayUnderOneSecond);
+        }
         if self.leeway > MAX_LEEWAY {
             return Err(ConfigError::LeewayOverMaximum(self.leeway));
         }
