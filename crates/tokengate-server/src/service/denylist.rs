@@ -136,7 +136,12 @@ impl Denylist {
     /// write the store refuses (the next one, two seconds on, starts
     /// over): a Redis that is away must not cost one timeout per entry.
     pub async fn sync_from(&self, store: &Store, since: i64) -> Result<(), StoreError> {
-        let (sessions, users) = store.revocations_since(since).await?;
+        // The pass begins before the database is read: a revocation
+        // committed after the read was pushed by its writer to the Redis
+        // this pass began on, and a Redis that restarted since the pass
+        // began has lost the pass's record, so the mark fails. (Read
+        // first, a pass could begin on a Redis restarted after the read,
+        // missing a revocation its writer had pushed to the old one.)
         let pass = match self.revocations.begin_complete().await {
             Ok(pass) => pass,
             Err(e) => {
@@ -144,6 +149,7 @@ impl Denylist {
                 return Ok(());
             }
         };
+        let (sessions, users) = store.revocations_since(since).await?;
         let writes = sessions
             .iter()
             .map(|(sid, at)| (sid.as_str(), None, *at))
