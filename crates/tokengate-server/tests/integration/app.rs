@@ -478,3 +478,23 @@ macro_rules! both_backends {
         )*
     };
 }
+
+/// The kids of the JWKS at `url`, sorted.
+pub async fn jwks_kids_at(client: &Client, url: String) -> Vec<String> {
+    let set: Value = client
+        .get(url)
+        .send()
+        .await
+        .expect("jwks request")
+        .json()
+        .await
+        .expect("jwks json");
+    let mut kids: Vec<String> = set["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid").to_owned())
+        .collect();
+    kids.sort();
+    kids
+}

@@ -326,23 +326,7 @@ impl Http {
     }
 
     async fn kids(&self, server: &Server) -> Vec<String> {
-        let jwks: Value = self
-            .client
-            .get(server.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let mut kids: Vec<String> = jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["kid"].as_str().unwrap().to_owned())
-            .collect();
-        kids.sort();
-        kids
+        crate::app::jwks_kids_at(&self.client, server.url("/.well-known/jwks.json")).await
     }
 
     /// The whole audit log, oldest first, as the admin API shows it.

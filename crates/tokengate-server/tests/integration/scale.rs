@@ -269,23 +269,7 @@ async fn when_redis_comes_back_revocations_hold_again_without_a_restart() {
 }
 
 async fn jwks_kids(app: &TestApp) -> Vec<String> {
-    let set: serde_json::Value = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut kids: Vec<String> = set["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
-        .collect();
-    kids.sort();
-    kids
+    crate::app::jwks_kids_at(&app.client, app.url("/.well-known/jwks.json")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

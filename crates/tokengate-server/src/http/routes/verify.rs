@@ -96,26 +96,27 @@ pub async fn verify(
 async fn from_cookie(state: &AppState, headers: &HeaderMap) -> Result<VerifiedToken, ApiError> {
     let cookie = state.settings.forward_auth_cookie.as_deref();
     let found = match cookie {
-        Some(name) => cookie_value(headers, name).map_err(|e| {
-            tracing::info!(event = "access_token_rejected", reason = "several_cookies", detail = %e);
-            crate::infra::metrics::token_rejected("several_cookies");
-            ApiError::InvalidToken { presented: true }
-        })?,
+        Some(name) => cookie_value(headers, name).map_err(|e| refused("several_cookies", &e))?,
         None => None,
     };
     let Some(token) = found else {
         return Err(ApiError::InvalidToken { presented: false });
     };
     if !forwarded_method_is_safe(headers) {
-        tracing::info!(
-            event = "access_token_rejected",
-            reason = "cookie_on_unsafe_method",
-            "a cookie authenticates only GET, HEAD and OPTIONS (no CSRF defence yet)"
-        );
-        crate::infra::metrics::token_rejected("cookie_on_unsafe_method");
-        return Err(ApiError::InvalidToken { presented: true });
+        return Err(refused(
+            "cookie_on_unsafe_method",
+            &"a cookie authenticates only GET, HEAD and OPTIONS (no CSRF defence yet)",
+        ));
     }
     Ok(state.guard.verify(token).await?)
+}
+
+/// A cookie refused before the guard saw it: logged and counted as the
+/// guard logs and counts its own refusals.
+fn refused(reason: &'static str, detail: &dyn std::fmt::Display) -> ApiError {
+    tracing::info!(event = "access_token_rejected", reason, detail = %detail, "access token rejected");
+    crate::infra::metrics::token_rejected(reason);
+    ApiError::InvalidToken { presented: true }
 }
 
 /// 200 with `<prefix>User`, `-Email`, `-Roles` and `-Session`. Every header
