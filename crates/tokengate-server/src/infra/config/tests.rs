@@ -583,3 +583,44 @@ fn an_unset_setting_with_a_default_stays_unset_through_the_file() {
     let reloaded = Settings::load_from(&overrides, &|_| None).map(|s| s.metrics_addr);
     assert_eq!(reloaded.map_err(|e| e.to_string()), Ok(None));
 }
+
+#[test]
+fn forward_auth_names_are_header_tokens_and_nothing_else() {
+    let long = "X".repeat(64);
+    for good in ["X-Auth-", "X-Auth-Request-", "tg_", long.as_str()] {
+        let s = load(&[("TOKENGATE_FORWARD_AUTH_HEADER_PREFIX", good)]).map_err(|e| e.to_string());
+        assert_eq!(
+            s.map(|s| s.forward_auth_header_prefix),
+            Ok(good.to_owned()),
+            "{good}"
+        );
+    }
+    let too_long = "X".repeat(65);
+    for bad in [
+        "X Auth",
+        "X-Äuth-",
+        "X:Auth",
+        "X-Auth\r\nSet-Cookie: a=b",
+        "\"x\"",
+        too_long.as_str(),
+    ] {
+        let err = load(&[("TOKENGATE_FORWARD_AUTH_HEADER_PREFIX", bad)]).map(|_| ());
+        assert!(
+            err.is_err_and(|e| e.to_string().contains("forward_auth_header_prefix")),
+            "{bad:?} accepted as a header prefix"
+        );
+        let err = load(&[("TOKENGATE_FORWARD_AUTH_COOKIE", bad)]).map(|_| ());
+        assert!(
+            err.is_err_and(|e| e.to_string().contains("forward_auth_cookie")),
+            "{bad:?} accepted as a cookie name"
+        );
+    }
+    // Blank: the prefix has a default, the cookie is unset.
+    let s = load(&[("TOKENGATE_FORWARD_AUTH_COOKIE", "")]).ok();
+    assert_eq!(s.map(|s| s.forward_auth_cookie), Some(None));
+    let s = load(&[("TOKENGATE_FORWARD_AUTH_COOKIE", "tg_access")]).ok();
+    assert_eq!(
+        s.map(|s| s.forward_auth_cookie),
+        Some(Some("tg_access".to_owned()))
+    );
+}
