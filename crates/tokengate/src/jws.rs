@@ -1,7 +1,11 @@
 //! The compact JWS serialization (RFC 7515 §7.1), parsed strictly.
 
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::alg::Algorithm;
 use crate::b64;
@@ -109,4 +113,92 @@ pub(crate) fn parse(token: &str, max_len: usize) -> Result<Unverified<'_>, Error
         payload,
         signature,
     })
+}
+
+/// The payload of a verified JWS as a JSON object, refusing one that names a
+/// member twice at any depth. Parsers disagree on `{"exp":1,"exp":2}`
+/// (serde_json keeps the last, others the first or refuse), so a payload that
+/// says a claim two ways could mean one thing here and another to the next
+/// verifier: it is no token at all (RFC 7519 §4 lets a JWT parser refuse it).
+pub(crate) fn payload_object(payload: &[u8]) -> Result<Map<String, Value>, Error> {
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(payload) else {
+        return Err(Error::Malformed("payload is not a JSON object"));
+    };
+    // A second pass over the few hundred bytes of a claims set: serde_json
+    // builds its `Value` without telling us a name came back.
+    serde_json::from_slice::<MembersOnce>(payload)
+        .map_err(|_| Error::Malformed("payload names a member twice"))?;
+    Ok(map)
+}
+
+/// Any JSON value in which no object names a member twice (names compared
+/// after unescaping, so `"exp"` and `"\u0065xp"` are one). Reads nothing else.
+struct MembersOnce;
+
+impl<'de> Deserialize<'de> for MembersOnce {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(MembersOnceVisitor)
+    }
+}
+
+struct MembersOnceVisitor;
+
+impl<'de> Visitor<'de> for MembersOnceVisitor {
+    type Value = MembersOnce;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<MembersOnce, E> {
+        Ok(MembersOnce)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<MembersOnce, E> {
+        Ok(MembersOnce)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<MembersOnce, E> {
+        Ok(MembersOnce)
+    }
+
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<MembersOnce, E> {
+        Ok(MembersOnce)
+    }
+
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<MembersOnce, E> {
+        Ok(MembersOnce)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<MembersOnce, E> {
+        Ok(MembersOnce)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<MembersOnce, E> {
+        Ok(MembersOnce)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<MembersOnce, E> {
+        Ok(MembersOnce)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<MembersOnce, E> {
+        Ok(MembersOnce)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<MembersOnce, A::Error> {
+        while items.next_element::<MembersOnce>()?.is_some() {}
+        Ok(MembersOnce)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<MembersOnce, A::Error> {
+        let mut names = BTreeSet::new();
+        while let Some(name) = members.next_key::<String>()? {
+            if !names.insert(name) {
+                return Err(de::Error::custom("a member named twice"));
+            }
+            members.next_value::<MembersOnce>()?;
+        }
+        Ok(MembersOnce)
+    }
 }

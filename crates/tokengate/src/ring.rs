@@ -397,9 +397,7 @@ impl KeyRing {
                 });
             }
         }
-        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&jws.payload) else {
-            return Err(Error::Malformed("payload is not a JSON object"));
-        };
+        let map = jws::payload_object(&jws.payload)?;
         claims::check(&map, policy, now)?;
         Ok((jws.header, map))
     }

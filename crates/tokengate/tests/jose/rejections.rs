@@ -403,6 +403,35 @@ fn header_that_is_not_an_object_or_repeats_alg_is_rejected() {
 }
 
 #[test]
+fn a_payload_that_names_a_member_twice_is_rejected() {
+    // Parsers disagree on `{"exp":1,"exp":2}`: serde_json keeps the last,
+    // others the first. A token two verifiers read two ways is refused,
+    // whichever order the members come in and at whatever depth.
+    let ring = KeyRing::with_signing_key(key(Algorithm::ES256));
+    let k = ring.active().unwrap();
+    let h = header(k);
+    let (past, future) = (NOW - 3_600, NOW + 3_600);
+    let base = format!(r#""iss":"{ISS}","sub":"user-1","aud":"{AUD}","iat":{NOW}"#);
+    let control = format!(r#"{{{base},"exp":{future}}}"#);
+    assert!(verify(&ring, &forge_raw(&h, control.as_bytes(), k)).is_ok());
+    for payload in [
+        format!(r#"{{{base},"exp":{past},"exp":{future}}}"#),
+        format!(r#"{{{base},"exp":{future},"exp":{past}}}"#),
+        // The same name spelled with an escape is the same member.
+        format!(r#"{{{base},"exp":{future},"\u0065xp":{future}}}"#),
+        format!(r#"{{{base},"exp":{future},"sub":"admin"}}"#),
+        format!(r#"{{{base},"exp":{future},"cnf":{{"jkt":"a","jkt":"b"}}}}"#),
+        format!(r#"{{{base},"exp":{future},"roles":[{{"n":1,"n":2}}]}}"#),
+    ] {
+        assert_eq!(
+            verify(&ring, &forge_raw(&h, payload.as_bytes(), k)),
+            Err(Error::Malformed("payload names a member twice")),
+            "{payload}"
+        );
+    }
+}
+
+#[test]
 fn algorithm_outside_the_allowlist_is_rejected() {
     let k = key(Algorithm::HS256);
     let token = ring_token(&k);
