@@ -230,7 +230,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
 
 /// A runtime whose every thread, workers and blocking pool, logs into
 /// `logs`. Four workers, as the tests' own runtimes have.
-fn app_runtime(logs: &Logs) -> Runtime {
+pub fn app_runtime(logs: &Logs) -> Runtime {
     let logs = logs.clone();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod app;
+mod attacks;
 mod cli;
 mod connections;
 mod example;

@@ -17,10 +17,10 @@ use tokio::task::JoinHandle;
 use crate::app::{Backend, TestApp, create_pg_database, drop_pg_database, spawn_app_with};
 use crate::pg_probe;
 
-const REDIS_ADDR: &str = "127.0.0.1:6379";
+pub(crate) const REDIS_ADDR: &str = "127.0.0.1:6379";
 
 /// Whether Redis answers; absent, a failure under `CI=true` (CI starts it).
-async fn redis_up() -> bool {
+pub(crate) async fn redis_up() -> bool {
     let connect = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(REDIS_ADDR));
     if matches!(connect.await, Ok(Ok(_))) {
         return true;
@@ -37,7 +37,7 @@ async fn redis_up() -> bool {
 }
 
 /// A key prefix of this test alone.
-fn unique_prefix() -> String {
+pub(crate) fn unique_prefix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -50,7 +50,7 @@ fn unique_prefix() -> String {
     )
 }
 
-fn use_redis(s: &mut Settings, url: &str, prefix: &str) {
+pub(crate) fn use_redis(s: &mut Settings, url: &str, prefix: &str) {
     s.redis_url = Some(Secret::from(url.to_owned()));
     s.redis_prefix = prefix.to_owned();
 }
