@@ -263,8 +263,28 @@ impl Targets {
             {
                 continue;
             }
+            let rejections_logged = self
+                .layer
+                .logs
+                .text()
+                .matches("access_token_rejected")
+                .count();
             let response = self.send(target, token, query).await;
-            assert_refusal(response, expect(target), &format!("{what} on {target:?}")).await;
+            let expected = expect(target);
+            assert_refusal(response, expected, &format!("{what} on {target:?}")).await;
+            if target == Target::LibraryLayer && matches!(expected, Refusal::InvalidToken) {
+                // The layer's reason reached its own capture, so the
+                // `assert_logs_clean` of its log checks real lines.
+                assert_eq!(
+                    self.layer
+                        .logs
+                        .text()
+                        .matches("access_token_rejected")
+                        .count(),
+                    rejections_logged + 1,
+                    "{what}: the layer's refusal was not captured"
+                );
+            }
         }
         assert_eq!(self.snapshot().await, before, "{what}: a side effect");
     }
