@@ -415,7 +415,7 @@ fn b64(bytes: impl AsRef<[u8]>) -> String {
 enum Signer {
     Ecdsa(EcdsaKeyPair),
     Rsa(RsaKeyPair),
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
 }
 
 impl Signer {
@@ -448,7 +448,7 @@ impl Signer {
     }
 
     fn hmac(secret: &[u8]) -> Signer {
-        Signer::Hmac(hmac::Key::new(hmac::HMAC_SHA256, secret))
+        Signer::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret)))
     }
 
     fn sign(&self, input: &[u8]) -> Vec<u8> {
