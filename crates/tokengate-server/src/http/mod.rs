@@ -140,7 +140,11 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
     // What the two layers above answer on any route.
     openapi::add_response_to_every_operation::<openapi::HeadersTooLarge>(&mut document, 431);
     openapi::add_response_to_every_operation::<openapi::RequestTimeout>(&mut document, 408);
-    openapi::finish_forward_auth(&mut document, &state.settings.forward_auth_header_prefix);
+    openapi::finish_forward_auth(
+        &mut document,
+        &state.settings.forward_auth_header_prefix,
+        state.settings.forward_auth_cookie.as_deref(),
+    );
     let router = router.layer(middleware::from_fn(error::problem_for_bare_errors));
     let router = with_security_headers(router, state).layer(middleware::from_fn(observe));
     (

@@ -24,7 +24,9 @@ use utoipa::openapi::header::{Header, HeaderBuilder};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response as ApiResponse, ResponseBuilder};
 use utoipa::openapi::schema::{Object, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr};
 use utoipa::{OpenApi, ToResponse};
 
@@ -35,6 +37,9 @@ pub const BEARER: &str = "bearer";
 /// The security scheme of `/metrics` on the API port: `metrics_token`,
 /// a static secret, not a JWT.
 pub const METRICS_TOKEN: &str = "metrics_token";
+
+/// The security scheme of `/auth/verify`'s cookie, when one is configured.
+pub const FORWARD_AUTH_COOKIE: &str = "forward_auth_cookie";
 
 /// The content type of every error response.
 const PROBLEM_JSON: &str = "application/problem+json";
@@ -245,10 +250,24 @@ fn operations_mut(
 }
 
 /// `/auth/verify`'s operations, one handler under eight methods: each
-/// gets an operation id of its own (OpenAPI wants them unique), and its
-/// 200 the identity headers named with the configured prefix
-/// (`forward_auth_header_prefix`), as the handler names them.
-pub fn finish_forward_auth(openapi: &mut Document, prefix: &str) {
+/// gets an operation id of its own (OpenAPI wants them unique), its 200
+/// the identity headers named with the configured prefix
+/// (`forward_auth_header_prefix`), as the handler names them, and, with a
+/// `forward_auth_cookie`, the cookie as a second way in.
+pub fn finish_forward_auth(openapi: &mut Document, prefix: &str, cookie: Option<&str>) {
+    if let Some(name) = cookie {
+        let mut key = ApiKeyValue::new(name);
+        key.description = Some(
+            "The access token in this cookie, for GET, HEAD and OPTIONS only (as named by X-Forwarded-Method or X-Original-Method), and only without an Authorization header.".to_owned(),
+        );
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                FORWARD_AUTH_COOKIE,
+                SecurityScheme::ApiKey(ApiKey::Cookie(key)),
+            );
+    }
     let Some(item) = openapi.paths.paths.get_mut("/auth/verify") else {
         return;
     };
@@ -263,6 +282,15 @@ pub fn finish_forward_auth(openapi: &mut Document, prefix: &str) {
     ];
     for (method, operation) in operations_mut(item) {
         operation.operation_id = Some(format!("verify_{method}"));
+        if cookie.is_some() {
+            operation
+                .security
+                .get_or_insert_with(Vec::new)
+                .push(SecurityRequirement::new(
+                    FORWARD_AUTH_COOKIE,
+                    Vec::<String>::new(),
+                ));
+        }
         if let Some(RefOr::T(ok)) = operation.responses.responses.get_mut("200") {
             for (suffix, description) in headers {
                 ok.headers.insert(

@@ -409,12 +409,40 @@ async fn the_bearer_scheme_is_on_exactly_the_routes_that_demand_a_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_forward_auth_headers_are_documented_under_the_configured_prefix() {
+async fn forward_auth_is_documented_as_configured_prefix_and_cookie() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let doc = document(&app).await;
+    assert!(
+        doc["paths"]["/auth/verify"]["get"]["responses"]["200"]["headers"]["X-Auth-User"]
+            .is_object()
+    );
+    assert!(
+        doc["components"]["securitySchemes"]
+            .get("forward_auth_cookie")
+            .is_none()
+    );
+    drop(app);
     let app = spawn_app_with(Backend::Sqlite, |s| {
         s.forward_auth_header_prefix = "X-Gate-".into();
+        s.forward_auth_cookie = Some("tg_access".into());
     })
     .await;
     let doc = document(&app).await;
+    let cookie = &doc["components"]["securitySchemes"]["forward_auth_cookie"];
+    assert_eq!(cookie["type"], "apiKey");
+    assert_eq!(cookie["in"], "cookie");
+    assert_eq!(cookie["name"], "tg_access");
+    // The cookie alone lets a GET through, as the document says.
+    let tokens = app.user("bea@example.com").await;
+    let by_cookie = app
+        .client
+        .get(app.url("/auth/verify"))
+        .header("cookie", format!("tg_access={}", tokens.access))
+        .header("x-forwarded-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_cookie.status(), StatusCode::OK);
     let tokens = app.user("ada@example.com").await;
     let response = app
         .client
@@ -443,5 +471,9 @@ async fn the_forward_auth_headers_are_documented_under_the_configured_prefix() {
             assert!(response.headers().contains_key(name.as_str()), "{name}");
             assert_eq!(headers[name]["required"], true);
         }
+        assert_eq!(
+            doc["paths"]["/auth/verify"][method]["security"],
+            json!([{ "bearer": [] }, { "forward_auth_cookie": [] }])
+        );
     }
 }
