@@ -131,7 +131,7 @@ pub async fn sessions(
     tag = "account",
     operation_id = "end_session",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "A session id from `/auth/sessions`.")),
+    params(("id" = String, Path, description = "A session id from `/auth/sessions`; never a control character.", pattern = "^[^\\x00-\\x1F\\x7F]*$")),
     responses(
         (status = 204, description = "The session is ended; its access tokens are rejected at once."),
         (status = 400, response = inline(BadRequest)),
@@ -161,7 +161,7 @@ pub struct PasswordChange {
     #[schema(value_type = String, format = Password)]
     current_password: Zeroizing<String>,
     /// 12 to 128 characters, hard to guess (registration's policy).
-    #[schema(value_type = String, format = Password, max_length = 128)]
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     new_password: Zeroizing<String>,
 }
 

@@ -8,6 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 use zeroize::Zeroizing;
 
@@ -98,8 +100,10 @@ pub struct UserPage<'a> {
 #[into_params(parameter_in = Query)]
 pub struct UserListQuery {
     /// Only this email (exact, after normalisation); empty for all.
+    #[param(pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     email: Option<String>,
     /// The `next_after` of the previous page.
+    #[param(pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     after: Option<String>,
     /// Page size, 1 to 500 (50 by default; out of range is clamped).
     limit: Option<i64>,
@@ -148,6 +152,23 @@ pub async fn admin_list_users(
     .into_response())
 }
 
+/// A role name as `Roles::parse` takes it: the items of `roles` in the
+/// document (the bodies carry plain strings).
+pub struct RoleName;
+
+impl utoipa::PartialSchema for RoleName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[A-Za-z0-9._:-]+$"))
+            .min_length(Some(1))
+            .max_length(Some(64))
+            .into()
+    }
+}
+
+impl ToSchema for RoleName {}
+
 /// The body of `POST /admin/users`.
 #[derive(Deserialize, ToSchema)]
 pub struct NewUser {
@@ -155,10 +176,11 @@ pub struct NewUser {
     #[schema(example = "ada@example.com")]
     email: String,
     /// 12 to 128 characters, hard to guess.
-    #[schema(value_type = String, format = Password, max_length = 128)]
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     password: Zeroizing<String>,
     /// `["user"]` by default.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<RoleName>>, min_items = 1)]
     roles: Option<Vec<String>>,
 }
 
@@ -202,9 +224,11 @@ pub async fn admin_create_user(
 /// The body of `PATCH /admin/users/{id}`: what to change.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UserPatch {
     /// The new roles (all of them).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<RoleName>>, min_items = 1)]
     roles: Option<Vec<String>>,
     /// Disable (their live access tokens stop working at once) or enable.
     #[serde(default)]
@@ -218,7 +242,7 @@ pub struct UserPatch {
     tag = "admin",
     operation_id = "admin_update_user",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The user id.")),
+    params(("id" = String, Path, description = "The user id; never a control character.", pattern = "^[^\\x00-\\x1F\\x7F]*$")),
     request_body = UserPatch,
     responses(
         (status = 200, description = "The user as changed.", body = UserView),
@@ -264,7 +288,7 @@ pub struct SessionsEnded {
     tag = "admin",
     operation_id = "admin_revoke_sessions",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The user id.")),
+    params(("id" = String, Path, description = "The user id; never a control character.", pattern = "^[^\\x00-\\x1F\\x7F]*$")),
     responses(
         (status = 200, description = "Every session of the user is ended; their access tokens are rejected at once.", body = SessionsEnded),
         (status = 400, response = inline(BadRequest)),
@@ -298,9 +322,10 @@ pub async fn admin_revoke_sessions(
 pub struct AuditParams {
     /// Only events of this kind.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     kind: Option<String>,
     /// Only events about this user id.
+    #[param(pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     user: Option<String>,
     /// The `next_before` of the previous page.
     before: Option<i64>,

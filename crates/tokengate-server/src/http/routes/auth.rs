@@ -28,9 +28,9 @@ pub struct Credentials {
     /// Trimmed and lower-cased before use.
     #[schema(example = "ada@example.com")]
     email: String,
-    /// 12 to 128 characters and hard to guess to register; at most 128 to
+    /// 12 to 128 characters and hard to guess to register; 1 to 128 to
     /// log in.
-    #[schema(value_type = String, format = Password, max_length = 128)]
+    #[schema(value_type = String, format = Password, min_length = 1, max_length = 128)]
     password: Zeroizing<String>,
 }
 

@@ -31,9 +31,11 @@ use crate::http::state::AppState;
 pub struct Requirements {
     /// Roles the token must carry (`?role=admin`).
     #[serde(default)]
+    #[param(pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     role: Option<String>,
     /// Scopes the token must grant (`?scope=orders:write`).
     #[serde(default)]
+    #[param(pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     scope: Option<String>,
 }
 
