@@ -549,7 +549,7 @@ mod tests {
         let body = axum::body::to_bytes(response.into_body(), 1024)
             .await
             .unwrap();
-        let expected = json!({
+        let expected = serde_json::json!({
             "type": "about:blank", "title": "Not found", "status": 404, "detail": "no such endpoint"
         });
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
