@@ -90,7 +90,7 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
     // user behind a proxy as one client (the proxy), and cheap without it.
     // Served for any method, documented for the eight OpenAPI names.
     let (schemas, paths, _): UtoipaMethodRouter<Arc<AppState>> = routes!(routes::verify::verify);
-    let (forward_auth, verify_document) = OpenApiRouter::new()
+    let (forward_auth, verify_document) = OpenApiRouter::default()
         .routes((schemas, paths, any(routes::verify::verify)))
         .split_for_parts();
     document.merge(verify_document);
@@ -98,7 +98,7 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
     let served = openapi::Served::default();
     let (schemas, paths, openapi_route): UtoipaMethodRouter<Arc<AppState>> =
         routes!(openapi::openapi_json);
-    let mut public = OpenApiRouter::new()
+    let mut public = OpenApiRouter::default()
         .routes(routes!(routes::wellknown::jwks))
         .routes(routes!(routes::wellknown::authorization_server_metadata))
         .routes(routes!(routes::wellknown::healthz))
