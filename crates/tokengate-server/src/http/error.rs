@@ -7,7 +7,6 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::infra::password::HashError;
 use crate::store::{StoreError, Unique};
@@ -172,13 +171,57 @@ impl From<HashError> for ApiError {
     }
 }
 
-fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> serde_json::Value {
-    json!({
-        "type": format!("urn:tokengate:problem:{slug}"),
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-    })
+/// An RFC 9457 problem document: the body of every error response, and
+/// the one `Problem` schema of the OpenAPI document.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "urn:tokengate:problem:invalid-field",
+    "title": "Invalid field",
+    "status": 422,
+    "detail": "The password is missing.",
+    "field": "password"
+}))]
+pub struct Problem {
+    /// `urn:tokengate:problem:<slug>`, or `about:blank` for a plain HTTP
+    /// error (an unknown path, a method not served, a timeout).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the problem type.
+    pub title: String,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    /// What happened and what to do, in plain words; never a secret.
+    pub detail: String,
+    /// The field, query parameter or path segment at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The OAuth 2.0 error code (`invalid_grant`), where one applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> Problem {
+    Problem {
+        kind: format!("urn:tokengate:problem:{slug}"),
+        title: title.to_owned(),
+        status: status.as_u16(),
+        detail: detail.to_owned(),
+        field: None,
+        error: None,
+    }
+}
+
+/// A plain HTTP error: `about:blank` (RFC 9457 §4.2.1).
+fn blank_problem(status: StatusCode, title: &str, detail: &str) -> Problem {
+    Problem {
+        kind: "about:blank".to_owned(),
+        title: title.to_owned(),
+        status: status.as_u16(),
+        detail: detail.to_owned(),
+        field: None,
+        error: None,
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -210,7 +253,7 @@ impl IntoResponse for ApiError {
                     "Invalid query parameter",
                     detail,
                 );
-                body["field"] = json!(field);
+                body.field = Some(field.to_string());
                 (StatusCode::BAD_REQUEST, body)
             }
             E::InvalidPath { field, detail } => {
@@ -220,7 +263,7 @@ impl IntoResponse for ApiError {
                     "Invalid path",
                     detail,
                 );
-                body["field"] = json!(field);
+                body.field = Some(field.to_string());
                 (StatusCode::BAD_REQUEST, body)
             }
             E::UnsupportedMediaType => (
@@ -248,7 +291,7 @@ impl IntoResponse for ApiError {
                     "Invalid field",
                     detail,
                 );
-                body["field"] = json!(field);
+                body.field = Some(field.to_string());
                 (StatusCode::UNPROCESSABLE_ENTITY, body)
             }
             E::InvalidCredentials => (
@@ -288,7 +331,7 @@ impl IntoResponse for ApiError {
                     "Invalid grant",
                     "The refresh token is invalid, expired or revoked. Log in again.",
                 );
-                body["error"] = json!("invalid_grant");
+                body.error = Some("invalid_grant".to_owned());
                 (StatusCode::BAD_REQUEST, body)
             }
             E::AccountDisabled => (
@@ -331,30 +374,23 @@ impl IntoResponse for ApiError {
             // with no problem type of our own (RFC 9457 §4.2.1).
             E::NoSuchEndpoint => (
                 StatusCode::NOT_FOUND,
-                json!({
-                    "type": "about:blank",
-                    "title": "Not found",
-                    "status": StatusCode::NOT_FOUND.as_u16(),
-                    "detail": "no such endpoint",
-                }),
+                blank_problem(StatusCode::NOT_FOUND, "Not found", "no such endpoint"),
             ),
             E::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
-                json!({
-                    "type": "about:blank",
-                    "title": "Method not allowed",
-                    "status": StatusCode::METHOD_NOT_ALLOWED.as_u16(),
-                    "detail": "This endpoint does not accept this method; the Allow header lists those it does.",
-                }),
+                blank_problem(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Method not allowed",
+                    "This endpoint does not accept this method; the Allow header lists those it does.",
+                ),
             ),
             E::Status(status) => (
                 *status,
-                json!({
-                    "type": "about:blank",
-                    "title": status.canonical_reason().unwrap_or("Error"),
-                    "status": status.as_u16(),
-                    "detail": bare_status_detail(*status),
-                }),
+                blank_problem(
+                    *status,
+                    status.canonical_reason().unwrap_or("Error"),
+                    bare_status_detail(*status),
+                ),
             ),
             E::RegistrationDisabled => (
                 StatusCode::FORBIDDEN,
@@ -417,7 +453,9 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let mut response = (status, body.to_string()).into_response();
+        // Strings and a number: serialising them cannot fail.
+        let body = serde_json::to_string(&body).unwrap_or_default();
+        let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -511,9 +549,10 @@ mod tests {
         let body = axum::body::to_bytes(response.into_body(), 1024)
             .await
             .unwrap();
-        let expected = json!({
+        let expected = serde_json::json!({
             "type": "about:blank", "title": "Not found", "status": 404, "detail": "no such endpoint"
         });
-        assert_eq!(body, expected.to_string());
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body, expected);
     }
 }

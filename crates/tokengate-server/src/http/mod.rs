@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod state;
@@ -11,14 +12,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post};
+use axum::routing::{MethodRouter, any, get};
+use axum::{Extension, Router};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 use self::error::ApiError;
 use crate::http::state::AppState;
@@ -29,30 +32,51 @@ pub const AUTH_BODY_LIMIT: usize = 16 * 1024;
 /// Total size of request header names and values.
 pub const HEADER_LIMIT: usize = 8 * 1024;
 
-/// The application router.
+/// The application router, and its OpenAPI document served at
+/// `/openapi.json`: each route is registered with `routes!`, which adds
+/// the handler's operation to the document in the same step.
 pub fn router(state: Arc<AppState>) -> Router {
-    let auth = Router::new()
-        .route("/auth/register", post(routes::auth::register))
-        .route("/auth/login", post(routes::auth::login))
-        .route("/auth/refresh", post(routes::auth::refresh))
-        .route("/auth/logout", post(routes::auth::logout))
-        .route("/auth/me", get(routes::account::me))
-        .route("/auth/sessions", get(routes::account::sessions))
-        .route("/auth/sessions/{id}", delete(routes::account::end_session))
-        .route("/auth/password", post(routes::account::change_password))
-        .route(
-            "/admin/users",
-            get(routes::admin::admin_list_users).post(routes::admin::admin_create_user),
-        )
-        .route(
-            "/admin/users/{id}",
-            axum::routing::patch(routes::admin::admin_update_user),
-        )
-        .route(
-            "/admin/users/{id}/revoke-sessions",
-            post(routes::admin::admin_revoke_sessions),
-        )
-        .route("/admin/audit", get(routes::admin::admin_audit))
+    let (router, document) = router_and_document(&state);
+    let served = document.served.clone();
+    match document.openapi.to_json() {
+        Ok(json) => {
+            // Set once, here, before the router serves anything.
+            let _ = served.set(json.into());
+        }
+        // `/openapi.json` then answers 500; everything else is served.
+        Err(e) => tracing::error!(error = %e, "the OpenAPI document does not serialise"),
+    }
+    router.with_state(state)
+}
+
+/// The router before its state, and the document of every route it serves.
+struct Documented {
+    openapi: utoipa::openapi::OpenApi,
+    /// Where `/openapi.json` finds the document once it is complete.
+    served: openapi::Served,
+}
+
+fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documented) {
+    let (auth, mut document) = OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(routes::auth::register))
+        .routes(routes!(routes::auth::login))
+        .routes(routes!(routes::auth::refresh))
+        .routes(routes!(routes::auth::logout))
+        .routes(routes!(routes::account::me))
+        .routes(routes!(routes::account::sessions))
+        .routes(routes!(routes::account::end_session))
+        .routes(routes!(routes::account::change_password))
+        .routes(routes!(
+            routes::admin::admin_list_users,
+            routes::admin::admin_create_user
+        ))
+        .routes(routes!(routes::admin::admin_update_user))
+        .routes(routes!(routes::admin::admin_revoke_sessions))
+        .routes(routes!(routes::admin::admin_audit))
+        .split_for_parts();
+    // The request budget below refuses any of these.
+    openapi::add_response_to_every_operation::<openapi::TooManyRequests>(&mut document, 429);
+    let auth = auth
         // Before the layers, so the 405 passes them like any answer (and
         // after every route: it applies to the routes present).
         .method_not_allowed_fallback(method_not_allowed)
@@ -64,24 +88,40 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn(no_store));
     // Forward-auth: outside the per-client budget, which would count every
     // user behind a proxy as one client (the proxy), and cheap without it.
-    let forward_auth = Router::new()
-        .route("/auth/verify", any(routes::verify::verify))
-        .layer(middleware::from_fn(no_store));
-    let mut router = Router::new().merge(auth).merge(forward_auth);
+    // Served for any method, documented for the eight OpenAPI names.
+    let (schemas, paths, _): UtoipaMethodRouter<Arc<AppState>> = routes!(routes::verify::verify);
+    let (forward_auth, verify_document) = OpenApiRouter::default()
+        .routes((schemas, paths, any(routes::verify::verify)))
+        .split_for_parts();
+    document.merge(verify_document);
+    let forward_auth = forward_auth.layer(middleware::from_fn(no_store));
+    let served = openapi::Served::default();
+    let (schemas, paths, openapi_route): UtoipaMethodRouter<Arc<AppState>> =
+        routes!(openapi::openapi_json);
+    let mut public = OpenApiRouter::default()
+        .routes(routes!(routes::wellknown::jwks))
+        .routes(routes!(routes::wellknown::authorization_server_metadata))
+        .routes(routes!(routes::wellknown::healthz))
+        .routes(routes!(routes::wellknown::readyz))
+        .routes((
+            schemas,
+            paths,
+            openapi_route.layer(Extension(served.clone())),
+        ));
     // On the public port only behind a token, and only when there is no
     // separate listener for it.
     let settings = &state.settings;
     if settings.metrics && settings.metrics_addr.is_none() && settings.metrics_token.is_some() {
-        router = router.route("/metrics", metrics_route(&state));
+        let (schemas, paths, metrics): UtoipaMethodRouter<Arc<AppState>> =
+            routes!(routes::wellknown::metrics);
+        public = public.routes((schemas, paths, guarded_by_metrics_token(metrics, state)));
     }
-    let router = router
-        .route("/.well-known/jwks.json", get(routes::wellknown::jwks))
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(routes::wellknown::authorization_server_metadata),
-        )
-        .route("/healthz", get(routes::wellknown::healthz))
-        .route("/readyz", get(routes::wellknown::readyz))
+    let (public, public_document) = public.split_for_parts();
+    document.merge(public_document);
+    let router = Router::new()
+        .merge(auth)
+        .merge(forward_auth)
+        .merge(public)
         // The `/auth` and `/admin` routes above already have theirs.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_such_endpoint)
@@ -97,10 +137,23 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .request_timeout
                 .max(Duration::from_millis(100)),
         ));
+    // What the two layers above answer on any route.
+    openapi::add_response_to_every_operation::<openapi::HeadersTooLarge>(&mut document, 431);
+    openapi::add_response_to_every_operation::<openapi::RequestTimeout>(&mut document, 408);
+    openapi::finish_forward_auth(
+        &mut document,
+        &state.settings.forward_auth_header_prefix,
+        state.settings.forward_auth_cookie.as_deref(),
+    );
     let router = router.layer(middleware::from_fn(error::problem_for_bare_errors));
-    with_security_headers(router, &state)
-        .layer(middleware::from_fn(observe))
-        .with_state(state)
+    let router = with_security_headers(router, state).layer(middleware::from_fn(observe));
+    (
+        router,
+        Documented {
+            openapi: document,
+            served,
+        },
+    )
 }
 
 /// The router for a separate metrics listener (`metrics_addr`).
@@ -114,8 +167,15 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
 }
 
 /// `GET /metrics`, behind `metrics_token` when one is set.
-fn metrics_route(state: &Arc<AppState>) -> axum::routing::MethodRouter<Arc<AppState>> {
-    get(routes::wellknown::metrics).route_layer(middleware::from_fn_with_state(
+fn metrics_route(state: &Arc<AppState>) -> MethodRouter<Arc<AppState>> {
+    guarded_by_metrics_token(get(routes::wellknown::metrics), state)
+}
+
+fn guarded_by_metrics_token(
+    route: MethodRouter<Arc<AppState>>,
+    state: &Arc<AppState>,
+) -> MethodRouter<Arc<AppState>> {
+    route.route_layer(middleware::from_fn_with_state(
         state.clone(),
         require_metrics_token,
     ))

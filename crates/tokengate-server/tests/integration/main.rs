@@ -13,6 +13,7 @@ mod helpers;
 mod logs;
 mod metrics;
 mod migrate_data;
+mod openapi;
 mod pg_probe;
 mod process;
 mod rotation;

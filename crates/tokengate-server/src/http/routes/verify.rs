@@ -14,21 +14,28 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokengate::guard::{Requirement, VerifiedToken, cookie_value};
+use utoipa::IntoParams;
 
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
+use crate::http::openapi::{
+    BadRequest, InsufficientScope, InternalError, ServiceUnavailable, Unauthorized,
+};
 use crate::http::state::AppState;
 
 /// What the proxy's configuration asks of the token, beyond being valid.
 /// Each is a comma-separated list; every item is required.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Requirements {
     /// Roles the token must carry (`?role=admin`).
     #[serde(default)]
+    #[param(pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     role: Option<String>,
     /// Scopes the token must grant (`?scope=orders:write`).
     #[serde(default)]
+    #[param(pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     scope: Option<String>,
 }
 
@@ -76,7 +83,27 @@ fn forwarded_method_is_safe(headers: &HeaderMap) -> bool {
 }
 
 /// `/auth/verify` (any method): 200 with the identity headers, 401 with a
-/// challenge, 403 when a required role or scope is missing.
+/// challenge, 403 when a required role or scope is missing. The router
+/// serves it for every method (a proxy may ask with the client's); the
+/// document lists the eight OpenAPI can name. The 200's header names
+/// follow `forward_auth_header_prefix`: the document names them when the
+/// router is built ([`crate::http::openapi::name_forward_auth_headers`]).
+#[utoipa::path(
+    method(get, head, post, put, patch, delete, options, trace),
+    path = "/auth/verify",
+    tag = "forward-auth",
+    operation_id = "verify",
+    security(("bearer" = [])),
+    params(Requirements),
+    responses(
+        (status = 200, description = "The token is valid, unrevoked and has every role and scope asked for; the identity is in the headers (no body)."),
+        (status = 400, response = inline(BadRequest)),
+        (status = 401, response = inline(Unauthorized)),
+        (status = 403, response = inline(InsufficientScope)),
+        (status = 500, response = inline(InternalError)),
+        (status = 503, response = inline(ServiceUnavailable)),
+    )
+)]
 pub async fn verify(
     State(state): State<Arc<AppState>>,
     ApiQuery(requirements): ApiQuery<Requirements>,
