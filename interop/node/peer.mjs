@@ -96,7 +96,10 @@ async function verifyJsonwebtoken(jwksUrl, alg, iss, aud, token) {
       return 1;
     }
   }
-  if (verified.header.typ !== 'at+jwt') {
+  // As docs/INTEGRATION.md compares it (RFC 7515: case-insensitive, the
+  // "application/" prefix optional).
+  const typ = String(verified.header.typ ?? '').toLowerCase();
+  if (typ !== 'at+jwt' && typ !== 'application/at+jwt') {
     console.log(`rejected: typ ${JSON.stringify(verified.header.typ)} is not at+jwt`);
     return 1;
   }

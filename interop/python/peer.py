@@ -39,8 +39,11 @@ def verify_remote(jwks_url, alg, iss, aud, token):
     except jwt.InvalidTokenError as error:
         print(f"rejected: {type(error).__name__}: {error}")
         return 1
-    if decoded["header"].get("typ") != "at+jwt":
-        print(f"rejected: typ {decoded['header'].get('typ')!r} is not at+jwt")
+    # As docs/INTEGRATION.md compares it (RFC 7515: case-insensitive, the
+    # "application/" prefix optional).
+    typ = decoded["header"].get("typ", "")
+    if typ.lower() not in ("at+jwt", "application/at+jwt"):
+        print(f"rejected: typ {typ!r} is not at+jwt")
         return 1
     print("ok")
     return 0
