@@ -436,6 +436,46 @@ mod tests {
                     || c.is_control() || is_invisible(c) || ",;<>\"".contains(c)));
             }
         }
+
+        /// An accepted email is stored normalised: parsed again, it is
+        /// itself (so a lookup by what was stored finds it).
+        #[test]
+        fn a_parsed_email_reads_back_to_itself(
+            raw in proptest::prop_oneof![
+                " {0,2}[A-Za-z0-9._%+\u{e9}-]{1,20}@[A-Za-z0-9-]{1,15}(\\.[A-Za-z]{2,6}){1,2} {0,2}",
+                "\\PC{0,80}",
+            ],
+        ) {
+            if let Ok(email) = Email::parse(&raw) {
+                let lowered = email.as_str().to_lowercase();
+                proptest::prop_assert_eq!(email.as_str(), lowered.trim());
+                let again = Email::parse(email.as_str());
+                proptest::prop_assert_eq!(again.as_ref().map(Email::as_str), Ok(email.as_str()));
+            }
+        }
+
+        /// Roles: what storage keeps reads back to the same list.
+        #[test]
+        fn stored_roles_read_back_to_the_same_roles(
+            names in proptest::collection::vec("[A-Za-z0-9._:-]{1,64}", 1..6),
+        ) {
+            let roles = Roles::parse(&names).unwrap();
+            proptest::prop_assert_eq!(Roles::from_stored(&roles.stored()), roles.clone());
+            proptest::prop_assert_eq!(Roles::parse(roles.as_slice()).unwrap(), roles);
+        }
+
+        /// Refresh tokens: any 32 bytes written as a token parse back to the
+        /// same text, with or without surrounding whitespace; one character
+        /// more or less does not parse.
+        #[test]
+        fn a_written_refresh_token_parses_back(bytes in proptest::array::uniform32(proptest::num::u8::ANY), pad in "[ \t\n]{0,3}") {
+            let text = b64::encode(bytes);
+            let parsed = RefreshToken::parse(&format!("{pad}{text}{pad}"));
+            proptest::prop_assert_eq!(parsed.as_ref().map(RefreshToken::expose), Some(text.as_str()));
+            proptest::prop_assert!(RefreshToken::parse(&text[1..]).is_none());
+            let longer = format!("{text}A");
+            proptest::prop_assert!(RefreshToken::parse(&longer).is_none());
+        }
     }
 
     #[test]

@@ -15,6 +15,9 @@ mod compact_verify;
 mod guard_headers;
 #[path = "../../../fuzz/bodies/jwk_parse.rs"]
 mod jwk_parse;
+#[cfg(feature = "fuzzing")]
+#[path = "../../../fuzz/bodies/jwks_document.rs"]
+mod jwks_document;
 #[path = "../../../fuzz/bodies/pem_der.rs"]
 mod pem_der;
 
@@ -78,6 +81,38 @@ fn pem_der_corpus() {
 #[test]
 fn guard_headers_corpus() {
     replay("guard_headers", guard_headers::run);
+}
+
+#[cfg(feature = "fuzzing")]
+#[test]
+fn jwks_document_corpus() {
+    replay("jwks_document", jwks_document::run);
+}
+
+/// The body's properties can fail: a published secret or private key is
+/// caught (were `RemoteJwks` to load one, the target would crash on it).
+#[cfg(feature = "fuzzing")]
+#[test]
+fn jwks_document_loads_public_keys_only() {
+    use tokengate::guard::__fuzz_jwks::read_document;
+    let seed = fs::read(fuzz_dir().join("corpus/jwks_document/seed-mixed")).unwrap();
+    let text = String::from_utf8(seed).unwrap();
+    let body = text.splitn(3, '\n').nth(2).unwrap();
+    let document: serde_json::Value = serde_json::from_str(body).unwrap();
+    // The seed holds public keys, a secret and a private key.
+    assert!(document["keys"].as_array().unwrap().len() >= 3);
+    let (ttl, ring) = read_document(&["max-age=60"], "10", body.as_bytes());
+    assert_eq!(ttl, Duration::from_secs(50));
+    let ring = ring.unwrap();
+    let public = document["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kty"] != "oct" && k.get("d").is_none())
+        .count();
+    assert!(public > 0);
+    assert_eq!(ring.len(), public, "only the public keys are loaded");
+    jwks_document::run(text.as_bytes());
 }
 
 /// The seed tokens verify: the body's ring and policy are the ones the

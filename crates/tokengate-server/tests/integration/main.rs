@@ -8,6 +8,7 @@ mod cli;
 mod connections;
 mod example;
 mod forward_auth;
+mod fuzz_corpus;
 mod hardening;
 mod helpers;
 mod logs;

@@ -927,6 +927,38 @@ fn ring_from_entries(entries: &[Value]) -> KeyRing {
     ring
 }
 
+/// The parsers of a fetched document, for the `jwks_document` fuzz target
+/// only (feature `fuzzing`; not API): the steps [`RemoteJwks`] runs on a
+/// response, minus the network.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// The freshness the `Cache-Control` and `Age` values give under the
+    /// default bounds, and the key ring the body yields (or why none).
+    pub fn read_document(
+        cache_control: &[&str],
+        age: &str,
+        body: &[u8],
+    ) -> (Duration, Result<KeyRing, String>) {
+        let defaults = RemoteJwksBuilder::new(SourceText::Jwks(String::new())).settings;
+        let ttl = Ttl {
+            min: defaults.min_ttl,
+            max: defaults.max_ttl,
+            default: defaults.default_ttl,
+        };
+        let ttl = ttl.of(
+            parse_cache_control(cache_control.iter().copied()),
+            delta_seconds(age.trim()).unwrap_or(0),
+        );
+        (
+            ttl,
+            parse_jwks(body).map(|entries| ring_from_entries(&entries)),
+        )
+    }
+}
+
 /// An error and its causes on one line: reqwest's own message alone is
 /// often just "error sending request".
 fn error_chain(error: &dyn std::error::Error) -> String {

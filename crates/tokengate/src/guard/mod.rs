@@ -69,6 +69,9 @@ pub use self::redis::{
 };
 pub use cache::DEFAULT_CACHE_SIZE;
 use cache::VerifiedCache;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use jwks::fuzzing as __fuzz_jwks;
 #[cfg(feature = "jwks")]
 pub use jwks::{JwksError, RemoteJwks, RemoteJwksBuilder};
 pub use keys::{KeySource, StaticKeys};

@@ -501,6 +501,34 @@ proptest! {
         let _ = cookie_value(&map, "c");
     }
 
+    /// The round trip of the header readers: a token written the ways
+    /// RFC 6750 allows (scheme in any case, spaces around) is read back
+    /// exactly, from the header and from a cookie among others (quoted or
+    /// not, RFC 6265 cookie-octets).
+    #[test]
+    fn a_written_token_is_read_back_exactly(
+        token in "[A-Za-z0-9_.~+/=-]{1,200}",
+        scheme in "[bB][eE][aA][rR][eE][rR]",
+        (before, between, after) in (" {0,3}", " {1,3}", " {0,3}"),
+        value in "[\\x21\\x23-\\x2B\\x2D-\\x3A\\x3C-\\x5B\\x5D-\\x7E]{1,100}",
+        quoted in any::<bool>(),
+        others in proptest::collection::vec(("[a-b][a-z]{0,5}", "[a-z0-9]{0,8}"), 0..4),
+    ) {
+        let f = fixture_with(|b| b.cookie("c"));
+        let mut map = HeaderMap::new();
+        let header = format!("{before}{scheme}{between}{token}{after}");
+        map.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&header).unwrap());
+        prop_assert_eq!(f.guard.token_in(&map).unwrap(), Some(token.as_str()));
+
+        let mut pairs: Vec<String> = others.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let written = if quoted { format!("\"{value}\"") } else { value.clone() };
+        pairs.insert(pairs.len() / 2, format!("c={written}"));
+        let mut map = HeaderMap::new();
+        map.insert(http::header::COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap());
+        prop_assert_eq!(cookie_value(&map, "c").unwrap(), Some(value.trim_matches('"')));
+        prop_assert_eq!(f.guard.token_in(&map).unwrap(), Some(value.trim_matches('"')));
+    }
+
     #[test]
     fn verifying_any_text_never_panics(token in "\\PC{0,200}") {
         let f = fixture();

@@ -7,5 +7,6 @@ mod keys;
 mod never_panics;
 mod properties;
 mod rejections;
+mod round_trip_properties;
 mod roundtrip;
 mod vectors;
