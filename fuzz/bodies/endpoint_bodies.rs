@@ -86,6 +86,8 @@ fn harness() -> &'static Harness {
         let data_dir = dir.path().display().to_string();
         let vars = [
             ("TOKENGATE_ADDR", "127.0.0.1:0".to_owned()),
+            // The listeners are bound, never served: any free ports.
+            ("TOKENGATE_METRICS_ADDR", "127.0.0.1:0".to_owned()),
             ("TOKENGATE_DATA_DIR", data_dir),
             ("TOKENGATE_ISSUER", "https://auth.fuzz".to_owned()),
             // One client sends everything: the budget must not end the run.
