@@ -439,7 +439,7 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
         // APIs that use the library.
         let verified = state
             .guard
-            .check_request(&parts.headers)
+            .check_request(&parts.method, &parts.headers)
             .await?
             .ok_or(ApiError::InvalidToken { presented: false })?;
         let claims: AccessClaims = verified.claims().map_err(|e| {
