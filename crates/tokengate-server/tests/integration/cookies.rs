@@ -660,3 +660,35 @@ async fn every_unsafe_route_refuses_a_cookie_without_the_csrf_token() {
     assert_eq!(me_by_cookie(&app, &cookie).await.status(), StatusCode::OK);
     app.login_ok("kim@example.com", PASSWORD).await;
 }
+
+/// Forward-auth reads the cookie-mode access cookie: a read passes with it
+/// alone; a write (as the proxy reports the method) needs the CSRF token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forward_auth_takes_the_access_cookie_with_the_same_csrf_rule() {
+    let app = spawn(Backend::Sqlite).await;
+    let session = login_in_cookie_mode(&app, "lou@example.com").await;
+    let ask = |method: &'static str, csrf: Option<&str>| {
+        let mut request = app
+            .client
+            .get(app.url("/auth/verify"))
+            .header("cookie", session.cookie_header())
+            .header("x-forwarded-method", method)
+            .header("origin", APP_ORIGIN);
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf.to_owned());
+        }
+        request.send()
+    };
+    let response = ask("GET", None).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-auth-email"], "lou@example.com");
+    for method in ["POST", "DELETE", "PATCH"] {
+        let response = ask(method, None).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{method}");
+        let response = ask(method, Some("wrong")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{method}");
+        let response = ask(method, Some(&session.csrf)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{method}");
+    }
+    app.logs().assert_clean();
+}

@@ -446,7 +446,7 @@ mod tests {
             "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
         );
         assert_eq!(
-            b64::decode(&csrf_claim_value(TOKEN)).unwrap(),
+            b64::decode(csrf_claim_value(TOKEN)).unwrap(),
             csrf_digest(TOKEN)
         );
     }

@@ -23,14 +23,13 @@ use crate::http::state::AppState;
 use crate::infra::client_ip::ClientIp;
 use crate::service::{Actor, IssuedTokens, LoginRequest, LogoutScope, NewAccount};
 
-/// An email and a password: the body of registration and login.
+/// An email and a password: the body of registration.
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
     /// Trimmed and lower-cased before use.
     #[schema(example = "ada@example.com")]
     email: String,
-    /// 12 to 128 characters and hard to guess to register; 1 to 128 to
-    /// log in.
+    /// 12 to 128 characters and hard to guess.
     #[schema(value_type = String, format = Password, min_length = 1, max_length = 128)]
     password: Zeroizing<String>,
 }
