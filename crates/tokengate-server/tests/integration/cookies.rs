@@ -692,3 +692,39 @@ async fn forward_auth_takes_the_access_cookie_with_the_same_csrf_rule() {
     }
     app.logs().assert_clean();
 }
+
+/// A sibling subdomain can set a `__Secure-` cookie for the parent domain
+/// (unlike a `__Host-` one): its refresh cookie beside the victim's is
+/// refused as ambiguous, and alone it needs its own session's CSRF token,
+/// which the victim's `__Host-tg_csrf` is not. The victim's session is
+/// untouched either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_planted_refresh_cookie_signs_nobody_in() {
+    let app = spawn(Backend::Sqlite).await;
+    let victim = login_in_cookie_mode(&app, "max@example.com").await;
+    let attacker = login_in_cookie_mode(&app, "mallory@example.com").await;
+    let both = format!(
+        "__Secure-tg_refresh={}; __Secure-tg_refresh={}; __Host-tg_csrf={}",
+        attacker.refresh, victim.refresh, victim.csrf
+    );
+    let response = refresh_by_cookie(&app, &both, Some(&victim.csrf)).await;
+    assert_eq!(
+        problem(response, StatusCode::BAD_REQUEST).await["error"],
+        "invalid_grant"
+    );
+    let planted_alone = format!(
+        "__Secure-tg_refresh={}; __Host-tg_csrf={}",
+        attacker.refresh, victim.csrf
+    );
+    let response = refresh_by_cookie(&app, &planted_alone, Some(&victim.csrf)).await;
+    problem(response, StatusCode::FORBIDDEN).await;
+    // Neither attempt used a token up.
+    for session in [&victim, &attacker] {
+        let response =
+            refresh_by_cookie(&app, &session.refresh_cookie_header(), Some(&session.csrf)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let fresh = CookieSession::from_cookies(&app, &set_cookies(&response));
+        assert_ne!(fresh.refresh, session.refresh);
+    }
+    app.logs().assert_clean();
+}
