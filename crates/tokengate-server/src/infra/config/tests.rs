@@ -727,3 +727,37 @@ fn insecure_dev_cookies_are_refused_off_loopback() {
         );
     }
 }
+
+#[test]
+fn cookie_settings_are_read_from_the_file_with_origins_as_a_toml_array() {
+    let Ok(dir) = tempfile::tempdir() else {
+        panic!("tempdir")
+    };
+    let path = dir.path().join("tokengate.toml");
+    std::fs::write(
+        &path,
+        "cookie_mode = \"always\"\ncookie_same_site = \"lax\"\npublic_url = \"https://auth.example.com\"\n\
+         cookie_allowed_origins = [\"https://app.example.com\", \"http://localhost:5173\"]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let overrides = Overrides {
+        config_file: Some(path),
+        ..Overrides::default()
+    };
+    let s = Settings::load_from(&overrides, &|_| None).map_err(|e| e.to_string());
+    let s = s.as_ref().ok();
+    assert_eq!(s.map(|s| s.cookie_mode), Some(CookieMode::Always));
+    assert_eq!(s.map(|s| s.cookie_same_site), Some(SameSite::Lax));
+    assert_eq!(
+        s.map(Settings::cookie_origins),
+        Some(
+            [
+                "https://auth.example.com",
+                "https://app.example.com",
+                "http://localhost:5173"
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        )
+    );
+}
