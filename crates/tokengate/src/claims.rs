@@ -61,7 +61,7 @@ pub struct AccessClaims {
     pub email: Option<String>,
     /// The base64url SHA-256 of the session's CSRF token: what binds the
     /// `X-CSRF-Token` of a request authenticated by cookie to this session
-    /// (see [`guard::CsrfPolicy`](crate::guard) with the `guard` feature).
+    /// (see `guard::CsrfPolicy`, feature `guard`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csrf_hash: Option<String>,
 }
