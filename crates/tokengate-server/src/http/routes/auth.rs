@@ -290,8 +290,12 @@ pub async fn refresh(
         return token_response(&state.settings, delivery, &tokens);
     }
     let from_cookie = if cookies.enabled() {
-        tokengate::guard::cookie_value(&headers, cookies.refresh_name())
-            .map_err(|_| ApiError::InvalidGrant)?
+        // Named twice: one may be planted (a `__Secure-` cookie can carry
+        // a parent `Domain`); which is meant is unknowable.
+        tokengate::guard::cookie_value(&headers, cookies.refresh_name()).map_err(|e| {
+            tracing::info!(event = "refresh_refused", reason = "several_cookies", detail = %e, "refresh by cookie refused");
+            ApiError::InvalidGrant
+        })?
     } else {
         None
     };
