@@ -20,7 +20,7 @@ use crate::infra::password::{HashError, Hasher};
 use crate::service::keys::{self, KeyStoreError};
 use crate::service::{Accounts, Denylist, Sessions};
 use crate::store::{PoolLimits, Store, StoreError};
-use tokengate::guard::{Guard, RevocationFailure};
+use tokengate::guard::{CsrfPolicy, Guard, RevocationFailure};
 
 /// How often revocations and signing keys recorded in the database are
 /// loaded into this process.
@@ -213,10 +213,26 @@ impl Application {
                 "revocation_fail_open is on: while the denylist cannot be read, logged-out access tokens are accepted until they expire"
             );
         }
+        if settings.cookie_insecure_dev {
+            tracing::warn!(
+                "cookie_insecure_dev is on: cookie-mode cookies are sent without Secure and without the __Host-/__Secure- prefixes; for local development over http only"
+            );
+        }
         let keys = Arc::new(keys);
+        let cookies = crate::http::cookies::BrowserCookies::of(&settings);
         let guard = {
             let clock = clock.clone();
-            Guard::builder(keys.clone(), policy)
+            let builder = Guard::builder(keys.clone(), policy);
+            // Cookie mode: the access cookie after the Authorization header,
+            // and the CSRF rule for unsafe requests it authenticates.
+            let builder = if cookies.enabled() {
+                builder.cookie(cookies.access_name()).csrf(
+                    CsrfPolicy::new(settings.cookie_origins()).cookie_name(cookies.csrf_name()),
+                )
+            } else {
+                builder
+            };
+            builder
                 .revocations(denylist.reader())
                 .on_revocation_failure(if settings.revocation_fail_open {
                     RevocationFailure::FailOpen

@@ -59,6 +59,11 @@ pub struct AccessClaims {
     /// knows who without a lookup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// The base64url SHA-256 of the session's CSRF token: what binds the
+    /// `X-CSRF-Token` of a request authenticated by cookie to this session
+    /// (see `guard::CsrfPolicy`, feature `guard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csrf_hash: Option<String>,
 }
 
 /// Reads a NumericDate claim: absent is `None`; anything but a JSON number

@@ -72,6 +72,10 @@ pub enum ApiError {
     /// The caller may not do this.
     #[error("forbidden")]
     Forbidden,
+    /// A request authenticated by cookie with an unsafe method that failed
+    /// the CSRF check (no or a wrong `X-CSRF-Token`, a foreign origin).
+    #[error("CSRF check failed")]
+    CsrfFailed,
     /// A valid access token that lacks the role or scope asked for
     /// (RFC 6750 `insufficient_scope`).
     #[error("insufficient scope")]
@@ -156,6 +160,7 @@ impl From<tokengate::guard::Rejection> for ApiError {
             R::Missing => ApiError::InvalidToken { presented: false },
             R::InsufficientScope { scope } => ApiError::InsufficientScope { scope },
             R::Unavailable => ApiError::Unavailable("token verification unavailable".into()),
+            R::Csrf => ApiError::CsrfFailed,
             // `Rejection` may grow; anything else about a token is a bad token.
             _ => ApiError::InvalidToken { presented: true },
         }
@@ -350,6 +355,15 @@ impl IntoResponse for ApiError {
                     "forbidden",
                     "Forbidden",
                     "This needs the admin role.",
+                ),
+            ),
+            E::CsrfFailed => (
+                StatusCode::FORBIDDEN,
+                problem(
+                    StatusCode::FORBIDDEN,
+                    tokengate::guard::Rejection::Csrf.slug(),
+                    tokengate::guard::Rejection::Csrf.title(),
+                    tokengate::guard::Rejection::Csrf.public_message(),
                 ),
             ),
             E::InsufficientScope { .. } => (

@@ -1,5 +1,5 @@
 //! Extractors: JSON bodies, query strings and path segments whose
-//! rejections are problem documents naming the field, and the bearer-token
+//! rejections are problem documents naming the field, and the access-token
 //! authentication every protected route uses.
 
 use std::sync::Arc;
@@ -387,8 +387,10 @@ fn plain_type(expected: &str) -> &'static str {
 }
 
 /// A request carrying a valid, unrevoked access token in
-/// `Authorization: Bearer`. A token anywhere else (query string, cookie)
-/// is never looked at. Who it is for is parsed once, here.
+/// `Authorization: Bearer`, or (cookie mode) in the access cookie, which
+/// for a method other than GET, HEAD and OPTIONS must also pass the CSRF
+/// check (403 otherwise). The query string is never looked at. Who it is
+/// for is parsed once, here.
 pub struct Authenticated {
     /// The user (`sub`).
     pub user_id: UserId,
@@ -439,7 +441,7 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
         // APIs that use the library.
         let verified = state
             .guard
-            .check_request(&parts.headers)
+            .check_request(&parts.method, &parts.headers)
             .await?
             .ok_or(ApiError::InvalidToken { presented: false })?;
         let claims: AccessClaims = verified.claims().map_err(|e| {

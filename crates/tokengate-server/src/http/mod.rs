@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, and the middleware every response passes.
 
+pub mod cookies;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -85,6 +86,10 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
             state.clone(),
             request_budget,
         ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            clear_rejected_access_cookie,
+        ))
         .layer(middleware::from_fn(no_store));
     // Forward-auth: outside the per-client budget, which would count every
     // user behind a proxy as one client (the proxy), and cheap without it.
@@ -140,6 +145,11 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
     // What the two layers above answer on any route.
     openapi::add_response_to_every_operation::<openapi::HeadersTooLarge>(&mut document, 431);
     openapi::add_response_to_every_operation::<openapi::RequestTimeout>(&mut document, 408);
+    let cookies = cookies::BrowserCookies::of(&state.settings);
+    openapi::finish_cookie_mode(
+        &mut document,
+        cookies.enabled().then(|| cookies.access_name()),
+    );
     openapi::finish_forward_auth(
         &mut document,
         &state.settings.forward_auth_header_prefix,
@@ -289,6 +299,28 @@ async fn no_store(request: Request, next: Next) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A 401 to a request that carried the access cookie clears it (same
+/// attributes, `Max-Age=0`): the token in it is expired, revoked or bad,
+/// and a browser would otherwise keep sending it.
+async fn clear_rejected_access_cookie(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let cookies = cookies::BrowserCookies::of(&state.settings);
+    let carried = cookies.access_in(request.headers());
+    let mut response = next.run(request).await;
+    if carried && response.status() == StatusCode::UNAUTHORIZED {
+        match cookies.cleared_access() {
+            Ok(cleared) => {
+                response.headers_mut().append(header::SET_COOKIE, cleared);
+            }
+            Err(e) => tracing::error!(error = %e, "the access cookie could not be cleared"),
+        }
+    }
     response
 }
 

@@ -38,6 +38,9 @@ pub const BEARER: &str = "bearer";
 /// a static secret, not a JWT.
 pub const METRICS_TOKEN: &str = "metrics_token";
 
+/// The security scheme of cookie mode: the access token in its cookie.
+pub const COOKIE: &str = "cookie";
+
 /// The security scheme of `/auth/verify`'s cookie, when one is configured.
 pub const FORWARD_AUTH_COOKIE: &str = "forward_auth_cookie";
 
@@ -177,6 +180,11 @@ problem_responses! {
         "Not allowed: the account or the caller's role does not permit this.",
         &[],
     );
+    /// 403 of a request authenticated by cookie that failed the CSRF check.
+    CsrfFailed => problem_response(
+        "Authenticated by cookie, with a method other than GET, HEAD or OPTIONS, and without the session's CSRF token in `X-CSRF-Token` (from the CSRF cookie) or from an origin that is not allowed (`type` `urn:tokengate:problem:csrf-failed`).",
+        &[],
+    );
     /// 403 with an `insufficient_scope` challenge (forward-auth).
     InsufficientScope => problem_response(
         "The token is valid but lacks a required role or scope.",
@@ -249,6 +257,44 @@ fn operations_mut(
     .filter_map(|(method, operation)| operation.as_mut().map(|o| (method, o)))
 }
 
+/// Cookie mode (unless `cookie_mode = off`): the access cookie is a
+/// second way into every operation that takes a bearer token, and every
+/// such operation that is not GET, HEAD or OPTIONS may answer 403 when a
+/// cookie-authenticated request fails the CSRF check.
+pub fn finish_cookie_mode(openapi: &mut Document, access_cookie: Option<&str>) {
+    let Some(name) = access_cookie else {
+        return;
+    };
+    let mut key = ApiKeyValue::new(name);
+    key.description = Some(
+        "Cookie mode: the access token in this HttpOnly cookie, set by `POST /auth/login?mode=cookie` or `/auth/refresh`. A request with any method but GET, HEAD and OPTIONS must also send the session's CSRF token (the CSRF cookie's value) in `X-CSRF-Token`, and from an allowed origin; otherwise 403.".to_owned(),
+    );
+    openapi
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(COOKIE, SecurityScheme::ApiKey(ApiKey::Cookie(key)));
+    let (_, csrf_failed) = CsrfFailed::response();
+    for item in openapi.paths.paths.values_mut() {
+        for (method, operation) in operations_mut(item) {
+            let Some(security) = operation.security.as_mut() else {
+                continue;
+            };
+            let bearer = SecurityRequirement::new(BEARER, Vec::<String>::new());
+            if !security.contains(&bearer) {
+                continue;
+            }
+            security.push(SecurityRequirement::new(COOKIE, Vec::<String>::new()));
+            if !matches!(method, "get" | "head" | "options") {
+                operation
+                    .responses
+                    .responses
+                    .entry("403".to_owned())
+                    .or_insert_with(|| csrf_failed.clone());
+            }
+        }
+    }
+}
+
 /// `/auth/verify`'s operations, one handler under eight methods: each
 /// gets an operation id of its own (OpenAPI wants them unique), its 200
 /// the identity headers named with the configured prefix
@@ -258,7 +304,7 @@ pub fn finish_forward_auth(openapi: &mut Document, prefix: &str, cookie: Option<
     if let Some(name) = cookie {
         let mut key = ApiKeyValue::new(name);
         key.description = Some(
-            "The access token in this cookie, for GET, HEAD and OPTIONS only (as named by X-Forwarded-Method or X-Original-Method), and only without an Authorization header.".to_owned(),
+            "The access token in this cookie, when neither the Authorization header nor the cookie-mode access cookie is sent. For a method other than GET, HEAD and OPTIONS (as named by X-Forwarded-Method or X-Original-Method; none counts as unsafe) the session's CSRF token must be in X-CSRF-Token, as in cookie mode.".to_owned(),
         );
         openapi
             .components

@@ -298,6 +298,21 @@ impl Store {
         Ok(outcome)
     }
 
+    /// The session a refresh token (by its hash) belongs to, used or not:
+    /// read without changing anything, so that a request can be checked
+    /// against the session before the token is presented.
+    pub async fn session_of_refresh_token(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        let session = with_pool!(self, pool => sqlx::query(
+            "SELECT session_id FROM refresh_tokens WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(pool)
+        .await?
+        .map(|row| row.try_get::<String, _>("session_id"))
+        .transpose()?);
+        Ok(session)
+    }
+
     /// Whether a session is live (not revoked, not expired).
     pub async fn session_is_live(&self, session_id: &str, now: i64) -> Result<bool, StoreError> {
         let live = with_pool!(self, pool => sqlx::query(

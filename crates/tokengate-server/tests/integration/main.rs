@@ -6,6 +6,7 @@ mod app;
 mod attacks;
 mod cli;
 mod connections;
+mod cookies;
 mod example;
 mod forward_auth;
 mod fuzz_corpus;

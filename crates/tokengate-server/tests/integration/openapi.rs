@@ -376,8 +376,12 @@ async fn the_bearer_scheme_is_on_exactly_the_routes_that_demand_a_token() {
     assert_eq!(scheme["bearerFormat"], "JWT");
     let mut protected = 0;
     for (method, path, operation) in operations(&doc) {
-        let bearer = operation["security"] == json!([{ "bearer": [] }]);
+        // Cookie mode (on by default) is the second way in.
+        let bearer = operation["security"] == json!([{ "bearer": [] }, { "cookie": [] }]);
         protected += usize::from(bearer);
+        if bearer && !["GET", "HEAD", "OPTIONS"].contains(&method.to_ascii_uppercase().as_str()) {
+            assert!(operation["responses"]["403"].is_object(), "{method} {path}");
+        }
         let (_, _, concrete) = SERVED
             .iter()
             .find(|(m, t, _)| *m == method && *t == path)
@@ -473,7 +477,62 @@ async fn forward_auth_is_documented_as_configured_prefix_and_cookie() {
         }
         assert_eq!(
             doc["paths"]["/auth/verify"][method]["security"],
-            json!([{ "bearer": [] }, { "forward_auth_cookie": [] }])
+            json!([{ "bearer": [] }, { "cookie": [] }, { "forward_auth_cookie": [] }])
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cookie_mode_is_documented_as_configured() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let doc = document(&app).await;
+    let cookie = &doc["components"]["securitySchemes"]["cookie"];
+    assert_eq!(cookie["type"], "apiKey");
+    assert_eq!(cookie["in"], "cookie");
+    assert_eq!(cookie["name"], "__Host-tg_access");
+    assert!(
+        cookie["description"]
+            .as_str()
+            .unwrap()
+            .contains("X-CSRF-Token")
+    );
+    for path in ["/auth/login", "/auth/refresh"] {
+        let operation = &doc["paths"][path]["post"];
+        let params = operation["parameters"].as_array().unwrap();
+        let mode = params.iter().find(|p| p["name"] == "mode").unwrap();
+        assert_eq!(mode["in"], "query");
+        assert_eq!(
+            mode["schema"]["enum"].as_array().map(Vec::len),
+            Some(2),
+            "{path}: {mode}"
+        );
+        let ok = &operation["responses"]["200"]["content"]["application/json"]["schema"];
+        assert_eq!(ok["$ref"], "#/components/schemas/TokenAnswer", "{path}");
+    }
+    let answer = &doc["components"]["schemas"]["TokenAnswer"]["oneOf"];
+    assert_eq!(answer.as_array().map(Vec::len), Some(2), "{answer}");
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["LoginBody"]["properties"]["mode"].is_object());
+    assert!(schemas["RefreshRequest"]["properties"]["mode"].is_object());
+    let cookie_answer = &schemas["CookieTokenResponse"]["properties"];
+    assert!(cookie_answer["csrf_token"].is_object());
+    assert!(cookie_answer.get("access_token").is_none());
+    assert_eq!(
+        doc["paths"]["/auth/logout"]["post"]["responses"]["403"]["description"]
+            .as_str()
+            .map(|d| d.contains("CSRF")),
+        Some(true)
+    );
+    drop(app);
+    // Switched off: no cookie scheme, the bearer token only.
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.cookie_mode = tokengate_server::infra::config::CookieMode::Off;
+    })
+    .await;
+    let doc = document(&app).await;
+    assert!(doc["components"]["securitySchemes"].get("cookie").is_none());
+    assert_eq!(
+        doc["paths"]["/auth/me"]["get"]["security"],
+        json!([{ "bearer": [] }])
+    );
 }

@@ -284,7 +284,7 @@ async fn the_header_prefix_is_a_setting_and_without_the_cache_it_verifies_alike(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_cookie_authenticates_only_safe_methods_and_only_when_configured() {
+async fn a_cookie_authenticates_unsafe_methods_only_with_the_csrf_token_and_only_when_configured() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
         s.forward_auth_cookie = Some("tg_access".into())
     })
@@ -303,18 +303,32 @@ async fn a_cookie_authenticates_only_safe_methods_and_only_when_configured() {
     };
     assert_eq!(ask(Some("GET")).await.unwrap().status(), StatusCode::OK);
     assert_eq!(ask(Some("HEAD")).await.unwrap().status(), StatusCode::OK);
-    // A cross-site form can POST with the cookie: refused until CSRF
-    // protection exists; an unknown method counts as unsafe.
+    // A cross-site form can POST with the cookie: without the session's
+    // CSRF token it is refused (403, no challenge: a new token would not
+    // help); an unknown method counts as unsafe.
     for method in [Some("POST"), Some("DELETE"), None] {
         let response = ask(method).await.unwrap();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{method:?}");
-        assert!(
-            response
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .is_some_and(|v| v.to_str().unwrap().contains("invalid_token"))
-        );
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{method:?}");
+        assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
     }
+    // With it (this session's, in header and cookie), the write passes.
+    let session = crate::cookies::login_in_cookie_mode(&app, "hal.browser@example.com").await;
+    let response = app
+        .client
+        .get(app.url("/auth/verify"))
+        .header(
+            "cookie",
+            format!(
+                "tg_access={}; __Host-tg_csrf={}",
+                session.access, session.csrf
+            ),
+        )
+        .header("x-csrf-token", &session.csrf)
+        .header("x-forwarded-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
     // The Authorization header wins over the cookie, for any method.
     let response = app
         .client

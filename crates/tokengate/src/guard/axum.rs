@@ -214,7 +214,10 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             let guard = &layer.guard;
-            let verified = match guard.check_request(request.headers()).await {
+            let verified = match guard
+                .check_request(request.method(), request.headers())
+                .await
+            {
                 Ok(Some(token)) => token,
                 Ok(None) if layer.optional => {
                     request.extensions_mut().insert(guard.clone());
@@ -278,7 +281,7 @@ async fn verified_token(parts: &mut Parts) -> Result<Option<VerifiedToken>, Auth
             realm: Arc::from("api"),
         });
     };
-    match guard.check_request(&parts.headers).await {
+    match guard.check_request(&parts.method, &parts.headers).await {
         Ok(Some(token)) => {
             parts.extensions.insert(token.clone());
             Ok(Some(token))

@@ -37,8 +37,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::HeaderMap;
 use http::header::{AUTHORIZATION, COOKIE};
+use http::{HeaderMap, Method};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -48,6 +48,7 @@ use crate::policy::VerifyPolicy;
 use crate::time::UnixTime;
 
 mod cache;
+mod csrf;
 mod keys;
 mod revocation;
 
@@ -69,6 +70,10 @@ pub use self::redis::{
 };
 pub use cache::DEFAULT_CACHE_SIZE;
 use cache::VerifiedCache;
+pub use csrf::{
+    CSRF_CLAIM, CsrfFailure, CsrfPolicy, DEFAULT_ACCESS_COOKIE, DEFAULT_CSRF_COOKIE,
+    DEFAULT_CSRF_HEADER, csrf_claim_value, csrf_digest,
+};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use jwks::fuzzing as __fuzz_jwks;
@@ -87,7 +92,8 @@ pub enum TokenSource {
     /// `Authorization: Bearer <token>` (RFC 6750 §2.1), the default.
     AuthorizationHeader,
     /// The cookie of this name. Opt-in: a browser sends cookies on its own,
-    /// so a cookie-authenticated unsafe request needs CSRF protection.
+    /// so a request authenticated by it with an unsafe method must pass the
+    /// guard's [`CsrfPolicy`].
     Cookie(String),
 }
 
@@ -131,6 +137,10 @@ pub enum Rejection {
     /// The decision could not be made: the revocation store or the key
     /// source is unavailable. 503; the client may retry.
     Unavailable,
+    /// A valid token from a cookie, on an unsafe request that failed the
+    /// CSRF check ([`CsrfPolicy`]): 403, no challenge (a new token would
+    /// not help; the request must come from the application).
+    Csrf,
 }
 
 impl Rejection {
@@ -138,7 +148,7 @@ impl Rejection {
     pub fn status(&self) -> http::StatusCode {
         match self {
             Rejection::Missing | Rejection::InvalidToken => http::StatusCode::UNAUTHORIZED,
-            Rejection::InsufficientScope { .. } => http::StatusCode::FORBIDDEN,
+            Rejection::InsufficientScope { .. } | Rejection::Csrf => http::StatusCode::FORBIDDEN,
             Rejection::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -158,7 +168,7 @@ impl Rejection {
                 ),
                 _ => format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\""),
             }),
-            Rejection::Unavailable => None,
+            Rejection::Unavailable | Rejection::Csrf => None,
         }
     }
 
@@ -169,6 +179,7 @@ impl Rejection {
             Rejection::InvalidToken => "invalid-token",
             Rejection::InsufficientScope { .. } => "insufficient-scope",
             Rejection::Unavailable => "unavailable",
+            Rejection::Csrf => "csrf-failed",
         }
     }
 
@@ -179,6 +190,7 @@ impl Rejection {
             Rejection::InvalidToken => "Invalid token",
             Rejection::InsufficientScope { .. } => "Insufficient scope",
             Rejection::Unavailable => "Service unavailable",
+            Rejection::Csrf => "CSRF check failed",
         }
     }
 
@@ -192,6 +204,9 @@ impl Rejection {
                 "The access token does not grant access to this resource."
             }
             Rejection::Unavailable => "Authentication is unavailable right now; try again shortly.",
+            Rejection::Csrf => {
+                "A request authenticated by cookie must come from an allowed origin and echo the CSRF cookie in the X-CSRF-Token header."
+            }
         }
     }
 }
@@ -393,6 +408,7 @@ struct GuardInner {
     cache: Option<VerifiedCache>,
     clock: ClockFn,
     sources: Vec<TokenSource>,
+    csrf: CsrfPolicy,
     roles_claim: Arc<str>,
     realm: String,
     observer: Option<RejectionObserver>,
@@ -417,6 +433,7 @@ pub struct GuardBuilder {
     cache_size: usize,
     clock: ClockFn,
     sources: Vec<TokenSource>,
+    csrf: CsrfPolicy,
     roles_claim: String,
     realm: String,
     observer: Option<RejectionObserver>,
@@ -457,9 +474,20 @@ impl GuardBuilder {
         self
     }
 
-    /// Also reads the token from the cookie `name`, after the header.
+    /// Also reads the token from the cookie `name` (an issuer in cookie
+    /// mode sets [`DEFAULT_ACCESS_COOKIE`]), after the header. Unsafe
+    /// requests authenticated by it must pass the [`CsrfPolicy`]
+    /// ([`GuardBuilder::csrf`]).
     pub fn cookie(mut self, name: impl Into<String>) -> Self {
         self.sources.push(TokenSource::Cookie(name.into()));
+        self
+    }
+
+    /// The CSRF check for requests authenticated by cookie with a method
+    /// other than GET, HEAD and OPTIONS. Default: [`CsrfPolicy::default`],
+    /// which allows no origin (name the application's).
+    pub fn csrf(mut self, policy: CsrfPolicy) -> Self {
+        self.csrf = policy;
         self
     }
 
@@ -498,6 +526,7 @@ impl GuardBuilder {
                 cache: VerifiedCache::new(self.cache_size),
                 clock: self.clock,
                 sources: self.sources,
+                csrf: self.csrf,
                 roles_claim: Arc::from(self.roles_claim),
                 realm: self.realm,
                 observer: self.observer,
@@ -541,6 +570,7 @@ impl Guard {
             cache_size: DEFAULT_CACHE_SIZE,
             clock: Arc::new(system_clock),
             sources: vec![TokenSource::AuthorizationHeader],
+            csrf: CsrfPolicy::default(),
             roles_claim: "roles".to_owned(),
             realm: "api".to_owned(),
             observer: None,
@@ -557,15 +587,28 @@ impl Guard {
         &self.inner.realm
     }
 
+    /// The CSRF check applied to requests authenticated by cookie.
+    pub fn csrf_policy(&self) -> &CsrfPolicy {
+        &self.inner.csrf
+    }
+
     /// The token a request carries, from the first configured source that
     /// has one; `Ok(None)` when none does. An `Authorization` header that is
     /// present but not `Bearer <token>` is an invalid token, not a missing
     /// one: the client meant to authenticate.
     pub fn token_in<'h>(&self, headers: &'h HeaderMap) -> Result<Option<&'h str>, Rejection> {
+        Ok(self.token_and_source(headers)?.map(|(token, _)| token))
+    }
+
+    /// The token and whether it came from a cookie.
+    fn token_and_source<'h>(
+        &self,
+        headers: &'h HeaderMap,
+    ) -> Result<Option<(&'h str, bool)>, Rejection> {
         for source in &self.inner.sources {
             match source {
                 TokenSource::AuthorizationHeader => match bearer_token(headers) {
-                    Ok(Some(token)) => return Ok(Some(token)),
+                    Ok(Some(token)) => return Ok(Some((token, false))),
                     Ok(None) => {}
                     Err(reason) => {
                         self.inner
@@ -574,7 +617,7 @@ impl Guard {
                     }
                 },
                 TokenSource::Cookie(name) => match cookie_value(headers, name) {
-                    Ok(Some(token)) => return Ok(Some(token)),
+                    Ok(Some(token)) => return Ok(Some((token, true))),
                     Ok(None) => {}
                     Err(e) => {
                         self.inner.refused("several_cookies", &e, None);
@@ -586,16 +629,43 @@ impl Guard {
         Ok(None)
     }
 
-    /// Verifies the token the request carries, if any: `Ok(None)` when it
-    /// carries none, a [`Rejection`] when it carries a bad one.
+    /// Verifies the token a request made with `method` carries, if any:
+    /// `Ok(None)` when it carries none, a [`Rejection`] when it carries a
+    /// bad one. A token read from a cookie on an unsafe method must also
+    /// pass the CSRF check ([`Rejection::Csrf`]); a token from the
+    /// `Authorization` header never needs it.
     pub async fn check_request(
         &self,
+        method: &Method,
         headers: &HeaderMap,
     ) -> Result<Option<VerifiedToken>, Rejection> {
-        match self.token_in(headers)? {
-            Some(token) => self.verify(token).await.map(Some),
-            None => Ok(None),
+        let Some((token, from_cookie)) = self.token_and_source(headers)? else {
+            return Ok(None);
+        };
+        let verified = self.verify(token).await?;
+        if from_cookie {
+            self.check_csrf(method, headers, &verified)?;
         }
+        Ok(Some(verified))
+    }
+
+    /// The CSRF check of a request authenticated by a cookie holding
+    /// `token` (for callers that read the cookie themselves).
+    pub fn check_csrf(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        token: &VerifiedToken,
+    ) -> Result<(), Rejection> {
+        self.inner
+            .csrf
+            .check_token(method, headers, token)
+            .map_err(|failure| {
+                let checked = &token.inner;
+                self.inner
+                    .refused(failure.code(), &failure, Some(checked.as_ref()));
+                Rejection::Csrf
+            })
     }
 
     /// Verifies a token: the signature and the policy (skipped for a token

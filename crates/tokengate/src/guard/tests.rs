@@ -622,3 +622,75 @@ fn a_cookie_named_twice_is_ambiguous_and_refused() {
         Ok(Some("attacker")),
     );
 }
+
+/// The CSRF rule applies to a token from a cookie on an unsafe method, and
+/// to nothing else; its refusal is a 403 without a challenge, its reason
+/// told to the observer.
+#[test]
+fn a_cookie_token_on_an_unsafe_method_must_pass_the_csrf_check() {
+    let f = fixture_with(|b| {
+        b.cookie("access")
+            .csrf(CsrfPolicy::new(["https://app.test"]).cookie_name("csrf"))
+    });
+    let token = f.token(json!({ "csrf_hash": csrf_claim_value("c1") }));
+    let by_cookie = format!("access={token}");
+    let with_csrf = format!("access={token}; csrf=c1");
+    block_on(async {
+        let check = |method: Method, pairs: Vec<(&'static str, String)>| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(name, HeaderValue::from_str(&value).unwrap());
+            }
+            let guard = f.guard.clone();
+            async move {
+                guard
+                    .check_request(&method, &map)
+                    .await
+                    .map(|t| t.is_some())
+            }
+        };
+        assert_eq!(
+            check(Method::GET, vec![("cookie", by_cookie.clone())]).await,
+            Ok(true)
+        );
+        assert_eq!(
+            check(Method::POST, vec![("cookie", by_cookie.clone())]).await,
+            Err(Rejection::Csrf)
+        );
+        assert_eq!(f.last_rejection(), Some("csrf_missing_header"));
+        assert_eq!(
+            check(
+                Method::PUT,
+                vec![("cookie", with_csrf.clone()), ("x-csrf-token", "c1".into())]
+            )
+            .await,
+            Ok(true)
+        );
+        assert_eq!(
+            check(
+                Method::PUT,
+                vec![
+                    ("cookie", with_csrf.clone()),
+                    ("x-csrf-token", "c1".into()),
+                    ("origin", "https://evil.test".into())
+                ]
+            )
+            .await,
+            Err(Rejection::Csrf)
+        );
+        assert_eq!(f.last_rejection(), Some("csrf_foreign_origin"));
+        // The header source needs none of it.
+        assert_eq!(
+            check(
+                Method::DELETE,
+                vec![("authorization", format!("Bearer {token}"))]
+            )
+            .await,
+            Ok(true)
+        );
+        // No token at all is not a CSRF matter.
+        assert_eq!(check(Method::POST, vec![]).await, Ok(false));
+    });
+    assert_eq!(Rejection::Csrf.status(), http::StatusCode::FORBIDDEN);
+    assert_eq!(Rejection::Csrf.challenge("api"), None);
+}

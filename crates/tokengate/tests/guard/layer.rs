@@ -10,7 +10,8 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokengate::guard::{
-    Auth, Guard, InProcessRevocations, OptionalAuth, RecordRevocations, StaticKeys,
+    Auth, CsrfPolicy, DEFAULT_ACCESS_COOKIE, DEFAULT_CSRF_COOKIE, Guard, InProcessRevocations,
+    OptionalAuth, RecordRevocations, StaticKeys, csrf_claim_value,
 };
 use tokengate::{Algorithm, KeyRing, Kid, SignOptions, SigningKey, UnixTime, VerifyPolicy};
 
@@ -79,7 +80,7 @@ async fn spawn_api(
 
     // Three lines protect a router: the guard, `require()`, and `role()`.
     let api = Router::new()
-        .route("/api/protected", get(protected))
+        .route("/api/protected", get(protected).post(protected))
         .route("/api/tenant", get(tenant))
         .route(
             "/api/admin",
@@ -420,6 +421,124 @@ async fn a_cookie_is_read_only_when_configured() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Cookie mode: reads need only the cookie; writes need the CSRF token
+/// bound to the session (the token's `csrf_hash`), in header and cookie,
+/// from an allowed origin. The Authorization header never needs it.
+#[tokio::test]
+async fn a_cookie_authenticated_write_needs_the_session_csrf_token() {
+    let api = spawn_api(|b| {
+        b.cookie(DEFAULT_ACCESS_COOKIE)
+            .csrf(CsrfPolicy::new(["https://app.test"]))
+    })
+    .await;
+    let token = api.token(json!({"csrf_hash": csrf_claim_value("csrf-A")}));
+    let send = |method: reqwest::Method, csrf: Option<&str>, extra: &[(&str, &str)]| {
+        let mut request = api
+            .client
+            .request(method, format!("{}/api/protected", api.base))
+            .header(
+                "cookie",
+                format!(
+                    "{DEFAULT_ACCESS_COOKIE}={token}; {DEFAULT_CSRF_COOKIE}={}",
+                    csrf.unwrap_or("csrf-A")
+                ),
+            );
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let status = |r: reqwest::Response| r.status();
+    assert_eq!(
+        status(send(reqwest::Method::GET, None, &[]).await.unwrap()),
+        StatusCode::OK
+    );
+    let refused = send(reqwest::Method::POST, None, &[]).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused.headers().get("www-authenticate").is_none());
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["type"], "urn:tokengate:problem:csrf-failed");
+    // Another session's token, in header and cookie (as a planted cookie
+    // and a script echoing it would send).
+    assert_eq!(
+        status(
+            send(reqwest::Method::POST, Some("csrf-B"), &[])
+                .await
+                .unwrap()
+        ),
+        StatusCode::FORBIDDEN
+    );
+    // The right token from a foreign origin.
+    assert_eq!(
+        status(
+            send(
+                reqwest::Method::POST,
+                Some("csrf-A"),
+                &[("origin", "https://evil.test")]
+            )
+            .await
+            .unwrap()
+        ),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(
+            send(
+                reqwest::Method::POST,
+                Some("csrf-A"),
+                &[("origin", "https://app.test")]
+            )
+            .await
+            .unwrap()
+        ),
+        StatusCode::OK
+    );
+    // The header says csrf-A, the cookie another value: refused.
+    let mismatched = api
+        .client
+        .post(format!("{}/api/protected", api.base))
+        .header(
+            "cookie",
+            format!("{DEFAULT_ACCESS_COOKIE}={token}; {DEFAULT_CSRF_COOKIE}=csrf-B"),
+        )
+        .header("x-csrf-token", "csrf-A")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mismatched.status(), StatusCode::FORBIDDEN);
+    // A token without a binding cannot write by cookie at all.
+    let unbound = api.token(json!({}));
+    let response = api
+        .client
+        .post(format!("{}/api/protected", api.base))
+        .header(
+            "cookie",
+            format!("{DEFAULT_ACCESS_COOKIE}={unbound}; {DEFAULT_CSRF_COOKIE}=csrf-A"),
+        )
+        .header("x-csrf-token", "csrf-A")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // The Authorization header needs no CSRF token, whatever the method.
+    let response = api
+        .client
+        .post(format!("{}/api/protected", api.base))
+        .bearer_auth(&unbound)
+        .header("origin", "https://evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

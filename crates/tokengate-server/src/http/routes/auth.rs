@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use zeroize::Zeroizing;
 
+use crate::http::cookies::{BrowserCookies, Delivery};
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, Authenticated, OptionalApiJson};
+use crate::http::extract::{ApiJson, ApiQuery, Authenticated, OptionalApiJson};
 use crate::http::openapi::{
-    BadRequest, Conflict, Forbidden, InternalError, InvalidCredentials, InvalidGrant,
+    BadRequest, Conflict, CsrfFailed, Forbidden, InternalError, InvalidCredentials, InvalidGrant,
     PayloadTooLarge, ServiceUnavailable, TooManyRequests, Unauthorized, UnprocessableEntity,
     UnsupportedMediaType,
 };
@@ -22,14 +23,13 @@ use crate::http::state::AppState;
 use crate::infra::client_ip::ClientIp;
 use crate::service::{Actor, IssuedTokens, LoginRequest, LogoutScope, NewAccount};
 
-/// An email and a password: the body of registration and login.
+/// An email and a password: the body of registration.
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
     /// Trimmed and lower-cased before use.
     #[schema(example = "ada@example.com")]
     email: String,
-    /// 12 to 128 characters and hard to guess to register; 1 to 128 to
-    /// log in.
+    /// 12 to 128 characters and hard to guess.
     #[schema(value_type = String, format = Password, min_length = 1, max_length = 128)]
     password: Zeroizing<String>,
 }
@@ -101,15 +101,96 @@ pub struct TokenResponse<'a> {
     refresh_expires_in: i64,
 }
 
-fn token_response(tokens: &IssuedTokens) -> Response {
-    Json(TokenResponse {
-        access_token: &tokens.access,
-        token_type: "Bearer",
-        expires_in: tokens.access_expires_in,
-        refresh_token: tokens.refresh.expose(),
-        refresh_expires_in: tokens.refresh_expires_in,
-    })
-    .into_response()
+/// A new token pair in cookie mode: the tokens are in `Set-Cookie`
+/// headers (`__Host-tg_access`, `__Secure-tg_refresh`, `__Host-tg_csrf`),
+/// never in the body.
+#[derive(Serialize, ToSchema)]
+pub struct CookieTokenResponse<'a> {
+    /// Always `cookie`.
+    #[schema(value_type = String, pattern = "^cookie$")]
+    mode: &'static str,
+    /// Always `Bearer`: the access cookie holds a bearer token.
+    #[schema(value_type = String, pattern = "^Bearer$")]
+    token_type: &'static str,
+    /// Seconds the access token (and its cookie) is valid for.
+    expires_in: i64,
+    /// Seconds the refresh token (and its cookie) is valid for.
+    refresh_expires_in: i64,
+    /// The session's CSRF token, also in the `__Host-tg_csrf` cookie: send
+    /// it in `X-CSRF-Token` on every request that is not GET, HEAD or
+    /// OPTIONS.
+    csrf_token: &'a str,
+}
+
+/// The answer of a login or refresh: the token pair in the body, or in
+/// cookies.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Documentation only: the handlers write each shape themselves.
+pub enum TokenAnswer<'a> {
+    /// `mode=body` (the default).
+    Body(TokenResponse<'a>),
+    /// `mode=cookie`.
+    Cookie(CookieTokenResponse<'a>),
+}
+
+fn token_response(
+    settings: &crate::infra::config::Settings,
+    delivery: Delivery,
+    tokens: &IssuedTokens,
+) -> Result<Response, ApiError> {
+    match delivery {
+        Delivery::Body => Ok(Json(TokenResponse {
+            access_token: &tokens.access,
+            token_type: "Bearer",
+            expires_in: tokens.access_expires_in,
+            refresh_token: tokens.refresh.expose(),
+            refresh_expires_in: tokens.refresh_expires_in,
+        })
+        .into_response()),
+        Delivery::Cookie => {
+            let cookies = BrowserCookies::of(settings).issued(tokens)?;
+            let mut response = Json(CookieTokenResponse {
+                mode: "cookie",
+                token_type: "Bearer",
+                expires_in: tokens.access_expires_in,
+                refresh_expires_in: tokens.refresh_expires_in,
+                csrf_token: &tokens.csrf_token,
+            })
+            .into_response();
+            for cookie in cookies {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            Ok(response)
+        }
+    }
+}
+
+/// `?mode=`: how the tokens are handed over.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ModeQuery {
+    /// `body` (the default: tokens in the JSON body) or `cookie` (tokens in
+    /// `HttpOnly` cookies, none in the body; see `cookie_mode`).
+    #[serde(default)]
+    #[param(inline)]
+    mode: Option<Delivery>,
+}
+
+/// The body of a login.
+#[derive(Deserialize, ToSchema)]
+pub struct LoginBody {
+    /// Trimmed and lower-cased before use.
+    #[schema(example = "ada@example.com")]
+    email: String,
+    /// 1 to 128 characters.
+    #[schema(value_type = String, format = Password, min_length = 1, max_length = 128)]
+    password: Zeroizing<String>,
+    /// As `?mode=` (they must agree when both are given).
+    #[serde(default)]
+    #[schema(inline)]
+    mode: Option<Delivery>,
 }
 
 /// `POST /auth/login`.
@@ -118,9 +199,10 @@ fn token_response(tokens: &IssuedTokens) -> Response {
     path = "/auth/login",
     tag = "auth",
     operation_id = "login",
-    request_body = Credentials,
+    params(ModeQuery),
+    request_body = LoginBody,
     responses(
-        (status = 200, description = "A new session: an access token and a refresh token.", body = TokenResponse),
+        (status = 200, description = "A new session: an access token and a refresh token, in the body or (cookie mode) in `Set-Cookie` headers.", body = TokenAnswer),
         (status = 400, response = inline(BadRequest)),
         (status = 401, response = inline(InvalidCredentials)),
         (status = 403, response = inline(Forbidden)),
@@ -135,9 +217,11 @@ fn token_response(tokens: &IssuedTokens) -> Response {
 pub async fn login(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
+    ApiQuery(query): ApiQuery<ModeQuery>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<Credentials>,
+    ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
+    let delivery = Delivery::choose(state.settings.cookie_mode, query.mode, body.mode)?;
     let tokens = state
         .sessions
         .login(LoginRequest {
@@ -147,7 +231,7 @@ pub async fn login(
             user_agent: user_agent_of(&headers),
         })
         .await?;
-    Ok(token_response(&tokens))
+    token_response(&state.settings, delivery, &tokens)
 }
 
 fn user_agent_of(headers: &HeaderMap) -> Option<String> {
@@ -160,9 +244,16 @@ fn user_agent_of(headers: &HeaderMap) -> Option<String> {
 /// The body of a refresh.
 #[derive(Deserialize, ToSchema)]
 pub struct RefreshRequest {
-    /// The refresh token of the last login or refresh.
-    #[schema(value_type = String)]
-    refresh_token: Zeroizing<String>,
+    /// The refresh token of the last login or refresh. Leave it out to
+    /// refresh with the refresh cookie (cookie mode; then `X-CSRF-Token`
+    /// is required and the answer is in cookies).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    refresh_token: Option<Zeroizing<String>>,
+    /// As `?mode=` (they must agree when both are given).
+    #[serde(default)]
+    #[schema(inline)]
+    mode: Option<Delivery>,
 }
 
 /// `POST /auth/refresh`: rotation with reuse detection.
@@ -171,10 +262,12 @@ pub struct RefreshRequest {
     path = "/auth/refresh",
     tag = "auth",
     operation_id = "refresh",
+    params(ModeQuery),
     request_body = RefreshRequest,
     responses(
-        (status = 200, description = "A new access token and a new refresh token; the one presented is used up.", body = TokenResponse),
+        (status = 200, description = "A new access token and a new refresh token; the one presented is used up. In cookie mode (always when the refresh token came from the cookie) both are in `Set-Cookie` headers.", body = TokenAnswer),
         (status = 400, response = inline(InvalidGrant)),
+        (status = 403, response = inline(CsrfFailed)),
         (status = 413, response = inline(PayloadTooLarge)),
         (status = 415, response = inline(UnsupportedMediaType)),
         (status = 422, response = inline(UnprocessableEntity)),
@@ -185,10 +278,69 @@ pub struct RefreshRequest {
 pub async fn refresh(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
+    ApiQuery(query): ApiQuery<ModeQuery>,
+    method: Method,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Response, ApiError> {
-    let tokens = state.sessions.refresh(&body.refresh_token, client).await?;
-    Ok(token_response(&tokens))
+    let cookies = BrowserCookies::of(&state.settings);
+    if let Some(presented) = &body.refresh_token {
+        let delivery = Delivery::choose(state.settings.cookie_mode, query.mode, body.mode)?;
+        let tokens = state.sessions.refresh(presented, client).await?;
+        return token_response(&state.settings, delivery, &tokens);
+    }
+    let from_cookie = if cookies.enabled() {
+        // Named twice: one may be planted (a `__Secure-` cookie can carry
+        // a parent `Domain`); which is meant is unknowable.
+        tokengate::guard::cookie_value(&headers, cookies.refresh_name()).map_err(|e| {
+            tracing::info!(event = "refresh_refused", reason = "several_cookies", detail = %e, "refresh by cookie refused");
+            ApiError::InvalidGrant
+        })?
+    } else {
+        None
+    };
+    let Some(presented) = from_cookie else {
+        return Err(ApiError::Invalid {
+            field: "refresh_token".into(),
+            detail: "The refresh token is missing.".to_owned(),
+        });
+    };
+    // A token that came from a cookie goes back in cookies: never to a script.
+    if query.mode == Some(Delivery::Body) || body.mode == Some(Delivery::Body) {
+        return Err(ApiError::Invalid {
+            field: "mode".into(),
+            detail: "A refresh by cookie answers in cookies.".to_owned(),
+        });
+    }
+    // Checked before the token is presented: a forged request must not
+    // use it up. A token we never issued has no session and changes
+    // nothing; it is refused as invalid below.
+    if let Some(bound) = state
+        .sessions
+        .csrf_digest_of_refresh_token(presented)
+        .await?
+    {
+        state
+            .guard
+            .csrf_policy()
+            .check(&method, &headers, Some(&bound))
+            .map_err(|failure| {
+                tracing::info!(event = "refresh_refused", reason = failure.code(), detail = %failure, "refresh by cookie refused");
+                crate::infra::metrics::token_rejected(failure.code());
+                ApiError::CsrfFailed
+            })?;
+    }
+    match state.sessions.refresh(presented, client).await {
+        Ok(tokens) => token_response(&state.settings, Delivery::Cookie, &tokens),
+        // The cookies are of no further use: clear them.
+        Err(e) => {
+            let mut response = ApiError::from(e).into_response();
+            for cookie in cookies.cleared()? {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            Ok(response)
+        }
+    }
 }
 
 /// The optional body of a logout.
@@ -214,6 +366,7 @@ pub struct LogoutRequest {
         (status = 204, description = "Logged out; the access tokens of the ended sessions are rejected at once."),
         (status = 400, response = inline(BadRequest)),
         (status = 401, response = inline(Unauthorized)),
+        (status = 403, response = inline(CsrfFailed)),
         (status = 413, response = inline(PayloadTooLarge)),
         (status = 415, response = inline(UnsupportedMediaType)),
         (status = 422, response = inline(UnprocessableEntity)),
@@ -224,6 +377,7 @@ pub struct LogoutRequest {
 pub async fn logout(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
+    headers: HeaderMap,
     auth: Authenticated,
     OptionalApiJson(request): OptionalApiJson<LogoutRequest>,
 ) -> Result<Response, ApiError> {
@@ -232,5 +386,13 @@ pub async fn logout(
         .sessions
         .logout(&auth.user_id, &auth.session_id, scope, client)
         .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    // This browser's session ended (not for `others`): its cookies go too.
+    let cookies = BrowserCookies::of(&state.settings);
+    if scope != LogoutScope::Others && cookies.any_in(&headers) {
+        for cookie in cookies.cleared()? {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+    }
+    Ok(response)
 }

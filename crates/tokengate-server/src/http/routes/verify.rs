@@ -55,8 +55,8 @@ impl Requirements {
     }
 }
 
-/// Methods a cross-site page cannot use to change anything: the only ones
-/// a cookie may authenticate until cookie mode brings its CSRF defence.
+/// Methods a cross-site page cannot use to change anything: a request
+/// authenticated by cookie with any other must pass the CSRF check.
 fn is_safe_method(method: &str) -> bool {
     [Method::GET, Method::HEAD, Method::OPTIONS]
         .iter()
@@ -80,6 +80,17 @@ fn forwarded_method_is_safe(headers: &HeaderMap) -> bool {
         }
     }
     seen
+}
+
+/// The method the CSRF check is run for: the client's own when every
+/// method header agrees it is safe, else an unsafe one (a client could
+/// add the header its proxy does not set).
+fn forwarded_method(headers: &HeaderMap) -> Method {
+    if forwarded_method_is_safe(headers) {
+        Method::GET
+    } else {
+        Method::POST
+    }
 }
 
 /// `/auth/verify` (any method): 200 with the identity headers, 401 with a
@@ -109,9 +120,12 @@ pub async fn verify(
     ApiQuery(requirements): ApiQuery<Requirements>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let verified = match state.guard.check_request(&headers).await? {
+    // The Authorization header, then the cookie-mode access cookie (with
+    // the CSRF rule for the client's method), then `forward_auth_cookie`.
+    let method = forwarded_method(&headers);
+    let verified = match state.guard.check_request(&method, &headers).await? {
         Some(verified) => verified,
-        None => from_cookie(&state, &headers).await?,
+        None => from_cookie(&state, &method, &headers).await?,
     };
     for requirement in requirements.each() {
         requirement.check(&verified)?;
@@ -119,8 +133,12 @@ pub async fn verify(
     identity_response(&state.settings.forward_auth_header_prefix, &verified)
 }
 
-/// With no `Authorization` header: the configured cookie, for safe methods.
-async fn from_cookie(state: &AppState, headers: &HeaderMap) -> Result<VerifiedToken, ApiError> {
+/// With neither: `forward_auth_cookie`, under the same CSRF rule.
+async fn from_cookie(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<VerifiedToken, ApiError> {
     let cookie = state.settings.forward_auth_cookie.as_deref();
     let found = match cookie {
         Some(name) => cookie_value(headers, name).map_err(|e| refused("several_cookies", &e))?,
@@ -129,13 +147,9 @@ async fn from_cookie(state: &AppState, headers: &HeaderMap) -> Result<VerifiedTo
     let Some(token) = found else {
         return Err(ApiError::InvalidToken { presented: false });
     };
-    if !forwarded_method_is_safe(headers) {
-        return Err(refused(
-            "cookie_on_unsafe_method",
-            &"a cookie authenticates only GET, HEAD and OPTIONS (no CSRF defence yet)",
-        ));
-    }
-    Ok(state.guard.verify(token).await?)
+    let verified = state.guard.verify(token).await?;
+    state.guard.check_csrf(method, headers, &verified)?;
+    Ok(verified)
 }
 
 /// A cookie refused before the guard saw it: logged and counted as the

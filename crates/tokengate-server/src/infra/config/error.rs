@@ -187,6 +187,16 @@ pub enum ConfigError {
         "configuration: metrics_addr {0} is reachable from the network: set metrics_token, or bind it to a loopback address"
     )]
     ExposedMetrics(SocketAddr),
+    /// Cookies without `Secure` on a service others can reach.
+    #[error(
+        "configuration: cookie_insecure_dev = true is for local development only: addr ({addr}) and public_url ({public_url}) must be loopback (127.0.0.1, ::1 or localhost)"
+    )]
+    InsecureCookiesOffLoopback {
+        /// `addr`.
+        addr: SocketAddr,
+        /// `public_url`.
+        public_url: String,
+    },
     /// Both `master_key` and `master_key_file`.
     #[error(
         "configuration: set master_key or master_key_file, not both: which one encrypts the signing keys must be unambiguous"

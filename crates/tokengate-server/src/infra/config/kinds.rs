@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokengate::Algorithm;
 
-use super::{ClientIpHeader, ConfigError, LogFormat, Secret, Source};
+use super::{ClientIpHeader, ConfigError, CookieMode, LogFormat, SameSite, Secret, Source};
 
 /// A value as `--print-config` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +215,93 @@ pub(super) fn client_ip_header() -> Parsed<ClientIpHeader> {
         },
         show: |header| Shown::Text(header.name().to_owned()),
     }
+}
+
+/// `allowed`, `always` or `off`, in any case.
+pub(super) fn cookie_mode() -> Parsed<CookieMode> {
+    Parsed {
+        expected: "allowed, always or off",
+        parse: |text| match text.to_ascii_lowercase().as_str() {
+            "allowed" => Some(CookieMode::Allowed),
+            "always" => Some(CookieMode::Always),
+            "off" => Some(CookieMode::Off),
+            _ => None,
+        },
+        show: |mode| Shown::Text(mode.name().to_owned()),
+    }
+}
+
+/// `strict` or `lax`, in any case (`none` would send the cookies on
+/// cross-site requests: not offered).
+pub(super) fn same_site() -> Parsed<SameSite> {
+    Parsed {
+        expected: "strict or lax",
+        parse: |text| match text.to_ascii_lowercase().as_str() {
+            "strict" => Some(SameSite::Strict),
+            "lax" => Some(SameSite::Lax),
+            _ => None,
+        },
+        show: |same_site| Shown::Text(same_site.name().to_owned()),
+    }
+}
+
+/// A comma-separated list of web origins (`https://app.example.com`,
+/// `http://localhost:5173`); blank is none.
+pub(super) fn origin_list() -> Parsed<Vec<String>> {
+    Parsed {
+        expected: "a comma-separated list of origins like https://app.example.com (scheme, host and optional port; no path)",
+        parse: |text| {
+            text.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(parse_origin)
+                .collect()
+        },
+        show: |origins| Shown::Text(origins.join(",")),
+    }
+}
+
+/// `http(s)://host[:port]` (a trailing `/` allowed), lower-cased, without
+/// the scheme's default port: the form browsers send in `Origin`.
+pub fn parse_origin(text: &str) -> Option<String> {
+    let text = text.trim().trim_end_matches('/').to_ascii_lowercase();
+    let (scheme, authority) = text.split_once("://")?;
+    let default_port = match scheme {
+        "https" => ":443",
+        "http" => ":80",
+        _ => return None,
+    };
+    let (host, port) = match authority.strip_prefix('[') {
+        // An IPv6 literal: `[::1]` or `[::1]:8080`.
+        Some(rest) => {
+            let (inside, after) = rest.split_once(']')?;
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':')?),
+            };
+            inside.parse::<std::net::Ipv6Addr>().ok()?;
+            (inside, port)
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    if !host_ok || !port_ok {
+        return None;
+    }
+    let origin = format!("{scheme}://{authority}");
+    Some(
+        origin
+            .strip_suffix(default_port)
+            .map_or_else(|| origin.clone(), str::to_owned),
+    )
 }
 
 /// A header-name prefix or a cookie name: an RFC 9110 token (letters,

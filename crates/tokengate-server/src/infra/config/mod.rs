@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::ConfigError;
-pub use kinds::redact_url;
+pub use kinds::{parse_origin, redact_url};
 pub use table::{KEYS, Settings};
 
 /// A duration in whole seconds as the `i64` Unix times are kept in,
@@ -94,6 +94,47 @@ impl ClientIpHeader {
         match self {
             ClientIpHeader::XForwardedFor => "x-forwarded-for",
             ClientIpHeader::Forwarded => "forwarded",
+        }
+    }
+}
+
+/// When logins and refreshes answer in cookie mode (`cookie_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieMode {
+    /// When the request asks (`?mode=cookie` or `"mode": "cookie"`).
+    Allowed,
+    /// Always: tokens never appear in a response body.
+    Always,
+    /// Never: no cookie is set or read.
+    Off,
+}
+
+impl CookieMode {
+    /// The mode's name, as configured.
+    pub fn name(self) -> &'static str {
+        match self {
+            CookieMode::Allowed => "allowed",
+            CookieMode::Always => "always",
+            CookieMode::Off => "off",
+        }
+    }
+}
+
+/// The `SameSite` attribute of the cookie-mode cookies (`cookie_same_site`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// Sent on same-site requests only, navigations from elsewhere included.
+    Strict,
+    /// Also sent on top-level navigations (GET) from other sites.
+    Lax,
+}
+
+impl SameSite {
+    /// The attribute's value as configured (lower case).
+    pub fn name(self) -> &'static str {
+        match self {
+            SameSite::Strict => "strict",
+            SameSite::Lax => "lax",
         }
     }
 }

@@ -23,12 +23,12 @@ use std::time::Duration;
 use tokengate::Algorithm;
 
 use super::kinds::{
-    Kind, Shown, address, boolean, cidr_list, client_ip_header, duration, http_token,
-    ipv6_prefix_len, log_format, number, optional, path, secret, secret_url, signing_algorithm,
-    text,
+    Kind, Shown, address, boolean, cidr_list, client_ip_header, cookie_mode, duration, http_token,
+    ipv6_prefix_len, log_format, number, optional, origin_list, path, same_site, secret,
+    secret_url, signing_algorithm, text,
 };
 use super::layers::Merged;
-use super::{ClientIpHeader, ConfigError, LogFormat, Secret, Source};
+use super::{ClientIpHeader, ConfigError, CookieMode, LogFormat, SameSite, Secret, Source};
 
 /// Declares the settings: `/// doc`, then `key: Type = "default" => kind;`
 /// (no `= "default"` when the value is derived from others or unset).
@@ -132,10 +132,27 @@ settings! {
     /// `-Email`, `-Roles`, `-Session`).
     forward_auth_header_prefix: String = "X-Auth-"
         => http_token("a header-name prefix like X-Auth- (letters, digits, - and _)");
-    /// Cookie `GET /auth/verify` also reads the access token from (unset:
-    /// the Authorization header only). Safe methods only: no CSRF defence yet.
+    /// Another cookie `/auth/verify` reads the access token from, after the
+    /// Authorization header and the cookie-mode access cookie (unset: none).
+    /// Unsafe methods need the CSRF token, as in cookie mode.
     forward_auth_cookie: Option<String>
         => optional(http_token("a cookie name (letters, digits, - and _)"));
+    /// Browsers: `allowed` (a login or refresh answers in cookie mode when
+    /// it asks with `?mode=cookie` or `"mode": "cookie"`), `always` (every
+    /// one does: tokens never appear in a body) or `off` (no cookie is set
+    /// or read).
+    cookie_mode: CookieMode = "allowed" => cookie_mode();
+    /// `SameSite` of the cookie-mode cookies: `strict` or `lax`.
+    cookie_same_site: SameSite = "strict" => same_site();
+    /// Origins allowed to send unsafe requests authenticated by cookie,
+    /// besides the service's own (`public_url`'s): the web applications
+    /// that use cookie mode (`https://app.example.com`).
+    cookie_allowed_origins: Vec<String> = "" => origin_list();
+    /// Local development over plain http: cookies without `Secure` and
+    /// without the `__Host-`/`__Secure-` prefixes (`tg_access`,
+    /// `tg_refresh`, `tg_csrf`). Refused unless `addr` and `public_url`
+    /// are loopback; a warning at every start while on.
+    cookie_insecure_dev: bool = "false" => boolean();
     /// Whether `POST /auth/register` is open.
     registration: bool = "true" => boolean();
     /// Wrong passwords checked per account from one client address in the

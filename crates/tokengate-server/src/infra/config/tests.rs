@@ -624,3 +624,140 @@ fn forward_auth_names_are_header_tokens_and_nothing_else() {
         Some(Some("tg_access".to_owned()))
     );
 }
+
+#[test]
+fn cookie_settings_parse_and_default_to_the_safe_ones() {
+    let s = load(&[]).ok();
+    assert_eq!(s.as_ref().map(|s| s.cookie_mode), Some(CookieMode::Allowed));
+    assert_eq!(
+        s.as_ref().map(|s| s.cookie_same_site),
+        Some(SameSite::Strict)
+    );
+    assert_eq!(s.as_ref().map(|s| s.cookie_insecure_dev), Some(false));
+    // The service's own origin is always allowed.
+    assert_eq!(
+        s.map(|s| s.cookie_origins()),
+        Some(vec!["http://127.0.0.1:8080".to_owned()])
+    );
+    let s = load(&[
+        ("TOKENGATE_COOKIE_MODE", "ALWAYS"),
+        ("TOKENGATE_COOKIE_SAME_SITE", "lax"),
+        ("TOKENGATE_PUBLIC_URL", "https://auth.example.com:443/base/"),
+        (
+            "TOKENGATE_COOKIE_ALLOWED_ORIGINS",
+            "https://App.example.com/, http://localhost:5173, https://[::1]:8443",
+        ),
+    ])
+    .ok();
+    assert_eq!(s.as_ref().map(|s| s.cookie_mode), Some(CookieMode::Always));
+    assert_eq!(s.as_ref().map(|s| s.cookie_same_site), Some(SameSite::Lax));
+    assert_eq!(
+        s.map(|s| s.cookie_origins()),
+        Some(
+            [
+                "https://auth.example.com",
+                "https://app.example.com",
+                "http://localhost:5173",
+                "https://[::1]:8443"
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        )
+    );
+    for bad in [
+        "app.example.com",
+        "ftp://app.example.com",
+        "https://app.example.com/path",
+        "https://user@app.example.com",
+        "https://",
+        "https://app.example.com:port",
+        "https://[::1",
+        "https://exämple.com",
+        "https://a.example, *",
+    ] {
+        let err = load(&[("TOKENGATE_COOKIE_ALLOWED_ORIGINS", bad)]).map(|_| ());
+        assert!(
+            err.is_err_and(|e| e.to_string().contains("cookie_allowed_origins")),
+            "{bad:?} accepted as an origin list"
+        );
+    }
+    for (key, bad) in [
+        ("TOKENGATE_COOKIE_MODE", "sometimes"),
+        ("TOKENGATE_COOKIE_SAME_SITE", "none"),
+    ] {
+        assert!(load(&[(key, bad)]).is_err(), "{key}={bad}");
+    }
+}
+
+#[test]
+fn insecure_dev_cookies_are_refused_off_loopback() {
+    let on = ("TOKENGATE_COOKIE_INSECURE_DEV", "true");
+    for (addr, public_url) in [
+        ("127.0.0.1:8080", ""),
+        ("[::1]:8080", ""),
+        ("127.0.0.1:8080", "http://localhost:8080"),
+        ("127.0.0.1:8080", "http://[::1]:8080/"),
+    ] {
+        let s = load(&[
+            on,
+            ("TOKENGATE_ADDR", addr),
+            ("TOKENGATE_PUBLIC_URL", public_url),
+        ]);
+        assert!(
+            s.is_ok_and(|s| s.cookie_insecure_dev),
+            "{addr} {public_url}"
+        );
+    }
+    for (addr, public_url) in [
+        ("0.0.0.0:8080", ""),
+        ("10.0.0.5:8080", ""),
+        ("127.0.0.1:8080", "http://auth.example.com"),
+        ("127.0.0.1:8080", "http://localhost.example.com"),
+        ("127.0.0.1:8080", "http://192.168.1.2:8080"),
+    ] {
+        let err = load(&[
+            on,
+            ("TOKENGATE_ADDR", addr),
+            ("TOKENGATE_PUBLIC_URL", public_url),
+        ])
+        .map(|_| ());
+        assert!(
+            err.is_err_and(|e| e.to_string().contains("cookie_insecure_dev")),
+            "{addr} {public_url} accepted"
+        );
+    }
+}
+
+#[test]
+fn cookie_settings_are_read_from_the_file_with_origins_as_a_toml_array() {
+    let Ok(dir) = tempfile::tempdir() else {
+        panic!("tempdir")
+    };
+    let path = dir.path().join("tokengate.toml");
+    std::fs::write(
+        &path,
+        "cookie_mode = \"always\"\ncookie_same_site = \"lax\"\npublic_url = \"https://auth.example.com\"\n\
+         cookie_allowed_origins = [\"https://app.example.com\", \"http://localhost:5173\"]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let overrides = Overrides {
+        config_file: Some(path),
+        ..Overrides::default()
+    };
+    let s = Settings::load_from(&overrides, &|_| None).map_err(|e| e.to_string());
+    let s = s.as_ref().ok();
+    assert_eq!(s.map(|s| s.cookie_mode), Some(CookieMode::Always));
+    assert_eq!(s.map(|s| s.cookie_same_site), Some(SameSite::Lax));
+    assert_eq!(
+        s.map(Settings::cookie_origins),
+        Some(
+            [
+                "https://auth.example.com",
+                "https://app.example.com",
+                "http://localhost:5173"
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        )
+    );
+}

@@ -24,6 +24,7 @@ impl Settings {
         self.check_sessions()?;
         self.check_connections()?;
         self.check_metrics()?;
+        self.check_cookies()?;
         if self.master_key.is_some() && self.master_key_file.is_some() {
             return Err(ConfigError::TwoMasterKeys);
         }
@@ -179,6 +180,30 @@ impl Settings {
         Ok(())
     }
 
+    /// Cookies without `Secure` only where nobody but this machine can
+    /// reach the service: a bind address and a public URL on loopback.
+    fn check_cookies(&self) -> Result<(), ConfigError> {
+        if self.cookie_insecure_dev
+            && !(self.addr.ip().is_loopback() && url_host_is_loopback(&self.public_url))
+        {
+            return Err(ConfigError::InsecureCookiesOffLoopback {
+                addr: self.addr,
+                public_url: self.public_url.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The origins allowed to send unsafe requests authenticated by
+    /// cookie: the service's own (from `public_url`) and
+    /// `cookie_allowed_origins`.
+    pub fn cookie_origins(&self) -> Vec<String> {
+        super::parse_origin(&origin_part(&self.public_url))
+            .into_iter()
+            .chain(self.cookie_allowed_origins.iter().cloned())
+            .collect()
+    }
+
     /// `/metrics` is served on a loopback address or behind a token.
     fn check_metrics(&self) -> Result<(), ConfigError> {
         if let Some(token) = &self.metrics_token
@@ -197,4 +222,31 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// `scheme://authority` of a URL (its path dropped).
+fn origin_part(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            format!("{scheme}://{authority}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Whether a URL's host is `localhost` or a loopback address.
+fn url_host_is_loopback(url: &str) -> bool {
+    let Some(origin) = super::parse_origin(&origin_part(url)) else {
+        return false;
+    };
+    let authority = origin.split_once("://").map_or("", |(_, a)| a);
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

@@ -48,6 +48,9 @@ pub struct IssuedTokens {
     pub refresh: RefreshToken,
     /// The refresh token's lifetime in seconds.
     pub refresh_expires_in: i64,
+    /// The session's CSRF token, for cookie mode (its hash is the access
+    /// token's `csrf_hash`).
+    pub csrf_token: String,
 }
 
 /// The lifetimes a session's tokens get, in the whole seconds Unix times
@@ -83,6 +86,8 @@ pub struct Sessions {
     denylist: Denylist,
     keys: Arc<KeyManager>,
     refresh_key: hmac::Key,
+    /// Derives a session's CSRF token from its id.
+    csrf_key: hmac::Key,
     settings: Arc<Settings>,
     lifetimes: Lifetimes,
     refusals: Arc<RefusalLog>,
@@ -101,6 +106,13 @@ impl Sessions {
         refresh_key: hmac::Key,
         settings: Arc<Settings>,
     ) -> Self {
+        // Its own key, derived from the refresh derivation key (itself from
+        // the master key): stable across restarts and instances, unrelated
+        // to any refresh token.
+        let csrf_key = hmac::Key::new(
+            hmac::HMAC_SHA256,
+            hmac::sign(&refresh_key, b"tokengate csrf-token derivation v1").as_ref(),
+        );
         Sessions {
             store,
             hasher,
@@ -109,6 +121,7 @@ impl Sessions {
             denylist,
             keys,
             refresh_key,
+            csrf_key,
             lifetimes: Lifetimes::of(&settings),
             settings,
             refusals: Arc::new(RefusalLog::default()),
@@ -260,6 +273,7 @@ impl Sessions {
             access_expires_in: self.lifetimes.access,
             refresh,
             refresh_expires_in: refresh_expires_at - now.as_secs(),
+            csrf_token: self.csrf_token(&session.id),
         })
     }
 
@@ -337,6 +351,7 @@ impl Sessions {
             scope: Some(self.settings.access_scope.clone()),
             roles: user.roles.as_slice().to_vec(),
             email: Some(user.email.clone()),
+            csrf_hash: Some(tokengate::guard::csrf_claim_value(&self.csrf_token(sid))),
         };
         self.keys
             .current()
@@ -424,6 +439,32 @@ impl Sessions {
             access_expires_in: self.lifetimes.access,
             refresh: child,
             refresh_expires_in: self.lifetimes.refresh,
+            csrf_token: self.csrf_token(&session.id),
         })
+    }
+
+    /// The CSRF token of session `sid`: base64url HMAC-SHA256 of its id
+    /// under a key derived from the master key. Derived, not stored, so a
+    /// refresh (whose access token may be long gone) can check it; bound to
+    /// the session, so one session's token is worthless in another.
+    pub fn csrf_token(&self, sid: &str) -> String {
+        tokengate::b64::encode(hmac::sign(&self.csrf_key, sid.as_bytes()).as_ref())
+    }
+
+    /// The SHA-256 of the CSRF token of the session the refresh token
+    /// `presented` belongs to (`None` for a token we never issued): what a
+    /// refresh by cookie must echo, checked before the token is used up.
+    pub async fn csrf_digest_of_refresh_token(
+        &self,
+        presented: &str,
+    ) -> Result<Option<[u8; 32]>, ServiceError> {
+        let Some(token) = RefreshToken::parse(presented) else {
+            return Ok(None);
+        };
+        let session = self
+            .store
+            .session_of_refresh_token(&token.stored_hash())
+            .await?;
+        Ok(session.map(|sid| tokengate::guard::csrf_digest(&self.csrf_token(&sid))))
     }
 }

@@ -1,0 +1,730 @@
+//! Cookie mode over real HTTP: the three cookies and their attributes, the
+//! CSRF rule (header, session binding, origin), refresh and logout by
+//! cookie, clearing, the insecure development switch, and a race of
+//! refreshes on one refresh cookie.
+
+use std::collections::BTreeMap;
+
+use reqwest::header::SET_COOKIE;
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::app::{Backend, TestApp, problem, spawn_app_with};
+use crate::both_backends;
+
+const PASSWORD: &str = "a long passphrase for the cookie tests";
+const APP_ORIGIN: &str = "https://app.test";
+
+both_backends!(
+    refresh_by_cookie_rotates_both_cookies_and_the_old_one_triggers_reuse_detection,
+    logout_clears_the_cookies_and_the_old_refresh_cookie_cannot_resurrect_the_session,
+);
+
+/// A cookie as a `Set-Cookie` header gave it: its value and its
+/// attributes exactly as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetCookie {
+    pub value: String,
+    pub attributes: String,
+}
+
+/// The `Set-Cookie` headers of a response, by cookie name.
+pub fn set_cookies(response: &Response) -> BTreeMap<String, SetCookie> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| {
+            let text = v.to_str().unwrap();
+            let (pair, attributes) = text.split_once("; ").unwrap_or((text, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            (
+                name.to_owned(),
+                SetCookie {
+                    value: value.to_owned(),
+                    attributes: attributes.to_owned(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// A browser session in cookie mode: the values of its three cookies.
+pub struct CookieSession {
+    pub access: String,
+    pub refresh: String,
+    pub csrf: String,
+}
+
+impl CookieSession {
+    fn from_cookies(app: &TestApp, cookies: &BTreeMap<String, SetCookie>) -> CookieSession {
+        let session = CookieSession {
+            access: cookies["__Host-tg_access"].value.clone(),
+            refresh: cookies["__Secure-tg_refresh"].value.clone(),
+            csrf: cookies["__Host-tg_csrf"].value.clone(),
+        };
+        app.logs().remember(&session.access);
+        app.logs().remember(&session.refresh);
+        session
+    }
+
+    /// The `Cookie` header a browser sends to `/` (access and CSRF).
+    pub fn cookie_header(&self) -> String {
+        format!(
+            "__Host-tg_access={}; __Host-tg_csrf={}",
+            self.access, self.csrf
+        )
+    }
+
+    /// The `Cookie` header a browser sends to `/auth/refresh` (all three).
+    fn refresh_cookie_header(&self) -> String {
+        format!(
+            "__Host-tg_access={}; __Secure-tg_refresh={}; __Host-tg_csrf={}",
+            self.access, self.refresh, self.csrf
+        )
+    }
+}
+
+/// Registers `email` (if needed) and logs in with `?mode=cookie`.
+pub async fn login_in_cookie_mode(app: &TestApp, email: &str) -> CookieSession {
+    let _ = app.register(email, PASSWORD).await;
+    let response = app
+        .client
+        .post(app.url("/auth/login?mode=cookie"))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookies = set_cookies(&response);
+    CookieSession::from_cookies(app, &cookies)
+}
+
+async fn spawn(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |s| {
+        s.cookie_allowed_origins = vec![APP_ORIGIN.to_owned()];
+        // The service's own origin is allowed besides those listed.
+        s.public_url = "https://auth.test".to_owned();
+        // A used refresh token is reuse at once: races and replays show.
+        s.refresh_reuse_interval = std::time::Duration::ZERO;
+    })
+    .await
+}
+
+/// A state-changing request that can be repeated: `POST /auth/logout`
+/// with scope `others` (ends the user's other sessions, keeps this one).
+async fn write(app: &TestApp, cookie: Option<&str>, headers: &[(&str, &str)]) -> Response {
+    let mut request = app
+        .client
+        .post(app.url("/auth/logout"))
+        .json(&json!({"scope": "others"}));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+async fn refresh_by_cookie(app: &TestApp, cookie: &str, csrf: Option<&str>) -> Response {
+    let mut request = app
+        .client
+        .post(app.url("/auth/refresh?mode=cookie"))
+        .header("cookie", cookie)
+        .json(&json!({}));
+    if let Some(csrf) = csrf {
+        request = request.header("x-csrf-token", csrf);
+    }
+    request.send().await.unwrap()
+}
+
+async fn me_by_cookie(app: &TestApp, cookie: &str) -> Response {
+    app.client
+        .get(app.url("/auth/me"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn login_in_cookie_mode_sets_three_exact_cookies_and_no_token_in_the_body() {
+    let app = spawn(Backend::Sqlite).await;
+    app.register("ada@example.com", PASSWORD).await;
+    for (url, body) in [
+        (
+            "/auth/login?mode=cookie",
+            json!({"email": "ada@example.com", "password": PASSWORD}),
+        ),
+        (
+            "/auth/login",
+            json!({"email": "ada@example.com", "password": PASSWORD, "mode": "cookie"}),
+        ),
+    ] {
+        let response = app.post_json(url, &body).await;
+        assert_eq!(response.status(), StatusCode::OK, "{url}");
+        let cookies = set_cookies(&response);
+        assert_eq!(cookies.len(), 3, "{cookies:?}");
+        let session = CookieSession::from_cookies(&app, &cookies);
+        assert_eq!(
+            cookies["__Host-tg_access"].attributes,
+            "Path=/; Max-Age=900; HttpOnly; Secure; SameSite=Strict"
+        );
+        assert_eq!(
+            cookies["__Secure-tg_refresh"].attributes,
+            "Path=/auth/refresh; Max-Age=1209600; HttpOnly; Secure; SameSite=Strict"
+        );
+        // Readable by the page's script (no HttpOnly), which echoes it.
+        assert_eq!(
+            cookies["__Host-tg_csrf"].attributes,
+            "Path=/; Max-Age=1209600; Secure; SameSite=Strict"
+        );
+        assert_eq!(session.access.split('.').count(), 3);
+        assert_eq!(session.refresh.len(), 43);
+        assert_eq!(session.csrf.len(), 43);
+        let text = response.text().await.unwrap();
+        assert!(!text.contains(&session.access) && !text.contains(&session.refresh));
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "mode": "cookie",
+                "token_type": "Bearer",
+                "expires_in": 900,
+                "refresh_expires_in": 1_209_600,
+                "csrf_token": session.csrf,
+            })
+        );
+        // The cookie alone authenticates a read.
+        let me = me_by_cookie(&app, &session.cookie_header()).await;
+        assert_eq!(me.status(), StatusCode::OK);
+        let me: Value = me.json().await.unwrap();
+        assert_eq!(me["email"], "ada@example.com");
+    }
+    // The query and the body must agree.
+    let response = app
+        .post_json(
+            "/auth/login?mode=cookie",
+            &json!({"email": "ada@example.com", "password": PASSWORD, "mode": "body"}),
+        )
+        .await;
+    assert_eq!(
+        problem(response, StatusCode::UNPROCESSABLE_ENTITY).await["field"],
+        "mode"
+    );
+    let response = app
+        .post_json(
+            "/auth/login?mode=jar",
+            &json!({"email": "ada@example.com", "password": PASSWORD}),
+        )
+        .await;
+    problem(response, StatusCode::BAD_REQUEST).await;
+    // Without a mode: the body, as before, and no cookie.
+    let response = app.login("ada@example.com", PASSWORD).await;
+    assert!(set_cookies(&response).is_empty());
+    app.tokens(response).await;
+    app.logs().assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cookie_authenticated_write_needs_this_sessions_csrf_token_from_an_allowed_origin() {
+    let app = spawn(Backend::Sqlite).await;
+    let ada = login_in_cookie_mode(&app, "ada@example.com").await;
+    let bob = login_in_cookie_mode(&app, "bob@example.com").await;
+    let csrf_failed = |response: Response| async move {
+        let body = problem(response, StatusCode::FORBIDDEN).await;
+        assert_eq!(body["type"], "urn:tokengate:problem:csrf-failed");
+    };
+    let cookie = ada.cookie_header();
+    // No header.
+    csrf_failed(write(&app, Some(&cookie), &[]).await).await;
+    // A wrong one.
+    csrf_failed(write(&app, Some(&cookie), &[("x-csrf-token", "guess")]).await).await;
+    // Another session's, in header and cookie (as a cookie planted by a
+    // sibling subdomain and echoed would arrive).
+    let planted = format!(
+        "__Host-tg_access={}; __Host-tg_csrf={}",
+        ada.access, bob.csrf
+    );
+    csrf_failed(write(&app, Some(&planted), &[("x-csrf-token", &bob.csrf)]).await).await;
+    // The right one, sent twice.
+    csrf_failed(
+        write(
+            &app,
+            Some(&cookie),
+            &[("x-csrf-token", &ada.csrf), ("x-csrf-token", &ada.csrf)],
+        )
+        .await,
+    )
+    .await;
+    // The right one, from a foreign origin (or one named by Referer).
+    for (name, value) in [
+        ("origin", "https://evil.test"),
+        ("origin", "null"),
+        ("referer", "https://evil.test/app.test"),
+    ] {
+        csrf_failed(
+            write(
+                &app,
+                Some(&cookie),
+                &[("x-csrf-token", &ada.csrf), (name, value)],
+            )
+            .await,
+        )
+        .await;
+    }
+    // Refusals changed nothing: Bob's session is alive.
+    assert_eq!(
+        me_by_cookie(&app, &bob.cookie_header()).await.status(),
+        StatusCode::OK
+    );
+    // The right one: from the application, the service itself, or a
+    // client that names no origin.
+    for extra in [
+        vec![("origin", APP_ORIGIN)],
+        vec![("referer", "https://app.test/settings")],
+        vec![("origin", "https://auth.test")],
+        vec![],
+    ] {
+        let mut headers = vec![("x-csrf-token", ada.csrf.as_str())];
+        headers.extend(extra.iter().copied());
+        let response = write(&app, Some(&cookie), &headers).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{extra:?}");
+        // `others` keeps this session: its cookies stay.
+        assert!(set_cookies(&response).is_empty());
+    }
+    // A read by cookie never needs it, whatever the origin.
+    let response = app
+        .client
+        .get(app.url("/auth/sessions"))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // The Authorization header never needs it (a cross-site page cannot
+    // send one), even with a foreign origin and a stale cookie beside it.
+    let bearer = app.login_ok("ada@example.com", PASSWORD).await;
+    let response = app
+        .client
+        .post(app.url("/auth/logout"))
+        .bearer_auth(&bearer.access)
+        .header("origin", "https://evil.test")
+        .header("cookie", "__Host-tg_access=stale")
+        .json(&json!({"scope": "others"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    app.logs().assert_clean();
+}
+
+async fn refresh_by_cookie_rotates_both_cookies_and_the_old_one_triggers_reuse_detection(
+    backend: Backend,
+) {
+    let app = spawn(backend).await;
+    let first = login_in_cookie_mode(&app, "cy@example.com").await;
+    // Without the CSRF header: refused before the token is used.
+    let response = refresh_by_cookie(&app, &first.refresh_cookie_header(), None).await;
+    problem(response, StatusCode::FORBIDDEN).await;
+    // With another session's: the same.
+    let other = login_in_cookie_mode(&app, "dee@example.com").await;
+    let forged = format!(
+        "__Secure-tg_refresh={}; __Host-tg_csrf={}",
+        first.refresh, other.csrf
+    );
+    let response = refresh_by_cookie(&app, &forged, Some(&other.csrf)).await;
+    problem(response, StatusCode::FORBIDDEN).await;
+    // With it: both tokens rotate, the CSRF token (the session's) stays.
+    let response = refresh_by_cookie(&app, &first.refresh_cookie_header(), Some(&first.csrf)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookies = set_cookies(&response);
+    assert_eq!(
+        cookies["__Secure-tg_refresh"].attributes,
+        "Path=/auth/refresh; Max-Age=1209600; HttpOnly; Secure; SameSite=Strict"
+    );
+    let second = CookieSession::from_cookies(&app, &cookies);
+    assert_ne!(second.access, first.access);
+    assert_ne!(second.refresh, first.refresh);
+    assert_eq!(second.csrf, first.csrf);
+    let body: Value = response.json().await.unwrap();
+    assert!(body.get("access_token").is_none() && body.get("refresh_token").is_none());
+    assert_eq!(
+        me_by_cookie(&app, &second.cookie_header()).await.status(),
+        StatusCode::OK
+    );
+    // A token from a cookie never comes back in a body.
+    let response = app
+        .client
+        .post(app.url("/auth/refresh?mode=body"))
+        .header("cookie", second.refresh_cookie_header())
+        .header("x-csrf-token", &second.csrf)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    // The old refresh cookie again: reuse. Refused, its cookies cleared,
+    // and the whole session revoked (the new access cookie included).
+    let response = refresh_by_cookie(&app, &first.refresh_cookie_header(), Some(&first.csrf)).await;
+    let cleared = set_cookies(&response);
+    let body = problem(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(cleared.len(), 3);
+    assert!(cleared.values().all(|c| c.value.is_empty()));
+    assert_eq!(app.audit_events("refresh_reuse_detected").await.len(), 1);
+    let response = me_by_cookie(&app, &second.cookie_header()).await;
+    // The rejected access cookie is cleared in the 401.
+    let cleared = set_cookies(&response);
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        cleared["__Host-tg_access"],
+        SetCookie {
+            value: String::new(),
+            attributes: "Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict".into()
+        }
+    );
+    app.logs().assert_clean();
+}
+
+async fn logout_clears_the_cookies_and_the_old_refresh_cookie_cannot_resurrect_the_session(
+    backend: Backend,
+) {
+    let app = spawn(backend).await;
+    let session = login_in_cookie_mode(&app, "eve@example.com").await;
+    let cookie = session.cookie_header();
+    // Logout by cookie is a write: the CSRF token is required.
+    let response = app
+        .client
+        .post(app.url("/auth/logout"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    problem(response, StatusCode::FORBIDDEN).await;
+    let response = app
+        .client
+        .post(app.url("/auth/logout"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &session.csrf)
+        .header("origin", APP_ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let cleared = set_cookies(&response);
+    let expected = [
+        (
+            "__Host-tg_access",
+            "Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
+        ),
+        (
+            "__Secure-tg_refresh",
+            "Path=/auth/refresh; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
+        ),
+        (
+            "__Host-tg_csrf",
+            "Path=/; Max-Age=0; Secure; SameSite=Strict",
+        ),
+    ];
+    assert_eq!(cleared.len(), 3);
+    for (name, attributes) in expected {
+        assert_eq!(
+            cleared[name],
+            SetCookie {
+                value: String::new(),
+                attributes: attributes.into()
+            },
+            "{name}"
+        );
+    }
+    // A browser that kept the old values (or an attacker who copied them)
+    // cannot bring the session back.
+    let response =
+        refresh_by_cookie(&app, &session.refresh_cookie_header(), Some(&session.csrf)).await;
+    assert_eq!(
+        problem(response, StatusCode::BAD_REQUEST).await["error"],
+        "invalid_grant"
+    );
+    assert_eq!(
+        me_by_cookie(&app, &cookie).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    app.logs().assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_access_cookie_is_refused_and_cleared() {
+    let app = spawn(Backend::Sqlite).await;
+    let session = login_in_cookie_mode(&app, "fay@example.com").await;
+    // access_ttl 15 min + leeway 30 s: the last second it verifies, then not.
+    app.clock.advance(900 + 30 - 1);
+    let response = me_by_cookie(&app, &session.cookie_header()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(set_cookies(&response).is_empty());
+    app.clock.advance(1);
+    let response = me_by_cookie(&app, &session.cookie_header()).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        set_cookies(&response)["__Host-tg_access"].attributes,
+        "Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
+    );
+    // The refresh cookie still works, and brings a fresh access cookie.
+    let response =
+        refresh_by_cookie(&app, &session.refresh_cookie_header(), Some(&session.csrf)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let fresh = CookieSession::from_cookies(&app, &set_cookies(&response));
+    assert_eq!(
+        me_by_cookie(&app, &fresh.cookie_header()).await.status(),
+        StatusCode::OK
+    );
+    app.logs().assert_clean();
+}
+
+/// Many tabs refresh at once with one refresh cookie and no reuse grace:
+/// the single-use check lets one through; the rest are reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_parallel_refreshes_with_one_refresh_cookie_at_most_one_wins() {
+    let app = spawn(Backend::Sqlite).await;
+    let session = login_in_cookie_mode(&app, "gus@example.com").await;
+    let cookie = session.refresh_cookie_header();
+    let attempts = (0..24).map(|_| refresh_by_cookie(&app, &cookie, Some(&session.csrf)));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.status())
+        .collect();
+    let won = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(won, 1, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::BAD_REQUEST),
+        "{statuses:?}"
+    );
+    app.logs().assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cookie_mode_always_and_off() {
+    use tokengate_server::infra::config::CookieMode;
+    let always = spawn_app_with(Backend::Sqlite, |s| s.cookie_mode = CookieMode::Always).await;
+    always.register("hal@example.com", PASSWORD).await;
+    let response = always.login("hal@example.com", PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(set_cookies(&response).len(), 3);
+    let body: Value = response.json().await.unwrap();
+    assert!(body.get("access_token").is_none());
+    let response = always
+        .post_json(
+            "/auth/login?mode=body",
+            &json!({"email": "hal@example.com", "password": PASSWORD}),
+        )
+        .await;
+    problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+
+    let off = spawn_app_with(Backend::Sqlite, |s| s.cookie_mode = CookieMode::Off).await;
+    off.register("ida@example.com", PASSWORD).await;
+    let response = off
+        .post_json(
+            "/auth/login?mode=cookie",
+            &json!({"email": "ida@example.com", "password": PASSWORD}),
+        )
+        .await;
+    problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    // Nor is a cookie read: a token in one is no token.
+    let tokens = off.login_ok("ida@example.com", PASSWORD).await;
+    let response = me_by_cookie(&off, &format!("__Host-tg_access={}", tokens.access)).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookies(&response).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_insecure_dev_switch_drops_secure_and_the_prefixes_and_warns_at_start() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.cookie_insecure_dev = true).await;
+    assert!(
+        app.logs().text().contains("cookie_insecure_dev is on"),
+        "no warning at start"
+    );
+    app.register("jo@example.com", PASSWORD).await;
+    let response = app
+        .post_json(
+            "/auth/login?mode=cookie",
+            &json!({"email": "jo@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let cookies = set_cookies(&response);
+    assert_eq!(
+        cookies.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["tg_access", "tg_csrf", "tg_refresh"]
+    );
+    assert_eq!(
+        cookies["tg_access"].attributes,
+        "Path=/; Max-Age=900; HttpOnly; SameSite=Strict"
+    );
+    assert_eq!(
+        cookies["tg_csrf"].attributes,
+        "Path=/; Max-Age=1209600; SameSite=Strict"
+    );
+    assert!(cookies.values().all(|c| !c.attributes.contains("Secure")));
+    app.logs().remember(&cookies["tg_access"].value);
+    app.logs().remember(&cookies["tg_refresh"].value);
+    let cookie = format!(
+        "tg_access={}; tg_csrf={}",
+        cookies["tg_access"].value, cookies["tg_csrf"].value
+    );
+    assert_eq!(me_by_cookie(&app, &cookie).await.status(), StatusCode::OK);
+    // The prefixed names are not read in this mode.
+    let prefixed = format!("__Host-tg_access={}", cookies["tg_access"].value);
+    assert_eq!(
+        me_by_cookie(&app, &prefixed).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let response = write(
+        &app,
+        Some(&cookie),
+        &[("x-csrf-token", &cookies["tg_csrf"].value)],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    app.logs().assert_clean();
+}
+
+/// The real binary refuses the switch on an address others can reach,
+/// with one line naming it.
+#[test]
+fn the_insecure_dev_switch_is_refused_off_loopback() {
+    let dir = tempfile::TempDir::new().unwrap();
+    for (addr, public_url) in [
+        ("0.0.0.0:0", ""),
+        ("127.0.0.1:0", "http://auth.example.com"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"))
+            .args(["serve", "--data-dir", dir.path().to_str().unwrap()])
+            .env("TOKENGATE_COOKIE_INSECURE_DEV", "true")
+            .env("TOKENGATE_ADDR", addr)
+            .env("TOKENGATE_PUBLIC_URL", public_url)
+            .env("TOKENGATE_METRICS", "false")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{addr} {public_url}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            stderr.contains("cookie_insecure_dev = true is for local development only"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"));
+    }
+}
+
+/// Any method the router serves with a cookie alone and no CSRF token:
+/// every unsafe one is 403, and nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_unsafe_route_refuses_a_cookie_without_the_csrf_token() {
+    let app = spawn(Backend::Sqlite).await;
+    let session = login_in_cookie_mode(&app, "kim@example.com").await;
+    let cookie = session.cookie_header();
+    for (method, path, body) in [
+        (Method::POST, "/auth/logout", json!({})),
+        (Method::DELETE, "/auth/sessions/some-id", json!(null)),
+        (
+            Method::POST,
+            "/auth/password",
+            json!({"current_password": PASSWORD, "new_password": "another long passphrase of mine"}),
+        ),
+        (
+            Method::POST,
+            "/admin/users",
+            json!({"email": "x@example.com", "password": PASSWORD}),
+        ),
+    ] {
+        let mut request = app
+            .client
+            .request(method.clone(), app.url(path))
+            .header("cookie", &cookie);
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["type"], "urn:tokengate:problem:csrf-failed",
+            "{method} {path}"
+        );
+    }
+    // The password did not change and the session lives.
+    assert_eq!(me_by_cookie(&app, &cookie).await.status(), StatusCode::OK);
+    app.login_ok("kim@example.com", PASSWORD).await;
+}
+
+/// Forward-auth reads the cookie-mode access cookie: a read passes with it
+/// alone; a write (as the proxy reports the method) needs the CSRF token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forward_auth_takes_the_access_cookie_with_the_same_csrf_rule() {
+    let app = spawn(Backend::Sqlite).await;
+    let session = login_in_cookie_mode(&app, "lou@example.com").await;
+    let ask = |method: &'static str, csrf: Option<&str>| {
+        let mut request = app
+            .client
+            .get(app.url("/auth/verify"))
+            .header("cookie", session.cookie_header())
+            .header("x-forwarded-method", method)
+            .header("origin", APP_ORIGIN);
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf.to_owned());
+        }
+        request.send()
+    };
+    let response = ask("GET", None).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-auth-email"], "lou@example.com");
+    for method in ["POST", "DELETE", "PATCH"] {
+        let response = ask(method, None).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{method}");
+        let response = ask(method, Some("wrong")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{method}");
+        let response = ask(method, Some(&session.csrf)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{method}");
+    }
+    app.logs().assert_clean();
+}
+
+/// A sibling subdomain can set a `__Secure-` cookie for the parent domain
+/// (unlike a `__Host-` one): its refresh cookie beside the victim's is
+/// refused as ambiguous, and alone it needs its own session's CSRF token,
+/// which the victim's `__Host-tg_csrf` is not. The victim's session is
+/// untouched either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_planted_refresh_cookie_signs_nobody_in() {
+    let app = spawn(Backend::Sqlite).await;
+    let victim = login_in_cookie_mode(&app, "max@example.com").await;
+    let attacker = login_in_cookie_mode(&app, "mallory@example.com").await;
+    let both = format!(
+        "__Secure-tg_refresh={}; __Secure-tg_refresh={}; __Host-tg_csrf={}",
+        attacker.refresh, victim.refresh, victim.csrf
+    );
+    let response = refresh_by_cookie(&app, &both, Some(&victim.csrf)).await;
+    assert_eq!(
+        problem(response, StatusCode::BAD_REQUEST).await["error"],
+        "invalid_grant"
+    );
+    let planted_alone = format!(
+        "__Secure-tg_refresh={}; __Host-tg_csrf={}",
+        attacker.refresh, victim.csrf
+    );
+    let response = refresh_by_cookie(&app, &planted_alone, Some(&victim.csrf)).await;
+    problem(response, StatusCode::FORBIDDEN).await;
+    // Neither attempt used a token up.
+    for session in [&victim, &attacker] {
+        let response =
+            refresh_by_cookie(&app, &session.refresh_cookie_header(), Some(&session.csrf)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let fresh = CookieSession::from_cookies(&app, &set_cookies(&response));
+        assert_ne!(fresh.refresh, session.refresh);
+    }
+    app.logs().assert_clean();
+}
