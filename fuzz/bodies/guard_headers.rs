@@ -1,7 +1,8 @@
-//! Fuzz body: bytes as request headers for the guard's token lookup. Each
-//! line (split on `\n`) is one header: a line starting with `C` or `c` is a
-//! `Cookie` value (the rest of the line), any other line an `Authorization`
-//! value (the line after its first byte). Values that are not valid header
+//! Fuzz body: bytes as request headers for the guard's token lookup and
+//! its CSRF check. Each line (split on `\n`) is one header, named by its
+//! first byte: `C`/`c` a `Cookie`, `O`/`o` an `Origin`, `R`/`r` a
+//! `Referer`, `X`/`x` an `X-CSRF-Token`, anything else an `Authorization`
+//! (the value is the rest of the line). Values that are not valid header
 //! values are dropped, as `http` would refuse them. Shared by
 //! `fuzz_targets/guard_headers.rs` and the stable replay test
 //! `crates/tokengate/tests/fuzz_corpus.rs`.
@@ -9,11 +10,23 @@
 
 use std::sync::OnceLock;
 
-use http::header::{AUTHORIZATION, COOKIE};
-use http::{HeaderMap, HeaderValue};
+use http::header::{AUTHORIZATION, COOKIE, ORIGIN, REFERER};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tokengate::KeyRing;
 use tokengate::VerifyPolicy;
-use tokengate::guard::{Guard, StaticKeys, TokenSource, cookie_value};
+use tokengate::guard::{
+    CsrfPolicy, DEFAULT_CSRF_HEADER, Guard, StaticKeys, TokenSource, cookie_value, csrf_digest,
+};
+
+/// The CSRF token bound to the (imaginary) session, and the one origin
+/// allowed to send unsafe requests.
+pub const CSRF_TOKEN: &str = "fuzz-csrf-token";
+pub const ALLOWED_ORIGIN: &str = "https://app.example";
+
+fn csrf() -> &'static CsrfPolicy {
+    static POLICY: OnceLock<CsrfPolicy> = OnceLock::new();
+    POLICY.get_or_init(|| CsrfPolicy::new([ALLOWED_ORIGIN]))
+}
 
 /// The cookie the guard reads after the `Authorization` header.
 pub const COOKIE_NAME: &str = "session";
@@ -36,23 +49,45 @@ fn guard() -> &'static Guard {
     })
 }
 
-/// The property: the lookups return, `Ok` or `Err`, and never panic.
+/// The properties: the lookups and the CSRF check return, `Ok` or `Err`,
+/// and never panic; and an unsafe request passes the CSRF check only with
+/// the session's token in both the header and the cookie.
 pub fn run(data: &[u8]) {
     let mut headers = HeaderMap::new();
     for line in data.split(|&b| b == b'\n') {
         let Some((&first, rest)) = line.split_first() else {
             continue;
         };
-        let name = if first.eq_ignore_ascii_case(&b'c') {
-            COOKIE
-        } else {
-            AUTHORIZATION
+        let name = match first.to_ascii_lowercase() {
+            b'c' => COOKIE,
+            b'o' => ORIGIN,
+            b'r' => REFERER,
+            b'x' => HeaderName::from_static(DEFAULT_CSRF_HEADER),
+            _ => AUTHORIZATION,
         };
         if let Ok(value) = HeaderValue::from_bytes(rest) {
             headers.append(name, value);
         }
     }
     let _ = guard().token_in(&headers);
+    let bound = csrf_digest(CSRF_TOKEN);
+    for method in [Method::POST, Method::GET, Method::DELETE] {
+        let outcome = csrf().check(&method, &headers, Some(&bound));
+        if outcome.is_ok() && !CsrfPolicy::is_safe_method(&method) {
+            let header = headers.get(DEFAULT_CSRF_HEADER).map(HeaderValue::as_bytes);
+            assert_eq!(
+                header,
+                Some(CSRF_TOKEN.as_bytes()),
+                "passed without the header"
+            );
+            assert_eq!(
+                cookie_value(&headers, csrf().cookie()),
+                Ok(Some(CSRF_TOKEN)),
+                "passed without the cookie"
+            );
+        }
+        let _ = csrf().check(&method, &headers, None);
+    }
     let _ = cookie_value(&headers, COOKIE_NAME);
     let _ = cookie_value(&headers, "");
     // A name taken from the input: the first cookie pair's name.

@@ -83,6 +83,40 @@ fn guard_headers_corpus() {
     replay("guard_headers", guard_headers::run);
 }
 
+/// The CSRF seeds reach both outcomes: the property checked on a pass is
+/// not vacuous.
+#[test]
+fn guard_headers_csrf_seeds_pass_and_fail() {
+    use http::{HeaderMap, HeaderValue, Method};
+    use tokengate::guard::{CsrfPolicy, csrf_digest};
+    let headers = |name: &str| {
+        let data = fs::read(fuzz_dir().join("corpus/guard_headers").join(name)).unwrap();
+        let mut map = HeaderMap::new();
+        for line in data.split(|&b| b == b'\n') {
+            let (first, rest) = line.split_first().unwrap();
+            let header = match first {
+                b'O' => "origin",
+                b'R' => "referer",
+                b'X' => "x-csrf-token",
+                _ => "cookie",
+            };
+            map.append(header, HeaderValue::from_bytes(rest).unwrap());
+        }
+        map
+    };
+    let policy = CsrfPolicy::new([guard_headers::ALLOWED_ORIGIN]);
+    let bound = csrf_digest(guard_headers::CSRF_TOKEN);
+    for (seed, passes) in [
+        ("csrf-pass", true),
+        ("csrf-referer", true),
+        ("csrf-foreign", false),
+        ("csrf-doubled", false),
+    ] {
+        let outcome = policy.check(&Method::POST, &headers(seed), Some(&bound));
+        assert_eq!(outcome.is_ok(), passes, "{seed}: {outcome:?}");
+    }
+}
+
 #[cfg(feature = "fuzzing")]
 #[test]
 fn jwks_document_corpus() {
