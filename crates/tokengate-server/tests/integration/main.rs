@@ -4,6 +4,7 @@
 mod accounts;
 mod app;
 mod attacks;
+mod browser;
 mod cli;
 mod connections;
 mod cookies;
@@ -16,6 +17,7 @@ mod logs;
 mod metrics;
 mod migrate_data;
 mod openapi;
+mod pages;
 mod pg_probe;
 mod process;
 mod rotation;
