@@ -1,6 +1,6 @@
 //! The pages in a real browser: headless Chromium (Debian's `chromium`),
-//! driven over WebDriver (`chromedriver`, started here on a free port) with
-//! fantoccini, against the real service on a free port.
+//! driven over WebDriver (`chromedriver`, started here on a free port; the
+//! client is `webdriver.rs`), against the real service on a free port.
 //!
 //! The service runs over plain http on 127.0.0.1 with `cookie_insecure_dev`
 //! — the switch made for exactly this (a browser on the same machine): TLS
@@ -19,12 +19,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::app::{Backend, TestApp, spawn_app_with};
+use crate::webdriver::Session as Client;
 
 const PASSWORD: &str = "a long passphrase for the browser tests";
 /// How long any one condition may take to hold.
@@ -118,11 +117,7 @@ impl Driver {
                          "--no-first-run", "--no-default-browser-check"],
             }),
         );
-        ClientBuilder::new(HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&self.url)
-            .await
-            .expect("a Chromium session")
+        Client::start(&self.url, Value::Object(capabilities)).await
     }
 }
 
@@ -163,15 +158,11 @@ async fn wait_until(browser: &Client, condition: &str) {
     let started = Instant::now();
     loop {
         // A navigation in progress can fail a script: poll again.
-        if let Ok(Value::Bool(true)) = browser.execute(&script, vec![]).await {
+        if let Ok(Value::Bool(true)) = browser.execute(&script).await {
             return;
         }
         if started.elapsed() > DEADLINE {
-            let url = browser
-                .current_url()
-                .await
-                .map(|u| u.to_string())
-                .unwrap_or_default();
+            let url = browser.current_url().await;
             let text = text_of(browser, "document.body ? document.body.innerText : ''").await;
             panic!("timed out waiting for `{condition}` on {url}; the page says: {text}");
         }
@@ -181,7 +172,7 @@ async fn wait_until(browser: &Client, condition: &str) {
 
 async fn text_of(browser: &Client, expression: &str) -> String {
     match browser
-        .execute(&format!("return String({expression});"), vec![])
+        .execute(&format!("return String({expression});"))
         .await
     {
         Ok(Value::String(text)) => text,
@@ -190,29 +181,22 @@ async fn text_of(browser: &Client, expression: &str) -> String {
 }
 
 async fn path_of(browser: &Client) -> String {
-    browser.current_url().await.unwrap().path().to_owned()
+    text_of(browser, "location.pathname").await
 }
 
 async fn click(browser: &Client, id: &str) {
-    browser
-        .find(Locator::Id(id))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.css(&format!("#{id}")).await.click().await;
 }
 
 /// Signs in with the keyboard only: the email field has the focus when the
 /// page opens, Tab moves to the password, Enter submits.
 async fn sign_in_by_keyboard(browser: &Client, app: &TestApp, email: &str, password: &str) {
-    browser.goto(&app.url("/")).await.unwrap();
+    browser.goto(&app.url("/")).await;
     wait_until(browser, "document.activeElement.id === 'signin-email'").await;
-    let focused = browser.active_element().await.unwrap();
+    let focused = browser.active_element().await;
     focused
         .send_keys(&format!("{email}\u{e004}{password}\u{e007}"))
-        .await
-        .unwrap();
+        .await;
 }
 
 async fn sign_in(browser: &Client, app: &TestApp, email: &str) {
@@ -226,7 +210,7 @@ async fn sign_in(browser: &Client, app: &TestApp, email: &str) {
 
 /// Saves a PNG of the page under `target/screenshots/` for review.
 async fn screenshot(browser: &Client, name: &str) {
-    let png = browser.screenshot().await.unwrap();
+    let png = browser.screenshot().await;
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -245,15 +229,14 @@ async fn register(app: &TestApp, email: &str) {
 /// does not).
 async fn cookie_jar(browser: &Client) -> Vec<(String, String, bool)> {
     browser
-        .get_all_cookies()
+        .cookies()
         .await
-        .unwrap()
         .into_iter()
         .map(|c| {
             (
-                c.name().to_owned(),
-                c.value().to_owned(),
-                c.http_only().unwrap_or(false),
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                c["value"].as_str().unwrap_or_default().to_owned(),
+                c["httpOnly"] == true,
             )
         })
         .collect()
@@ -300,7 +283,7 @@ async fn sign_in_hides_the_access_cookie_survives_reload_refreshes_silently_and_
     app.logs().remember(&access_before);
 
     // A reload keeps the session, with no refresh needed.
-    first.refresh().await.unwrap();
+    first.refresh().await;
     wait_until(&first, "document.body.dataset.ready === 'true'").await;
     assert_eq!(path_of(&first).await, "/account");
     assert_eq!(
@@ -309,11 +292,11 @@ async fn sign_in_hides_the_access_cookie_survives_reload_refreshes_silently_and_
     );
 
     // Not an admin: /admin says so plainly.
-    first.goto(&app.url("/admin")).await.unwrap();
+    first.goto(&app.url("/admin")).await;
     wait_until(&first, "document.body.dataset.ready === 'refused'").await;
     let refusal = text_of(&first, "document.getElementById('refused').innerText").await;
     assert!(refusal.contains("admin"), "{refusal}");
-    first.goto(&app.url("/account")).await.unwrap();
+    first.goto(&app.url("/account")).await;
     wait_until(&first, "document.body.dataset.ready === 'true'").await;
 
     // The access token expires (the service's clock moves past its
@@ -371,8 +354,8 @@ async fn sign_in_hides_the_access_cookie_survives_reload_refreshes_silently_and_
         .unwrap();
     assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
 
-    first.close().await.unwrap();
-    second.close().await.unwrap();
+    first.close().await;
+    second.close().await;
     app.logs().assert_clean();
 }
 
@@ -450,7 +433,7 @@ async fn another_origins_form_post_and_credentialed_fetch_are_refused() {
     };
 
     // fetch with credentials, from the other origin.
-    browser.goto(&format!("{attacker}/fetch")).await.unwrap();
+    browser.goto(&format!("{attacker}/fetch")).await;
     wait_until(
         &browser,
         "document.getElementById('out').textContent.includes('done')",
@@ -473,7 +456,7 @@ async fn another_origins_form_post_and_credentialed_fetch_are_refused() {
     );
 
     // A form POST: the browser navigates to the service's answer, a 403.
-    browser.goto(&format!("{attacker}/form")).await.unwrap();
+    browser.goto(&format!("{attacker}/form")).await;
     wait_until(
         &browser,
         "document.body && document.body.innerText.includes('csrf')",
@@ -485,7 +468,7 @@ async fn another_origins_form_post_and_credentialed_fetch_are_refused() {
     assert_eq!(refused_by_origin(), 2, "the form refused by origin too");
 
     // And the session still works for its own pages.
-    browser.goto(&app.url("/account")).await.unwrap();
+    browser.goto(&app.url("/account")).await;
     wait_until(&browser, "document.body.dataset.ready === 'true'").await;
     assert_eq!(
         text_of(&browser, "document.body.dataset.refreshes || '0'").await,
@@ -496,7 +479,7 @@ async fn another_origins_form_post_and_credentialed_fetch_are_refused() {
         email
     );
     server.abort();
-    browser.close().await.unwrap();
+    browser.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -539,12 +522,9 @@ async fn an_admin_sees_the_failed_logins_in_the_audit_table_and_the_chart() {
         if attempt == 1 {
             sign_in_by_keyboard(&browser, &app, victim, "not the password at all").await;
         } else {
-            let password = browser.find(Locator::Id("signin-password")).await.unwrap();
-            password.clear().await.unwrap();
-            password
-                .send_keys("not the password at all\u{e007}")
-                .await
-                .unwrap();
+            let password = browser.css("#signin-password").await;
+            password.clear().await;
+            password.send_keys("not the password at all\u{e007}").await;
         }
         let expected = if attempt <= failures {
             "The email or password is incorrect."
@@ -563,10 +543,7 @@ async fn an_admin_sees_the_failed_logins_in_the_audit_table_and_the_chart() {
         // The message must change between attempts to be waited on: clear it.
         if attempt < failures {
             browser
-                .execute(
-                    "document.getElementById('signin-message').textContent = '';",
-                    vec![],
-                )
+                .execute("document.getElementById('signin-message').textContent = '';")
                 .await
                 .unwrap();
         }
@@ -580,7 +557,7 @@ async fn an_admin_sees_the_failed_logins_in_the_audit_table_and_the_chart() {
     screenshot(&browser, "sign-in").await;
 
     // The admin signs in (same browser, other account) and opens /admin.
-    browser.delete_all_cookies().await.unwrap();
+    browser.delete_all_cookies().await;
     sign_in_by_keyboard(&browser, &app, admin_email, PASSWORD).await;
     wait_until(&browser, "location.pathname === '/account'").await;
     wait_until(&browser, "!document.getElementById('nav-admin').hidden").await;
@@ -629,19 +606,11 @@ async fn an_admin_sees_the_failed_logins_in_the_audit_table_and_the_chart() {
     assert_eq!(text_of(&browser, failed_rows).await, failures.to_string());
     screenshot(&browser, "admin").await;
     browser
-        .find(Locator::Id("audit-type"))
+        .css("#audit-type option[value='login_failed']")
         .await
-        .unwrap()
-        .select_by_value("login_failed")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("#audit-filter button"))
-        .await
-        .unwrap()
         .click()
-        .await
-        .unwrap();
+        .await;
+    browser.css("#audit-filter button").await.click().await;
     wait_until(
         &browser,
         &format!(
@@ -667,14 +636,10 @@ async fn an_admin_sees_the_failed_logins_in_the_audit_table_and_the_chart() {
     )
     .await;
     browser
-        .find(Locator::XPath(
-            "//tr[@data-user='victim@example.com']//button[text()='Disable']",
-        ))
+        .xpath("//tr[@data-user='victim@example.com']//button[text()='Disable']")
         .await
-        .unwrap()
         .click()
-        .await
-        .unwrap();
+        .await;
     wait_until(
         &browser,
         "document.querySelector('#users tr[data-user=\"victim@example.com\"]').innerText.includes('disabled')",
@@ -688,5 +653,5 @@ async fn an_admin_sees_the_failed_logins_in_the_audit_table_and_the_chart() {
         .unwrap()
         .unwrap();
     assert!(victim_row.disabled);
-    browser.close().await.unwrap();
+    browser.close().await;
 }

@@ -26,3 +26,4 @@ mod service;
 mod tls;
 mod users_cli;
 mod verify;
+mod webdriver;
