@@ -93,3 +93,32 @@ pub async fn activity(store: &Store, now: i64, hours: i64) -> Result<Activity, S
     }
     Ok(Activity { hours, buckets })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_window_is_one_hour_to_a_week_and_a_day_by_default() {
+        assert_eq!(parse_hours(None).ok(), Some(24));
+        assert_eq!(parse_hours(Some(1)).ok(), Some(1));
+        assert_eq!(parse_hours(Some(MAX_HOURS)).ok(), Some(MAX_HOURS));
+        for refused in [0, -1, MAX_HOURS + 1, i64::MIN, i64::MAX] {
+            assert!(
+                matches!(
+                    parse_hours(Some(refused)),
+                    Err(ServiceError::Invalid { field: "hours", .. })
+                ),
+                "{refused}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_number_is_accepted_exactly_within_the_window(hours in any::<i64>()) {
+            prop_assert_eq!(parse_hours(Some(hours)).is_ok(), (1..=MAX_HOURS).contains(&hours));
+        }
+    }
+}

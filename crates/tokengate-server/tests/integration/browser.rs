@@ -62,10 +62,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A chromedriver of this test's own, killed when dropped.
+/// A chromedriver of this test's own, killed when dropped, after it has
+/// ended every browser it started (a failed test never closes its
+/// sessions, and a chromedriver killed with them open leaves Chromium
+/// running).
 struct Driver {
     child: Child,
+    port: u16,
     url: String,
+    sessions: std::sync::Mutex<Vec<String>>,
 }
 
 impl Driver {
@@ -79,7 +84,9 @@ impl Driver {
             .expect("start chromedriver");
         let driver = Driver {
             child,
+            port,
             url: format!("http://127.0.0.1:{port}"),
+            sessions: std::sync::Mutex::new(Vec::new()),
         };
         let client = reqwest::Client::new();
         let started = Instant::now();
@@ -117,14 +124,63 @@ impl Driver {
                          "--no-first-run", "--no-default-browser-check"],
             }),
         );
-        Client::start(&self.url, Value::Object(capabilities)).await
+        let session = Client::start(&self.url, Value::Object(capabilities)).await;
+        self.sessions
+            .lock()
+            .unwrap()
+            .push(session.path().to_owned());
+        session
     }
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // A plain blocking request: Drop cannot await. A session already
+        // closed answers an error, which is fine.
+        let sessions =
+            std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|e| e.into_inner()));
+        for path in sessions {
+            end_session(self.port, &path);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `DELETE <path>` to the chromedriver on `port`, waiting for its answer
+/// (the browser has quit when it comes). chromedriver keeps the connection
+/// open: the answer ends after `Content-Length` bytes of body.
+fn end_session(port: u16, path: &str) {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(DEADLINE));
+    let request = format!("DELETE {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return;
+    }
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length = text[..head_end]
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if answer.len() >= head_end + 4 + length {
+                return;
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+        }
     }
 }
 
@@ -414,9 +470,25 @@ async fn another_origins_form_post_and_credentialed_fetch_are_refused() {
     let app = spawn_for_browser(|_| {}).await;
     let driver = Driver::start().await;
     let email = "grace@example.com";
-    register(&app, email).await;
+    // Registered through the page's own form, which signs her in.
     let browser = driver.browser().await;
-    sign_in(&browser, &app, email).await;
+    browser.goto(&app.url("/")).await;
+    wait_until(
+        &browser,
+        "!document.getElementById('register-section').hidden",
+    )
+    .await;
+    browser.css("#register-email").await.send_keys(email).await;
+    browser
+        .css("#register-password")
+        .await
+        .send_keys(&format!("{PASSWORD}\u{e007}"))
+        .await;
+    wait_until(
+        &browser,
+        "location.pathname === '/account' && document.body.dataset.ready === 'true'",
+    )
+    .await;
     let (attacker, server) = serve_attacker(app.base.clone()).await;
     let session_alive = || async {
         let sessions = app
@@ -477,6 +549,51 @@ async fn another_origins_form_post_and_credentialed_fetch_are_refused() {
     assert_eq!(
         text_of(&browser, "document.getElementById('me-email').textContent").await,
         email
+    );
+
+    // The page's own writes pass: a password change (the form checks the
+    // repeat, the service the current password).
+    let new_password = "another long passphrase, changed in the page";
+    app.logs().remember(new_password);
+    browser
+        .css("#password-current")
+        .await
+        .send_keys("not her password")
+        .await;
+    browser
+        .css("#password-new")
+        .await
+        .send_keys(new_password)
+        .await;
+    browser
+        .css("#password-repeat")
+        .await
+        .send_keys(&format!("{new_password}\u{e007}"))
+        .await;
+    wait_until(
+        &browser,
+        "document.getElementById('password-message').textContent.includes('current password is incorrect')",
+    )
+    .await;
+    browser.css("#password-current").await.clear().await;
+    browser
+        .css("#password-current")
+        .await
+        .send_keys(&format!("{PASSWORD}\u{e007}"))
+        .await;
+    wait_until(
+        &browser,
+        "document.getElementById('password-message').textContent.includes('password is changed')",
+    )
+    .await;
+    assert_eq!(app.audit_events("password_changed").await.len(), 1);
+    assert_eq!(
+        app.login(email, PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.login(email, new_password).await.status(),
+        StatusCode::OK
     );
     server.abort();
     browser.close().await;

@@ -21,6 +21,8 @@ pub struct Session {
     http: reqwest::Client,
     /// `<driver>/session/<id>`.
     base: String,
+    /// `/session/<id>`.
+    path: String,
 }
 
 /// An element of the page.
@@ -49,7 +51,13 @@ impl Session {
         Session {
             http,
             base: format!("{driver}/session/{id}"),
+            path: format!("/session/{id}"),
         }
+    }
+
+    /// `/session/<id>`, the session's path at the driver.
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     async fn command(
