@@ -245,13 +245,27 @@ async fn click(browser: &Client, id: &str) {
 }
 
 /// Signs in with the keyboard only: the email field has the focus when the
-/// page opens, Tab moves to the password, Enter submits.
+/// page opens, Tab moves to the password (with a visible focus ring), Enter
+/// submits.
 async fn sign_in_by_keyboard(browser: &Client, app: &TestApp, email: &str, password: &str) {
     browser.goto(&app.url("/")).await;
     wait_until(browser, "document.activeElement.id === 'signin-email'").await;
-    let focused = browser.active_element().await;
-    focused
-        .send_keys(&format!("{email}\u{e004}{password}\u{e007}"))
+    browser
+        .active_element()
+        .await
+        .send_keys(&format!("{email}\u{e004}"))
+        .await;
+    wait_until(
+        browser,
+        "document.activeElement.id === 'signin-password' \
+         && getComputedStyle(document.activeElement).outlineStyle === 'solid' \
+         && getComputedStyle(document.activeElement).outlineWidth !== '0px'",
+    )
+    .await;
+    browser
+        .active_element()
+        .await
+        .send_keys(&format!("{password}\u{e007}"))
         .await;
 }
 
