@@ -784,5 +784,39 @@ async fn an_admin_sees_the_failed_logins_in_the_audit_table_and_the_chart() {
         .unwrap()
         .unwrap();
     assert!(victim_row.disabled);
+
+    // Search by email, then change the roles in the row.
+    browser
+        .css("#user-search-email")
+        .await
+        .send_keys("Victim@Example.com\u{e007}")
+        .await;
+    wait_until(
+        &browser,
+        "document.querySelectorAll('#users tbody tr').length === 1 \
+         && document.querySelector('#users tr[data-user=\"victim@example.com\"]')",
+    )
+    .await;
+    let roles = browser.css("#users tbody tr input.roles").await;
+    roles.clear().await;
+    roles.send_keys("user, support").await;
+    browser
+        .xpath("//tr[@data-user='victim@example.com']//button[text()='Save roles']")
+        .await
+        .click()
+        .await;
+    wait_until(
+        &browser,
+        "document.getElementById('page-message').textContent.includes('Roles of victim@example.com saved')",
+    )
+    .await;
+    let victim_row = app
+        .state
+        .store
+        .user_by_email("victim@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(victim_row.roles.as_slice(), ["user", "support"]);
     browser.close().await;
 }
