@@ -264,7 +264,8 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The headers every response carries, errors included (set over any a
-/// handler chose); HSTS only when serving TLS. The nearer a layer is to
+/// handler chose, except the Content-Security-Policy of the pages, which
+/// need their own script and style); HSTS only when serving TLS. The nearer a layer is to
 /// the router, the earlier its header is written: the headers go out in
 /// the order listed.
 fn with_security_headers(router: Router<Arc<AppState>>, state: &AppState) -> Router<Arc<AppState>> {

@@ -23,7 +23,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::app::{Backend, TestApp, spawn_app_with};
-use crate::webdriver::Session as Client;
+use crate::webdriver::Session;
 
 const PASSWORD: &str = "a long passphrase for the browser tests";
 /// How long any one condition may take to hold.
@@ -113,7 +113,7 @@ impl Driver {
 
     /// A new browser session: a fresh profile of its own (chromedriver
     /// makes a temporary one per session), so no cookie is shared.
-    async fn browser(&self) -> Client {
+    async fn browser(&self) -> Session {
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
@@ -124,7 +124,7 @@ impl Driver {
                          "--no-first-run", "--no-default-browser-check"],
             }),
         );
-        let session = Client::start(&self.url, Value::Object(capabilities)).await;
+        let session = Session::start(&self.url, Value::Object(capabilities)).await;
         self.sessions
             .lock()
             .unwrap()
@@ -209,7 +209,7 @@ async fn spawn_for_browser(
 }
 
 /// Waits until `condition` (a JavaScript expression) is true in the page.
-async fn wait_until(browser: &Client, condition: &str) {
+async fn wait_until(browser: &Session, condition: &str) {
     let script = format!("try {{ return Boolean({condition}); }} catch (e) {{ return false; }}");
     let started = Instant::now();
     loop {
@@ -226,7 +226,7 @@ async fn wait_until(browser: &Client, condition: &str) {
     }
 }
 
-async fn text_of(browser: &Client, expression: &str) -> String {
+async fn text_of(browser: &Session, expression: &str) -> String {
     match browser
         .execute(&format!("return String({expression});"))
         .await
@@ -236,18 +236,18 @@ async fn text_of(browser: &Client, expression: &str) -> String {
     }
 }
 
-async fn path_of(browser: &Client) -> String {
+async fn path_of(browser: &Session) -> String {
     text_of(browser, "location.pathname").await
 }
 
-async fn click(browser: &Client, id: &str) {
+async fn click(browser: &Session, id: &str) {
     browser.css(&format!("#{id}")).await.click().await;
 }
 
 /// Signs in with the keyboard only: the email field has the focus when the
 /// page opens, Tab moves to the password (with a visible focus ring), Enter
 /// submits.
-async fn sign_in_by_keyboard(browser: &Client, app: &TestApp, email: &str, password: &str) {
+async fn sign_in_by_keyboard(browser: &Session, app: &TestApp, email: &str, password: &str) {
     browser.goto(&app.url("/")).await;
     wait_until(browser, "document.activeElement.id === 'signin-email'").await;
     browser
@@ -269,7 +269,7 @@ async fn sign_in_by_keyboard(browser: &Client, app: &TestApp, email: &str, passw
         .await;
 }
 
-async fn sign_in(browser: &Client, app: &TestApp, email: &str) {
+async fn sign_in(browser: &Session, app: &TestApp, email: &str) {
     sign_in_by_keyboard(browser, app, email, PASSWORD).await;
     wait_until(
         browser,
@@ -279,7 +279,7 @@ async fn sign_in(browser: &Client, app: &TestApp, email: &str) {
 }
 
 /// Saves a PNG of the page under `target/screenshots/` for review.
-async fn screenshot(browser: &Client, name: &str) {
+async fn screenshot(browser: &Session, name: &str) {
     let png = browser.screenshot().await;
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
@@ -297,7 +297,7 @@ async fn register(app: &TestApp, email: &str) {
 /// The names of the cookies the browser holds for the service, with
 /// whether each is HttpOnly (WebDriver sees them all; a page's script
 /// does not).
-async fn cookie_jar(browser: &Client) -> Vec<(String, String, bool)> {
+async fn cookie_jar(browser: &Session) -> Vec<(String, String, bool)> {
     browser
         .cookies()
         .await
@@ -321,7 +321,9 @@ fn cookie_value(jar: &[(String, String, bool)], name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sign_in_hides_the_access_cookie_survives_reload_refreshes_silently_and_sign_out_everywhere_ends_it()
  {
-    if !browser_available("browser::sign_in_...") {
+    if !browser_available(
+        "browser::sign_in_hides_the_access_cookie_survives_reload_refreshes_silently_and_sign_out_everywhere_ends_it",
+    ) {
         return;
     }
     let app = spawn_for_browser(|_| {}).await;
@@ -478,7 +480,7 @@ async function attempt(name, init) {{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn another_origins_form_post_and_credentialed_fetch_are_refused() {
-    if !browser_available("browser::another_origins_...") {
+    if !browser_available("browser::another_origins_form_post_and_credentialed_fetch_are_refused") {
         return;
     }
     let app = spawn_for_browser(|_| {}).await;
@@ -615,7 +617,9 @@ async fn another_origins_form_post_and_credentialed_fetch_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_admin_sees_the_failed_logins_in_the_audit_table_and_the_chart() {
-    if !browser_available("browser::an_admin_sees_...") {
+    if !browser_available(
+        "browser::an_admin_sees_the_failed_logins_in_the_audit_table_and_the_chart",
+    ) {
         return;
     }
     let app = spawn_for_browser(|_| {}).await;
