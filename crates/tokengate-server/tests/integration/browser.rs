@@ -75,14 +75,24 @@ struct Driver {
 
 impl Driver {
     async fn start() -> Driver {
-        let port = free_port();
+        // The free port may be taken again before chromedriver binds it:
+        // then it exits at once, and another port is tried.
+        for _ in 0..3 {
+            if let Some(driver) = Driver::start_on(free_port()).await {
+                return driver;
+            }
+        }
+        panic!("chromedriver would not start on three free ports");
+    }
+
+    async fn start_on(port: u16) -> Option<Driver> {
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let driver = Driver {
+        let mut driver = Driver {
             child,
             port,
             url: format!("http://127.0.0.1:{port}"),
@@ -100,8 +110,11 @@ impl Driver {
             if let Some(response) = ready {
                 let status: Value = response.json().await.unwrap_or(Value::Null);
                 if status["value"]["ready"] == true {
-                    return driver;
+                    return Some(driver);
                 }
+            }
+            if let Ok(Some(_)) = driver.child.try_wait() {
+                return None;
             }
             assert!(
                 started.elapsed() < DEADLINE,
