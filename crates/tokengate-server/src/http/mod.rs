@@ -4,6 +4,7 @@ pub mod cookies;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod pages;
 pub mod routes;
 pub mod server;
 pub mod state;
@@ -74,6 +75,7 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
         .routes(routes!(routes::admin::admin_update_user))
         .routes(routes!(routes::admin::admin_revoke_sessions))
         .routes(routes!(routes::admin::admin_audit))
+        .routes(routes!(routes::admin::admin_stats))
         .split_for_parts();
     // The request budget below refuses any of these.
     openapi::add_response_to_every_operation::<openapi::TooManyRequests>(&mut document, 429);
@@ -123,10 +125,12 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
     }
     let (public, public_document) = public.split_for_parts();
     document.merge(public_document);
-    let router = Router::new()
-        .merge(auth)
-        .merge(forward_auth)
-        .merge(public)
+    let mut router = Router::new().merge(auth).merge(forward_auth).merge(public);
+    // The pages sign in by cookie: without cookie mode they could not.
+    if cookies::BrowserCookies::of(&state.settings).enabled() {
+        router = router.merge(pages::router(state));
+    }
+    let router = router
         // The `/auth` and `/admin` routes above already have theirs.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_such_endpoint)
@@ -260,7 +264,8 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The headers every response carries, errors included (set over any a
-/// handler chose); HSTS only when serving TLS. The nearer a layer is to
+/// handler chose, except the Content-Security-Policy of the pages, which
+/// need their own script and style); HSTS only when serving TLS. The nearer a layer is to
 /// the router, the earlier its header is written: the headers go out in
 /// the order listed.
 fn with_security_headers(router: Router<Arc<AppState>>, state: &AppState) -> Router<Arc<AppState>> {
@@ -273,14 +278,16 @@ fn with_security_headers(router: Router<Arc<AppState>>, state: &AppState) -> Rou
         header::STRICT_TRANSPORT_SECURITY,
         hsts,
     ));
+    // The strictest policy, unless the response is one of the pages, which
+    // set their own (`pages::PAGE_CSP`: this origin's script and style).
+    let router = router.layer(SetResponseHeaderLayer::if_not_present(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
+    ));
     [
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
         ("referrer-policy", "no-referrer"),
-        (
-            "content-security-policy",
-            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
-        ),
         ("cross-origin-resource-policy", "same-origin"),
     ]
     .into_iter()

@@ -5,6 +5,7 @@
 //! effect on the in-process denylist.
 
 pub mod accounts;
+pub mod activity;
 pub mod denylist;
 pub mod keys;
 pub mod sessions;

@@ -87,3 +87,46 @@ impl Store {
         Ok(n)
     }
 }
+
+/// How many audit events of one kind fell in one time bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCount {
+    /// The bucket: `(at - from) / bucket_seconds`.
+    pub bucket: i64,
+    /// Event kind.
+    pub kind: String,
+    /// Events of that kind in that bucket.
+    pub count: i64,
+}
+
+impl Store {
+    /// Audit events with `from <= at < to`, counted by kind and by bucket
+    /// of `bucket_seconds` from `from` (one pass over the `at` index).
+    pub async fn audit_counts(
+        &self,
+        from: i64,
+        to: i64,
+        bucket_seconds: i64,
+    ) -> Result<Vec<AuditCount>, StoreError> {
+        let bucket_seconds = bucket_seconds.max(1);
+        let rows = with_pool!(self, pool => sqlx::query(
+            "SELECT (at - $1) / $3 AS bucket, kind, COUNT(*) AS n FROM audit_events \
+             WHERE at >= $1 AND at < $2 GROUP BY bucket, kind ORDER BY bucket, kind",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(bucket_seconds)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(AuditCount {
+                bucket: r.try_get("bucket")?,
+                kind: r.try_get("kind")?,
+                count: r.try_get("n")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?);
+        Ok(rows)
+    }
+}

@@ -240,7 +240,7 @@ pub mod migrate_data;
 mod sessions;
 mod users;
 
-pub use audit::{AuditQuery, AuditRow};
+pub use audit::{AuditCount, AuditQuery, AuditRow};
 pub use keys::StoredKey;
 pub use migrate_data::{Copied, MigrateDataError, Progress, migrate_data};
 pub use sessions::{ClientInfo, RevokeScope, Rotation, RotationRules, SessionInfo, SessionRef};

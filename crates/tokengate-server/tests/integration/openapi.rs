@@ -36,6 +36,7 @@ const SERVED: &[(&str, &str, &str)] = &[
         "/admin/users/no-such-user/revoke-sessions",
     ),
     ("GET", "/admin/audit", "/admin/audit"),
+    ("GET", "/admin/stats", "/admin/stats"),
     ("GET", "/auth/verify", "/auth/verify"),
     ("HEAD", "/auth/verify", "/auth/verify"),
     ("POST", "/auth/verify", "/auth/verify"),
@@ -408,8 +409,8 @@ async fn the_bearer_scheme_is_on_exactly_the_routes_that_demand_a_token() {
             assert!(operation.get("security").is_none(), "{method} {path}");
         }
     }
-    // auth: logout, me, sessions, end_session, password; admin: 5; verify: 8.
-    assert_eq!(protected, 18);
+    // auth: logout, me, sessions, end_session, password; admin: 6; verify: 8.
+    assert_eq!(protected, 19);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

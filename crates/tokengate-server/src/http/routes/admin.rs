@@ -21,7 +21,7 @@ use crate::http::openapi::{
 };
 use crate::http::state::AppState;
 use crate::infra::client_ip::ClientIp;
-use crate::service::{Actor, NewAccount};
+use crate::service::{Actor, NewAccount, activity};
 use crate::store::{AuditQuery, AuditRow, User};
 
 /// An audit event as the admin API shows it (the storage row is not a
@@ -381,6 +381,86 @@ pub async fn admin_audit(
     Ok(Json(AuditPage {
         events: rows.iter().map(AuditEventView::from).collect(),
         next_before,
+    })
+    .into_response())
+}
+
+/// `?hours=` of `GET /admin/stats`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsParams {
+    /// The window: the last 1 to 168 hours (24 by default).
+    #[param(minimum = 1, maximum = 168)]
+    hours: Option<i64>,
+}
+
+/// The sign-in activity of one hour.
+#[derive(Serialize, ToSchema)]
+pub struct HourView {
+    /// Start of the hour, Unix seconds (a whole UTC hour).
+    start: i64,
+    /// Successful logins (`login_succeeded` events).
+    logins_succeeded: i64,
+    /// Failed logins (`login_failed` events).
+    logins_failed: i64,
+    /// Rate-limit refusals recorded in the audit log
+    /// (`login_rate_limited`, `request_budget_exceeded`: the first per
+    /// client per minute; the metrics count every one).
+    rate_limited: i64,
+}
+
+/// Sign-in activity per hour, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct ActivityView {
+    /// The window in hours.
+    hours: i64,
+    /// Seconds per bucket: always 3600.
+    bucket_seconds: i64,
+    /// One per hour, oldest first, empty hours included; the last is the
+    /// hour in progress.
+    buckets: Vec<HourView>,
+}
+
+/// `GET /admin/stats?hours=`: logins, failed logins and rate-limit
+/// refusals per hour, counted from the audit log.
+#[utoipa::path(
+    get,
+    path = "/admin/stats",
+    tag = "admin",
+    operation_id = "admin_stats",
+    security(("bearer" = [])),
+    params(StatsParams),
+    responses(
+        (status = 200, description = "Sign-in activity per hour over the window, oldest first.", body = ActivityView),
+        (status = 400, response = inline(BadRequest)),
+        (status = 401, response = inline(Unauthorized)),
+        (status = 403, response = inline(Forbidden)),
+        (status = 422, response = inline(UnprocessableEntity)),
+        (status = 500, response = inline(InternalError)),
+        (status = 503, response = inline(ServiceUnavailable)),
+    )
+)]
+pub async fn admin_stats(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    ApiQuery(q): ApiQuery<StatsParams>,
+) -> Result<Response, ApiError> {
+    let hours = activity::parse_hours(q.hours)?;
+    let now = state.clock.now().as_secs();
+    let activity = activity::activity(&state.store, now, hours).await?;
+    Ok(Json(ActivityView {
+        hours: activity.hours,
+        bucket_seconds: activity::BUCKET_SECONDS,
+        buckets: activity
+            .buckets
+            .into_iter()
+            .map(|b| HourView {
+                start: b.start,
+                logins_succeeded: b.logins_succeeded,
+                logins_failed: b.logins_failed,
+                rate_limited: b.rate_limited,
+            })
+            .collect(),
     })
     .into_response())
 }
