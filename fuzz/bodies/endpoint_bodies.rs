@@ -4,7 +4,7 @@
 //! `fuzz_targets/endpoint_bodies.rs` and the stable replay test
 //! `crates/tokengate-server/tests/integration/fuzz_corpus.rs`.
 //!
-//! Input: the first byte picks the endpoint (low 4 bits) and whether the
+//! Input: the first byte picks the endpoint (low 4 bits, modulo the 13 endpoints) and whether the
 //! body is declared JSON (high bit clear) or `text/plain` (set). For the
 //! endpoints with a path segment or a query string, the first line of the
 //! rest is that segment or query (percent-encoded here where it would not
@@ -39,7 +39,7 @@ pub const PASSWORD: &str = "fuzzing the endpoints is a long walk";
 pub const ADMIN_EMAIL: &str = "fuzz-admin@example.com";
 
 /// What each selector value means (the low 4 bits of the first byte).
-pub const ENDPOINTS: [(&str, &str, Part); 12] = [
+pub const ENDPOINTS: [(&str, &str, Part); 13] = [
     ("POST", "/auth/register", Part::Body),
     ("POST", "/auth/login", Part::Body),
     ("POST", "/auth/refresh", Part::Body),
@@ -52,6 +52,7 @@ pub const ENDPOINTS: [(&str, &str, Part); 12] = [
     ("POST", "/admin/users/{}/revoke-sessions", Part::Segment),
     ("GET", "/admin/audit", Part::Query),
     ("GET", "/auth/verify", Part::Headers),
+    ("GET", "/admin/stats", Part::Query),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -54,6 +54,8 @@ fn endpoint_bodies_seeds_reach_their_handlers() {
         ("seed-admin-patch", 200),
         ("seed-admin-revoke", 200),
         ("seed-admin-audit", 200),
+        ("seed-admin-stats", 200),
+        ("seed-admin-stats-bad", 400),
         ("seed-verify", 200),
         ("seed-login-wrong", 401),
         ("seed-password", 403),
