@@ -300,10 +300,9 @@ fn raw_verify_rate(alg: &str, seconds: f64) -> Result<f64, Error> {
             Box::new(move || hmac::verify(&key, &message, tag.as_ref()).is_ok())
         }
         "ES256" => {
-            let pair = signature::EcdsaKeyPair::generate(
-                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            )
-            .map_err(|_| "P-256 key")?;
+            let pair =
+                signature::EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .map_err(|_| "P-256 key")?;
             let sig = pair.sign(&rng, &message).map_err(|_| "sign")?;
             let public = ParsedPublicKey::new(
                 &signature::ECDSA_P256_SHA256_FIXED,
