@@ -398,6 +398,22 @@ async fn send(
     headers: &[(String, String)],
     body: Bytes,
 ) -> Result<(StatusCode, Bytes), Error> {
+    send_keeping(conn, target, method, headers, body)
+        .await
+        .map(|(status, body, _)| (status, body))
+}
+
+/// [`send`], also saying whether the server keeps the connection open (a
+/// server without keep-alive, like gunicorn's sync workers, answers
+/// `connection: close`: the next request goes on a new connection rather
+/// than failing on the closed one).
+async fn send_keeping(
+    conn: &mut SendRequest<Full<Bytes>>,
+    target: &Target,
+    method: Method,
+    headers: &[(String, String)],
+    body: Bytes,
+) -> Result<(StatusCode, Bytes, bool), Error> {
     let mut request = Request::builder()
         .method(method)
         .uri(target.path.as_str())
@@ -408,8 +424,13 @@ async fn send(
     conn.ready().await?;
     let response = conn.send_request(request.body(Full::new(body))?).await?;
     let status = response.status();
+    let keep_alive = !response
+        .headers()
+        .get("connection")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("close"));
     let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, body))
+    Ok((status, body, keep_alive))
 }
 
 /// A string member of a JSON object answer.
@@ -503,13 +524,13 @@ async fn worker(
                 method,
                 body,
                 headers,
-            } => send(sender, target, method.clone(), headers, body.clone()).await,
+            } => send_keeping(sender, target, method.clone(), headers, body.clone()).await,
             Job::Chain { field } => {
                 let Some(current) = token.as_deref() else {
                     break;
                 };
                 let body = serde_json::json!({ field.as_str(): current }).to_string();
-                send(
+                send_keeping(
                     sender,
                     target,
                     Method::POST,
@@ -520,8 +541,11 @@ async fn worker(
             }
         };
         let done = Instant::now();
+        if matches!(result, Ok((_, _, false))) {
+            conn = None;
+        }
         let ok = match result {
-            Ok((StatusCode::OK, body)) => {
+            Ok((StatusCode::OK, body, _)) => {
                 if let Job::Chain { field } = job {
                     token = member(&body, field);
                     if token.is_none() {
@@ -530,7 +554,7 @@ async fn worker(
                 }
                 true
             }
-            Ok((_, _)) => {
+            Ok((_, _, _)) => {
                 if matches!(job, Job::Chain { .. }) {
                     // A refused rotation ends the chain: its token is spent.
                     token = None;
