@@ -33,7 +33,7 @@ struct Pair {
 /// The same key, held as aws-lc-rs holds it: what a signature costs when
 /// nothing but the signature is computed.
 enum Raw {
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
     Ec(EcdsaKeyPair, ParsedPublicKey),
     Ed(Ed25519KeyPair, ParsedPublicKey),
     Rsa(
@@ -49,7 +49,7 @@ impl Raw {
         if alg == Algorithm::HS256 {
             let jwk = key.to_secret_jwk().unwrap();
             let secret = tokengate::b64::decode(jwk.k.unwrap().expose()).unwrap();
-            return Raw::Hmac(hmac::Key::new(hmac::HMAC_SHA256, &secret));
+            return Raw::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, &secret)));
         }
         let der = pem::parse(key.to_pkcs8_pem().unwrap().as_bytes())
             .unwrap()

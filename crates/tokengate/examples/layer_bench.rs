@@ -21,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port = env("PORT", "3000");
     let cache: usize = env("VERIFY_CACHE_SIZE", &DEFAULT_CACHE_SIZE.to_string()).parse()?;
 
-    let keys = RemoteJwks::builder(&format!("{issuer}/.well-known/jwks.json")).build()?;
+    let keys = RemoteJwks::builder(format!("{issuer}/.well-known/jwks.json")).build()?;
     keys.fetch_now().await?;
     let policy = VerifyPolicy::builder()
         .issuer(issuer.as_str())
