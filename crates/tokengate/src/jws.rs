@@ -1,11 +1,11 @@
 //! The compact JWS serialization (RFC 7515 §7.1), parsed strictly.
 
-use std::collections::BTreeSet;
+use std::cell::Cell;
 use std::fmt;
 
-use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use crate::alg::Algorithm;
 use crate::b64;
@@ -120,85 +120,97 @@ pub(crate) fn parse(token: &str, max_len: usize) -> Result<Unverified<'_>, Error
 /// (serde_json keeps the last, others the first or refuse), so a payload that
 /// says a claim two ways could mean one thing here and another to the next
 /// verifier: it is no token at all (RFC 7519 §4 lets a JWT parser refuse it).
+///
+/// One pass: the value is built by our own visitor, which sees every member
+/// name as it goes into its object (serde_json's `Value` would keep the last
+/// silently). Parsing the payload twice, once to a `Value` and once to look
+/// for repeated names, was the largest share of the JOSE layer's own cost.
 pub(crate) fn payload_object(payload: &[u8]) -> Result<Map<String, Value>, Error> {
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(payload) else {
-        return Err(Error::Malformed("payload is not a JSON object"));
-    };
-    // A second pass over the few hundred bytes of a claims set: serde_json
-    // builds its `Value` without telling us a name came back.
-    serde_json::from_slice::<MembersOnce>(payload)
-        .map_err(|_| Error::Malformed("payload names a member twice"))?;
-    Ok(map)
-}
-
-/// Any JSON value in which no object names a member twice (names compared
-/// after unescaping, so `"exp"` and `"\u0065xp"` are one). Reads nothing else.
-struct MembersOnce;
-
-impl<'de> Deserialize<'de> for MembersOnce {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(MembersOnceVisitor)
+    let named_twice = Cell::new(false);
+    let mut json = serde_json::Deserializer::from_slice(payload);
+    let parsed = UniqueMembers(&named_twice)
+        .deserialize(&mut json)
+        .and_then(|value| json.end().map(|()| value));
+    match parsed {
+        _ if named_twice.get() => Err(Error::Malformed("payload names a member twice")),
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(Error::Malformed("payload is not a JSON object")),
     }
 }
 
-struct MembersOnceVisitor;
+/// Builds any JSON value in which no object names a member twice (names
+/// compared after unescaping, so `"exp"` and `"\u0065xp"` are one), and
+/// records a repeated name in the cell so the caller can say which error it
+/// was. The depth limit is serde_json's own (128 levels).
+#[derive(Clone, Copy)]
+struct UniqueMembers<'c>(&'c Cell<bool>);
 
-impl<'de> Visitor<'de> for MembersOnceVisitor {
-    type Value = MembersOnce;
+impl<'de> DeserializeSeed<'de> for UniqueMembers<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueMembers<'_> {
+    type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<MembersOnce, E> {
-        Ok(MembersOnce)
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<MembersOnce, E> {
-        Ok(MembersOnce)
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
     }
 
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<MembersOnce, E> {
-        Ok(MembersOnce)
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
     }
 
-    fn visit_i128<E: de::Error>(self, _: i128) -> Result<MembersOnce, E> {
-        Ok(MembersOnce)
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        // JSON text has no NaN or infinity: serde_json refuses an
+        // out-of-range number before it gets here, so `None` is unreachable
+        // and refused rather than mapped to `null`.
+        Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| de::Error::custom("a number out of range"))
     }
 
-    fn visit_u128<E: de::Error>(self, _: u128) -> Result<MembersOnce, E> {
-        Ok(MembersOnce)
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<MembersOnce, E> {
-        Ok(MembersOnce)
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
     }
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<MembersOnce, E> {
-        Ok(MembersOnce)
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<MembersOnce, E> {
-        Ok(MembersOnce)
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        let mut list = Vec::with_capacity(items.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = items.next_element_seed(self)? {
+            list.push(item);
+        }
+        Ok(Value::Array(list))
     }
 
-    fn visit_none<E: de::Error>(self) -> Result<MembersOnce, E> {
-        Ok(MembersOnce)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<MembersOnce, A::Error> {
-        while items.next_element::<MembersOnce>()?.is_some() {}
-        Ok(MembersOnce)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<MembersOnce, A::Error> {
-        let mut names = BTreeSet::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
         while let Some(name) = members.next_key::<String>()? {
-            if !names.insert(name) {
+            if map.contains_key(&name) {
+                self.0.set(true);
                 return Err(de::Error::custom("a member named twice"));
             }
-            members.next_value::<MembersOnce>()?;
+            let value = members.next_value_seed(self)?;
+            map.insert(name, value);
         }
-        Ok(MembersOnce)
+        Ok(Value::Object(map))
     }
 }

@@ -40,6 +40,7 @@ pub struct AuditQuery {
 impl Store {
     /// Records an event that changed nothing (a failure, a refusal).
     pub async fn record_audit(&self, event: &AuditEvent, now: i64) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         with_pool!(self, pool => {
             let mut conn = pool.acquire().await?;
             insert_audit!(conn, event, now);
@@ -79,6 +80,7 @@ impl Store {
 
     /// Deletes audit events older than `before`; returns how many.
     pub async fn prune_audit(&self, before: i64) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         let n = with_pool!(self, pool => sqlx::query("DELETE FROM audit_events WHERE at < $1")
             .bind(before)
             .execute(pool)

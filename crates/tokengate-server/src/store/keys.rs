@@ -57,6 +57,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let on_postgres = matches!(self.pool, super::Pool::Postgres(_));
         let added = with_pool!(self, pool => {
+            let _turn = self.write_turn().await;
             let mut tx = pool.begin().await?;
             // One rotation at a time across instances: under PostgreSQL's
             // READ COMMITTED two transactions would both see no pending

@@ -10,6 +10,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -172,6 +173,8 @@ impl Default for PoolLimits {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// SQLite's one writer, queued in-process: see [`Store::write_turn`].
+    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 // The macros come before the `mod` lines below: a `macro_rules!` is in scope
@@ -301,6 +304,7 @@ impl Store {
                 .await?;
             Store {
                 pool: Pool::Postgres(pool),
+                sqlite_writer: Arc::default(),
             }
         } else {
             if let Some(path) = sqlite_file(url) {
@@ -321,10 +325,29 @@ impl Store {
                 .await?;
             Store {
                 pool: Pool::Sqlite(pool),
+                sqlite_writer: Arc::default(),
             }
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The turn of a write transaction. SQLite lets one transaction write at
+    /// a time; two pool connections that both try wait in SQLite's busy
+    /// handler, which sleeps (1, 2, 5 … up to 100 ms) between retries rather
+    /// than waking when the lock is free, so under concurrent refreshes a
+    /// few waited a second or more (p99 about 100 ms, maximum 1.2 s, with
+    /// 16 refresh chains; docs/BENCHMARKS.md). Queued here instead, FIFO,
+    /// each writer starts when the previous one commits. Only the order of
+    /// the transactions changes: each still checks and marks its rows inside
+    /// itself, so single use and reuse detection hold as before (and across
+    /// processes sharing the file, the busy handler still queues them).
+    /// PostgreSQL locks rows, not the database: no turn there.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.pool {
+            Pool::Sqlite(_) => Some(self.sqlite_writer.lock().await),
+            Pool::Postgres(_) => None,
+        }
     }
 
     /// Applies pending migrations.

@@ -129,6 +129,7 @@ impl Store {
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
         let created = with_pool!(self, pool => {
+            let _turn = self.write_turn().await;
             let mut tx = pool.begin().await?;
             // A write to the user row first: it waits for (PostgreSQL row
             // lock) or excludes (SQLite write lock) a concurrent epoch bump,
@@ -187,6 +188,7 @@ impl Store {
     ) -> Result<Rotation, StoreError> {
         let now = rules.now;
         let outcome = with_pool!(self, pool => {
+            let _turn = self.write_turn().await;
             let mut tx = pool.begin().await?;
             // Writing first takes the write lock at once (SQLite) or the row
             // lock (PostgreSQL), so the loser of a race waits, then re-reads.
@@ -352,6 +354,7 @@ impl Store {
             ),
         };
         let ids = with_pool!(self, pool => {
+            let _turn = self.write_turn().await;
             let mut tx = pool.begin().await?;
             // Ending all (or all other) sessions also voids logins still in
             // flight: the epoch moves first, under the user row's lock.

@@ -77,6 +77,7 @@ impl Store {
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         with_pool!(self, pool => {
+            let _turn = self.write_turn().await;
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO users (id, email, password_hash, roles, disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
@@ -138,6 +139,7 @@ impl Store {
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
         let replaced = with_pool!(self, pool => {
+            let _turn = self.write_turn().await;
             let mut tx = pool.begin().await?;
             let updated = sqlx::query(
                 "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4",
@@ -172,6 +174,7 @@ impl Store {
         audit: &AuditEvent,
     ) -> Result<Vec<String>, StoreError> {
         let ids = with_pool!(self, pool => {
+            let _turn = self.write_turn().await;
             let mut tx = pool.begin().await?;
             bump_session_epoch!(tx, user_id, now);
             sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
@@ -245,6 +248,7 @@ impl Store {
         audit: &AuditEvent,
     ) -> Result<Option<(User, Vec<String>)>, StoreError> {
         let result = with_pool!(self, pool => {
+            let _turn = self.write_turn().await;
             let mut tx = pool.begin().await?;
             if disabled == Some(true) {
                 bump_session_epoch!(tx, user_id, now);
@@ -302,6 +306,7 @@ impl Store {
     /// Raises `user_id`'s `not_before` to `before` (never lowers it): the
     /// access tokens issued earlier are void, on every instance's sync.
     pub async fn raise_not_before(&self, user_id: &str, before: i64) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         with_pool!(self, pool => {
             sqlx::query("UPDATE users SET not_before = CASE WHEN not_before IS NULL OR not_before < $1 THEN $1 ELSE not_before END WHERE id = $2")
                 .bind(before)
@@ -350,6 +355,7 @@ impl Store {
             "INSERT INTO users (id, email, password_hash, roles, disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, 0, $5, $5)"
         };
         let inserted = with_pool!(self, pool => {
+            let _turn = self.write_turn().await;
             let mut tx = pool.begin().await?;
             let mut inserted = 0u64;
             for user in users {

@@ -17,6 +17,7 @@ both_backends!(
     logout_global_ends_everything,
     parallel_refreshes_within_the_reuse_interval_share_one_child,
     parallel_refreshes_with_no_reuse_interval_mint_at_most_one_child,
+    concurrent_refresh_chains_all_rotate_and_reuse_is_still_caught,
     failed_logins_are_rate_limited_and_the_limit_resets,
     request_budget_answers_429_with_retry_after,
     bcrypt_hashes_verify_and_are_upgraded,
@@ -1064,5 +1065,50 @@ async fn a_json_array_is_not_a_request_object(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    app.logs().assert_clean();
+}
+
+/// The load of bench/run.sh's refresh scenario, as a test: many sessions
+/// rotating at once (on SQLite, their transactions queue for the one
+/// writer). Every rotation succeeds, each stores exactly one child, and a
+/// token used earlier in a chain is still caught as reuse afterwards.
+async fn concurrent_refresh_chains_all_rotate_and_reuse_is_still_caught(backend: Backend) {
+    const CHAINS: usize = 8;
+    const ROTATIONS: usize = 10;
+    let app = spawn_app_with(backend, |s| s.refresh_reuse_interval = Duration::ZERO).await;
+    let mut firsts = Vec::new();
+    for i in 0..CHAINS {
+        firsts.push(app.user(&format!("chain{i}@example.com")).await.refresh);
+    }
+    let (_, _, before) = app.state.store.counts().await.unwrap();
+    let app = std::sync::Arc::new(app);
+    let chains = firsts.iter().cloned().map(|first| {
+        let app = app.clone();
+        async move {
+            let mut token = first;
+            for _ in 0..ROTATIONS {
+                let r = app.refresh(&token).await;
+                assert_eq!(r.status(), StatusCode::OK);
+                let body: Value = r.json().await.unwrap();
+                token = body["refresh_token"].as_str().unwrap().to_owned();
+            }
+            token
+        }
+    });
+    let lasts = futures_join_all(chains).await;
+    let (_, _, after) = app.state.store.counts().await.unwrap();
+    assert_eq!(
+        after,
+        before + (CHAINS * ROTATIONS) as i64,
+        "one child per rotation"
+    );
+    for last in &lasts {
+        app.logs().remember(last);
+    }
+    // Chain 0's first token, long used: reuse, and the whole chain ends.
+    problem(app.refresh(&firsts[0]).await, StatusCode::BAD_REQUEST).await;
+    problem(app.refresh(&lasts[0]).await, StatusCode::BAD_REQUEST).await;
+    // The other chains are untouched.
+    assert_eq!(app.refresh(&lasts[1]).await.status(), StatusCode::OK);
     app.logs().assert_clean();
 }
