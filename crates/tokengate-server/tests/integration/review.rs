@@ -1,0 +1,193 @@
+//! Security review of cookie mode (issue 14 part 1): failing tests that
+//! demonstrate findings. Each test states the property it expects.
+
+use reqwest::header::{COOKIE, HeaderValue};
+use reqwest::{Response, StatusCode};
+use serde_json::json;
+
+use crate::app::{Backend, TestApp, spawn_app_with};
+use crate::cookies::{CookieSession, login_in_cookie_mode, set_cookies};
+use secrecy::ExposeSecret as _;
+use tokengate_server::infra::clock::Clock as _;
+
+const APP_ORIGIN: &str = "https://app.test";
+
+async fn spawn() -> TestApp {
+    spawn_app_with(Backend::Sqlite, |s| {
+        s.cookie_allowed_origins = vec![APP_ORIGIN.to_owned()];
+        s.public_url = "https://auth.test".to_owned();
+    })
+    .await
+}
+
+fn refresh_cookie_header(s: &CookieSession) -> String {
+    format!(
+        "__Host-tg_access={}; __Secure-tg_refresh={}; __Host-tg_csrf={}",
+        s.access, s.refresh, s.csrf
+    )
+}
+
+async fn refresh_by_cookie(app: &TestApp, cookie: &str, csrf: &str) -> Response {
+    app.client
+        .post(app.url("/auth/refresh"))
+        .header("cookie", cookie)
+        .header("x-csrf-token", csrf)
+        .header("origin", APP_ORIGIN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Finding 1. A user signs out after the access cookie has expired (idle
+/// for longer than `access_ttl`, 15 min by default). The browser has
+/// already dropped `__Host-tg_access` (its `Max-Age` ran out) and never
+/// sends `__Secure-tg_refresh` to `/auth/logout` (its `Path` is
+/// `/auth/refresh`). Expected (issue 14: "Logout clears the cookies … a
+/// later refresh attempt with the cleared cookie does not resurrect the
+/// session"): the browser's logout ends the session, so the refresh cookie
+/// it still holds no longer works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn review_logout_after_the_access_cookie_expired_still_ends_the_session() {
+    let app = spawn().await;
+    let session = login_in_cookie_mode(&app, "idle@example.com").await;
+    // Idle past the access cookie's Max-Age (900) and the token's leeway.
+    app.clock.advance(900 + 31);
+    // What the browser sends to /auth/logout now: only the CSRF cookie
+    // (the access cookie expired; the refresh cookie is path-scoped).
+    let response = app
+        .client
+        .post(app.url("/auth/logout"))
+        .header("cookie", format!("__Host-tg_csrf={}", session.csrf))
+        .header("x-csrf-token", &session.csrf)
+        .header("origin", APP_ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let cleared = set_cookies(&response);
+    // The refresh cookie the browser still holds: it must not sign the
+    // next user of this browser back in.
+    let refreshed = refresh_by_cookie(&app, &refresh_cookie_header(&session), &session.csrf).await;
+    assert!(
+        cleared
+            .get("__Secure-tg_refresh")
+            .is_some_and(|c| c.value.is_empty())
+            || refreshed.status() != StatusCode::OK,
+        "logout answered {status} without clearing the refresh cookie {cleared:?}, \
+         and the refresh cookie still refreshes: {}",
+        refreshed.status()
+    );
+}
+
+/// Finding 2. A cookie with a non-ASCII value anywhere in the `Cookie`
+/// header (browsers accept UTF-8 in cookie values; a sibling subdomain can
+/// set one for the parent domain, or the site's own analytics may) makes
+/// the whole header "not text": the access, CSRF and refresh cookies are
+/// all ignored. Expected: the session cookies are still found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn review_a_non_ascii_cookie_beside_the_session_cookies_does_not_sign_the_user_out() {
+    let app = spawn().await;
+    let session = login_in_cookie_mode(&app, "utf8@example.com").await;
+    let raw = format!(
+        "city=Z\u{fc}rich; __Host-tg_access={}; __Host-tg_csrf={}",
+        session.access, session.csrf
+    );
+    let value = HeaderValue::from_bytes(raw.as_bytes()).unwrap();
+    let me = app
+        .client
+        .get(app.url("/auth/me"))
+        .header(COOKIE, value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK, "a planted UTF-8 cookie signs the user out");
+    let raw = format!(
+        "city=Z\u{fc}rich; {}",
+        refresh_cookie_header(&session)
+    );
+    let response = app
+        .client
+        .post(app.url("/auth/refresh"))
+        .header(COOKIE, HeaderValue::from_bytes(raw.as_bytes()).unwrap())
+        .header("x-csrf-token", &session.csrf)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "nor can the session refresh");
+}
+
+/// Finding 3. A cookie refresh late in a session (after `session_lifetime -
+/// refresh_ttl`) stores a refresh token that expires with the session, but
+/// the refresh and CSRF cookies get `Max-Age = refresh_ttl` (and the body
+/// `refresh_expires_in` says the same). Expected: the cookies expire no
+/// later than the token they hold (as a login computes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn review_a_late_refresh_cookie_does_not_outlive_its_session() {
+    let app = spawn().await;
+    // Defaults: refresh_ttl 14 d, session_lifetime 30 d, idle 14 d.
+    let started = app.clock.now().as_secs();
+    let mut session = login_in_cookie_mode(&app, "late@example.com").await;
+    let day = 86_400;
+    for _ in 0..2 {
+        app.clock.advance(10 * day);
+        let response =
+            refresh_by_cookie(&app, &refresh_cookie_header(&session), &session.csrf).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let cookies = set_cookies(&response);
+        session = CookieSession {
+            access: cookies["__Host-tg_access"].value.clone(),
+            refresh: cookies["__Secure-tg_refresh"].value.clone(),
+            csrf: cookies["__Host-tg_csrf"].value.clone(),
+        };
+        let max_age: i64 = cookies["__Secure-tg_refresh"]
+            .attributes
+            .split("; ")
+            .find_map(|a| a.strip_prefix("Max-Age="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Day 10: 14 d left on the token; day 20: the session ends at day 30.
+        let remaining_in_session = started + 30 * day - app.clock.now().as_secs();
+        assert!(
+            max_age <= remaining_in_session,
+            "refresh cookie Max-Age {max_age} s outlives the session ({remaining_in_session} s left)"
+        );
+    }
+}
+
+/// Finding 4. A cookie refresh that fails for a server-side reason (the
+/// database refuses the write: 5xx, nothing used up) still answers with
+/// all three cookies cleared, signing the browser out of a session that
+/// is alive. Expected: only a refusal of the grant clears the cookies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn review_a_server_error_during_a_cookie_refresh_keeps_the_cookies() {
+    let app = spawn().await;
+    let session = login_in_cookie_mode(&app, "blip@example.com").await;
+    let url = app.settings.database_url.expose_secret().to_owned();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER review_blip BEFORE UPDATE ON refresh_tokens BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let response = refresh_by_cookie(&app, &refresh_cookie_header(&session), &session.csrf).await;
+    let status = response.status();
+    let cleared = set_cookies(&response);
+    sqlx::query("DROP TRIGGER review_blip")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert!(status.is_server_error(), "{status}");
+    // The refresh token was not used up: the session is alive …
+    let again = refresh_by_cookie(&app, &refresh_cookie_header(&session), &session.csrf).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    // … but the browser was told to forget it.
+    assert!(
+        cleared.is_empty(),
+        "a {status} cleared the cookies of a live session: {cleared:?}"
+    );
+}
