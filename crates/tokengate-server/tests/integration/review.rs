@@ -191,3 +191,110 @@ async fn review_a_server_error_during_a_cookie_refresh_keeps_the_cookies() {
         "a {status} cleared the cookies of a live session: {cleared:?}"
     );
 }
+
+/// Exploratory: odd cookie-mode inputs never give a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn review_odd_inputs_never_5xx() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.cookie_allowed_origins = vec![APP_ORIGIN.to_owned()];
+        s.auth_requests_per_minute = 1_000_000;
+    })
+    .await;
+    let s = login_in_cookie_mode(&app, "odd@example.com").await;
+    let good = s.cookie_header();
+    let cookies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b";;;;".to_vec(),
+        b"=".to_vec(),
+        b"__Host-tg_access".to_vec(),
+        b"__Host-tg_access=".to_vec(),
+        b"__Host-tg_access=\"\"".to_vec(),
+        b"__Host-tg_access=\xff\xfe".to_vec(),
+        format!("__Host-tg_access={}; __Host-tg_access={}", s.access, s.access).into_bytes(),
+        format!("{good}; __Secure-tg_refresh=; __Secure-tg_refresh=x").into_bytes(),
+        format!("__Host-tg_access=\"{}\"; __Host-tg_csrf=\"{}\"", s.access, s.csrf).into_bytes(),
+        format!("__Host-tg_access={}x", s.access).into_bytes(),
+        format!("{good}; __Secure-tg_refresh={}", "A".repeat(43)).into_bytes(),
+        format!("{good}; __Secure-tg_refresh={}", "é".repeat(20)).into_bytes(),
+        "x=y; ".repeat(1500).into_bytes(),
+    ];
+    let extras: Vec<(&str, Vec<u8>)> = vec![
+        ("x-csrf-token", s.csrf.clone().into_bytes()),
+        ("x-csrf-token", b"\xff".to_vec()),
+        ("x-csrf-token", "a".repeat(5000).into_bytes()),
+        ("origin", b"null".to_vec()),
+        ("origin", b"\xff".to_vec()),
+        ("referer", b"https://".to_vec()),
+        ("referer", b"http://[".to_vec()),
+        ("referer", b"://".to_vec()),
+        ("x-forwarded-method", b"\xff".to_vec()),
+        ("x-forwarded-method", b"".to_vec()),
+    ];
+    let mut bad = Vec::new();
+    let mut seen = std::collections::BTreeMap::new();
+    for cookie in &cookies {
+        for (name, value) in &extras {
+            for (method, path, body) in [
+                (reqwest::Method::POST, "/auth/refresh", Some("{}")),
+                (reqwest::Method::POST, "/auth/refresh?mode=cookie", Some("{\"mode\":\"cookie\"}")),
+                (reqwest::Method::POST, "/auth/logout", None),
+                (reqwest::Method::GET, "/auth/me", None),
+                (reqwest::Method::POST, "/auth/verify", None),
+                (reqwest::Method::GET, "/auth/verify", None),
+                (reqwest::Method::DELETE, "/auth/sessions/x", None),
+            ] {
+                let mut r = app
+                    .client
+                    .request(method.clone(), app.url(path))
+                    .header(COOKIE, HeaderValue::from_bytes(cookie).unwrap())
+                    .header(*name, HeaderValue::from_bytes(value).unwrap());
+                if let Some(body) = body {
+                    r = r.header("content-type", "application/json").body(body);
+                }
+                let response = r.send().await.unwrap();
+                *seen.entry(response.status().as_u16()).or_insert(0) += 1;
+                if response.status().is_server_error() {
+                    bad.push(format!("{method} {path} {name} -> {}", response.status()));
+                }
+            }
+        }
+    }
+    eprintln!("statuses: {seen:?}");
+    assert!(bad.is_empty(), "{bad:#?}");
+    app.logs().assert_clean();
+}
+
+/// Finding 5. `clear_rejected_access_cookie` clears the access cookie on
+/// *any* 401 of an `/auth/*` route, not only a token rejection: a signed-in
+/// browser that sends a wrong password to `/auth/login` (a second account,
+/// a re-authentication prompt) loses its live access cookie. Expected: only
+/// a 401 about the token (`WWW-Authenticate: Bearer … invalid_token`)
+/// clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn review_a_wrong_password_does_not_clear_a_live_access_cookie() {
+    let app = spawn().await;
+    let s = login_in_cookie_mode(&app, "two@example.com").await;
+    let response = app
+        .client
+        .post(app.url("/auth/login?mode=cookie"))
+        .header("cookie", s.cookie_header())
+        .json(&json!({"email": "two@example.com", "password": "not the password at all"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let cleared = set_cookies(&response);
+    // The cookie it would clear is still a valid session.
+    let me = app
+        .client
+        .get(app.url("/auth/me"))
+        .header("cookie", s.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    assert!(
+        cleared.is_empty(),
+        "a wrong password cleared a live access cookie: {cleared:?}"
+    );
+}
