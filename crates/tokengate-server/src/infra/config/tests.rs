@@ -761,3 +761,22 @@ fn cookie_settings_are_read_from_the_file_with_origins_as_a_toml_array() {
         )
     );
 }
+
+/// Review finding 6: the loopback rule checks `addr` and `public_url`, but
+/// `cookie_allowed_origins` may name a public origin (a local reverse proxy
+/// serving the dev instance to the network): the unprefixed, non-`Secure`
+/// cookies and cookie writes are then accepted from it. Expected: refused.
+#[test]
+fn review_insecure_dev_cookies_refuse_a_non_loopback_allowed_origin() {
+    let err = load(&[
+        ("TOKENGATE_COOKIE_INSECURE_DEV", "true"),
+        ("TOKENGATE_ADDR", "127.0.0.1:8080"),
+        ("TOKENGATE_PUBLIC_URL", "http://localhost:8080"),
+        ("TOKENGATE_COOKIE_ALLOWED_ORIGINS", "https://app.example.com"),
+    ])
+    .map(|_| ());
+    assert!(
+        err.is_err_and(|e| e.to_string().contains("cookie_insecure_dev")),
+        "cookie_insecure_dev accepted with a public allowed origin"
+    );
+}
