@@ -298,3 +298,34 @@ async fn review_a_wrong_password_does_not_clear_a_live_access_cookie() {
         "a wrong password cleared a live access cookie: {cleared:?}"
     );
 }
+
+/// Finding 7 (design, availability). A sibling subdomain can set a
+/// `__Secure-tg_refresh` cookie for the parent domain with a longer `Path`
+/// (sent first) and a long `Max-Age`; tokengate cannot clear it (it is not
+/// host-only). Every refresh by cookie is then refused as ambiguous and
+/// nothing the victim does (log out, log in again) ends that, until the
+/// planted cookie expires. Expected: the ambiguity is resolved by the
+/// session binding the attacker cannot forge — the candidate whose
+/// session's CSRF token is the `X-CSRF-Token` (echoed from the host-only
+/// `__Host-tg_csrf`) is used; the others are ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn review_a_planted_refresh_cookie_does_not_lock_the_victim_out_of_refresh() {
+    let app = spawn().await;
+    let victim = login_in_cookie_mode(&app, "vic@example.com").await;
+    let attacker = login_in_cookie_mode(&app, "mal@example.com").await;
+    // Even a fresh login does not help: the planted cookie is still sent.
+    let victim = {
+        let _ = victim;
+        login_in_cookie_mode(&app, "vic@example.com").await
+    };
+    let both = format!(
+        "__Secure-tg_refresh={}; __Host-tg_access={}; __Secure-tg_refresh={}; __Host-tg_csrf={}",
+        attacker.refresh, victim.access, victim.refresh, victim.csrf
+    );
+    let response = refresh_by_cookie(&app, &both, &victim.csrf).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "a sibling's planted refresh cookie locks the victim out of refresh"
+    );
+}
