@@ -329,3 +329,29 @@ async fn review_a_planted_refresh_cookie_does_not_lock_the_victim_out_of_refresh
         "a sibling's planted refresh cookie locks the victim out of refresh"
     );
 }
+
+/// Finding 5b. A browser behind a proxy's HTTP Basic realm (a staging site)
+/// sends `Authorization: Basic …` on every request: the guard takes it as
+/// a malformed bearer token (401) before looking at the cookie, so cookie
+/// mode cannot work there, and each 401 also clears the live access
+/// cookie. Expected: a non-Bearer `Authorization` does not hide the
+/// cookie-mode access cookie (or at least does not clear it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn review_a_basic_authorization_header_does_not_hide_or_clear_the_access_cookie() {
+    let app = spawn().await;
+    let s = login_in_cookie_mode(&app, "basic@example.com").await;
+    let response = app
+        .client
+        .get(app.url("/auth/me"))
+        .header("cookie", s.cookie_header())
+        .header("authorization", "Basic c3RhZ2luZzpzdGFnaW5n")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let cleared = set_cookies(&response);
+    assert!(
+        status == StatusCode::OK || cleared.is_empty(),
+        "{status}, and the live access cookie was cleared: {cleared:?}"
+    );
+}
