@@ -355,3 +355,41 @@ async fn review_a_basic_authorization_header_does_not_hide_or_clear_the_access_c
         "{status}, and the live access cookie was cleared: {cleared:?}"
     );
 }
+
+/// Exploratory (sound): forward-auth with the access cookie and no CSRF
+/// token: any lie or omission about the method is treated as unsafe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn review_forward_auth_method_lies_are_unsafe() {
+    let app = spawn().await;
+    let s = login_in_cookie_mode(&app, "fa@example.com").await;
+    let ask = |headers: Vec<(&'static str, &'static str)>| {
+        let mut r = app
+            .client
+            .get(app.url("/auth/verify"))
+            .header("cookie", s.cookie_header());
+        for (n, v) in headers {
+            r = r.header(n, v);
+        }
+        r.send()
+    };
+    for headers in [
+        vec![],
+        vec![("x-forwarded-method", "POST"), ("x-original-method", "GET")],
+        vec![("x-forwarded-method", "GET"), ("x-forwarded-method", "POST")],
+        vec![("x-forwarded-method", "GET, POST")],
+        vec![("x-forwarded-method", "")],
+        vec![("x-forwarded-method", "TRACE")],
+        vec![("x-forwarded-method", "POST"), ("x-http-method-override", "GET")],
+    ] {
+        let status = ask(headers.clone()).await.unwrap().status();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{headers:?}");
+    }
+    for headers in [
+        vec![("x-forwarded-method", "GET")],
+        vec![("x-forwarded-method", "HEAD"), ("x-original-method", "OPTIONS")],
+    ] {
+        let status = ask(headers.clone()).await.unwrap().status();
+        assert_eq!(status, StatusCode::OK, "{headers:?}");
+    }
+    app.logs().assert_clean();
+}
