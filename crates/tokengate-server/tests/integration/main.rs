@@ -18,7 +18,6 @@ mod migrate_data;
 mod openapi;
 mod pg_probe;
 mod process;
-mod review;
 mod rotation;
 mod scale;
 mod service;

@@ -400,14 +400,21 @@ impl Sessions {
             event.log();
         }
         crate::infra::metrics::refresh(match &outcome {
-            Rotation::Rotated(_) => "rotated",
-            Rotation::Replayed(_) => "replayed",
+            Rotation::Rotated { .. } => "rotated",
+            Rotation::Replayed { .. } => "replayed",
             Rotation::ReuseDetected(_) => "reuse_detected",
             Rotation::SessionEnded => "session_ended",
             Rotation::Invalid => "invalid",
         });
-        let session = match outcome {
-            Rotation::Rotated(session) | Rotation::Replayed(session) => session,
+        let (session, child_expires_at) = match outcome {
+            Rotation::Rotated {
+                session,
+                child_expires_at,
+            }
+            | Rotation::Replayed {
+                session,
+                child_expires_at,
+            } => (session, child_expires_at),
             Rotation::ReuseDetected(session) => {
                 self.denylist.deny_session(&session.id, now.as_secs()).await;
                 return Err(ServiceError::InvalidGrant);
@@ -438,7 +445,9 @@ impl Sessions {
             access,
             access_expires_in: self.lifetimes.access,
             refresh: child,
-            refresh_expires_in: self.lifetimes.refresh,
+            // The child never outlives its session (as at login): nor do
+            // the cookies that carry it.
+            refresh_expires_in: child_expires_at - now.as_secs(),
             csrf_token: self.csrf_token(&session.id),
         })
     }
