@@ -334,26 +334,27 @@ impl Store {
     }
 
     /// The session (and its user) a refresh token continues, when that
-    /// token is the session's current one (unused, unexpired) and the
-    /// session is live (not revoked, ended, idle past `idle_timeout` or
-    /// voided by its user's epoch): read only, for a logout by refresh
-    /// cookie. A used or stale token names nothing.
+    /// token is the session's current one (unexpired, and unused or used
+    /// within `rules.reuse_interval`: a tab that refreshed a moment ago) and
+    /// the session is live (not revoked, ended, idle past the idle timeout
+    /// or voided by its user's epoch): read only, for a logout by refresh
+    /// cookie. A stale token names nothing.
     pub async fn live_session_of_current_refresh_token(
         &self,
         hash: &str,
-        now: i64,
-        idle_timeout: i64,
+        rules: RotationRules,
     ) -> Result<Option<SessionRef>, StoreError> {
         let session = with_pool!(self, pool => sqlx::query(
             "SELECT s.id, s.user_id FROM refresh_tokens r \
              JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id \
-             WHERE r.hash = $1 AND r.used_at IS NULL AND r.expires_at > $2 \
+             WHERE r.hash = $1 AND (r.used_at IS NULL OR ($4 > 0 AND $2 - r.used_at <= $4)) AND r.expires_at > $2 \
              AND s.revoked_at IS NULL AND s.expires_at > $2 AND $2 - s.last_used_at <= $3 \
              AND s.user_epoch = u.session_epoch",
         )
         .bind(hash)
-        .bind(now)
-        .bind(idle_timeout)
+        .bind(rules.now)
+        .bind(rules.idle_timeout)
+        .bind(rules.reuse_interval)
         .fetch_optional(pool)
         .await?
         .map(|row| -> Result<SessionRef, StoreError> {

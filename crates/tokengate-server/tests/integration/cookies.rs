@@ -19,6 +19,8 @@ const APP_ORIGIN: &str = "https://app.test";
 both_backends!(
     refresh_by_cookie_rotates_both_cookies_and_the_old_one_triggers_reuse_detection,
     logout_clears_the_cookies_and_the_old_refresh_cookie_cannot_resurrect_the_session,
+    logout_after_the_access_cookie_expired_ends_the_session_by_its_refresh_cookie,
+    a_late_refresh_cookie_never_outlives_its_session,
 );
 
 /// A cookie as a `Set-Cookie` header gave it: its value and its
@@ -789,9 +791,10 @@ async fn a_planted_refresh_cookie_signs_nobody_in_and_locks_nobody_out() {
 /// `/auth/`) to the logout: the session its refresh token continues is
 /// ended server-side, under the CSRF rule of a refresh, and all three
 /// cookies are cleared. A 401 on the logout clears them in any case.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn logout_after_the_access_cookie_expired_ends_the_session_by_its_refresh_cookie() {
-    let app = spawn(Backend::Sqlite).await;
+async fn logout_after_the_access_cookie_expired_ends_the_session_by_its_refresh_cookie(
+    backend: Backend,
+) {
+    let app = spawn(backend).await;
     let session = login_in_cookie_mode(&app, "idle@example.com").await;
     let other_device = login_in_cookie_mode(&app, "idle@example.com").await;
     // Idle past the access cookie's Max-Age (900) and the token's leeway.
@@ -933,9 +936,8 @@ async fn a_non_ascii_cookie_beside_the_session_cookies_hides_nothing() {
 /// A refresh late in a session (after `session_lifetime - refresh_ttl`)
 /// gets a refresh token that ends with the session: `refresh_expires_in`
 /// and the refresh and CSRF cookies' `Max-Age` say so, as at login.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_late_refresh_cookie_never_outlives_its_session() {
-    let app = spawn(Backend::Sqlite).await;
+async fn a_late_refresh_cookie_never_outlives_its_session(backend: Backend) {
+    let app = spawn(backend).await;
     // Defaults: refresh_ttl 14 d, session_lifetime 30 d, idle 14 d.
     let started = app.clock.now().as_secs();
     let mut session = login_in_cookie_mode(&app, "late@example.com").await;
@@ -1212,6 +1214,86 @@ async fn forward_auth_takes_any_doubt_about_the_method_as_unsafe() {
     ] {
         let status = ask(headers.clone()).await.unwrap().status();
         assert_eq!(status, StatusCode::OK, "{headers:?}");
+    }
+    app.logs().assert_clean();
+}
+
+/// A logout by refresh cookie at the edges of the refresh token's life:
+/// the last second it could refresh, it ends the session; a second later
+/// (expired, so it could not refresh either) it ends nothing, answers 401
+/// and clears the cookies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logout_by_refresh_cookie_works_until_the_refresh_token_expires() {
+    let app = spawn(Backend::Sqlite).await;
+    // Defaults: refresh_ttl and session_idle_timeout 14 d.
+    let first = login_in_cookie_mode(&app, "edge@example.com").await;
+    let second = login_in_cookie_mode(&app, "edge@example.com").await;
+    let logout = |s: &CookieSession| {
+        app.client
+            .post(app.url("/auth/logout"))
+            .header(
+                "cookie",
+                format!(
+                    "__Secure-tg_refresh={}; __Host-tg_csrf={}",
+                    s.refresh, s.csrf
+                ),
+            )
+            .header("x-csrf-token", s.csrf.clone())
+            .send()
+    };
+    app.clock.advance(14 * 86_400 - 1);
+    let response = logout(&first).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(set_cookies(&response).len(), 3);
+    app.clock.advance(1);
+    let response = logout(&second).await.unwrap();
+    assert_eq!(set_cookies(&response).len(), 3);
+    problem(response, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(app.audit_events("logout").await.len(), 1);
+    app.logs().assert_clean();
+}
+
+/// A tab refreshes while another signs out with the refresh cookie it
+/// read a moment before: within `refresh_reuse_interval` (as for a refresh
+/// race) the used token still names the session, which ends, so the
+/// cookies the refresh just set sign nobody in. Past the interval a used
+/// token ends nothing (401, and the cookies cleared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logout_racing_a_refresh_still_ends_the_session() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.public_url = "https://auth.test".to_owned();
+        s.refresh_reuse_interval = std::time::Duration::from_secs(10);
+    })
+    .await;
+    let logout = |s: &CookieSession| {
+        app.client
+            .post(app.url("/auth/logout"))
+            .header(
+                "cookie",
+                format!(
+                    "__Secure-tg_refresh={}; __Host-tg_csrf={}",
+                    s.refresh, s.csrf
+                ),
+            )
+            .header("x-csrf-token", s.csrf.clone())
+            .send()
+    };
+    for (wait, ends) in [(10, true), (11, false)] {
+        let old = login_in_cookie_mode(&app, "race@example.com").await;
+        let response = refresh_by_cookie(&app, &old.refresh_cookie_header(), Some(&old.csrf)).await;
+        let new = CookieSession::from_cookies(&app, &set_cookies(&response));
+        app.clock.advance(wait);
+        let response = logout(&old).await.unwrap();
+        assert_eq!(set_cookies(&response).len(), 3);
+        let after = refresh_by_cookie(&app, &new.refresh_cookie_header(), Some(&new.csrf)).await;
+        if ends {
+            assert_eq!(response.status(), StatusCode::NO_CONTENT, "after {wait} s");
+            problem(after, StatusCode::BAD_REQUEST).await;
+        } else {
+            problem(response, StatusCode::UNAUTHORIZED).await;
+            assert_eq!(after.status(), StatusCode::OK, "after {wait} s");
+            CookieSession::from_cookies(&app, &set_cookies(&after));
+        }
     }
     app.logs().assert_clean();
 }

@@ -88,7 +88,10 @@ impl Sessions {
     /// forget the cookies. The token must be the session's current one and
     /// the session live (a used or stale token, which the holder could not
     /// refresh with either, ends nothing: `InvalidGrant`); then it is
-    /// [`Sessions::logout`] of that session. Nothing is used up.
+    /// [`Sessions::logout`] of that session. A token used within
+    /// `refresh_reuse_interval` still counts (a tab refreshed while another
+    /// signs out: the refresh's new cookies must not outlive the logout).
+    /// Nothing is used up.
     pub async fn logout_by_refresh_token(
         &self,
         presented: &str,
@@ -96,10 +99,10 @@ impl Sessions {
         client: IpAddr,
     ) -> Result<(), ServiceError> {
         let token = RefreshToken::parse(presented).ok_or(ServiceError::InvalidGrant)?;
-        let now = self.clock.now().as_secs();
+        let rules = self.rotation_rules(self.clock.now().as_secs());
         let session = self
             .store
-            .live_session_of_current_refresh_token(&token.stored_hash(), now, self.lifetimes.idle)
+            .live_session_of_current_refresh_token(&token.stored_hash(), rules)
             .await?
             .ok_or(ServiceError::InvalidGrant)?;
         self.logout(&session.user_id, &session.id, scope, client)

@@ -385,12 +385,7 @@ impl Sessions {
         // same token (a second tab) gets the same child, never a second one.
         let child = presented.child(&self.refresh_key);
         let now = self.clock.now();
-        let rules = RotationRules {
-            now: now.as_secs(),
-            refresh_ttl: self.lifetimes.refresh,
-            reuse_interval: self.lifetimes.reuse_interval,
-            idle_timeout: self.lifetimes.idle,
-        };
+        let rules = self.rotation_rules(now.as_secs());
         let outcome = self
             .store
             .rotate_refresh(&presented.stored_hash(), &child.stored_hash(), rules, &ip)
@@ -450,6 +445,16 @@ impl Sessions {
             refresh_expires_in: child_expires_at - now.as_secs(),
             csrf_token: self.csrf_token(&session.id),
         })
+    }
+
+    /// The rotation rules at `now`, from the settings.
+    fn rotation_rules(&self, now: i64) -> RotationRules {
+        RotationRules {
+            now,
+            refresh_ttl: self.lifetimes.refresh,
+            reuse_interval: self.lifetimes.reuse_interval,
+            idle_timeout: self.lifetimes.idle,
+        }
     }
 
     /// The CSRF token of session `sid`: base64url HMAC-SHA256 of its id
