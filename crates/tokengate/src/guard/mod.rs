@@ -601,7 +601,6 @@ impl Guard {
     /// layer does); [`Guard::presented_token`] says the source when you
     /// need the raw token.
     #[deprecated(
-        since = "0.2.0",
         note = "a cookie token needs the CSRF check: use check_request, or presented_token and check_presented"
     )]
     pub fn token_in<'h>(&self, headers: &'h HeaderMap) -> Result<Option<&'h str>, Rejection> {
