@@ -61,7 +61,7 @@ pub enum CsrfFailure {
     /// The CSRF header is absent, empty, not text or too long.
     #[error("the CSRF header is missing")]
     MissingHeader,
-    /// The CSRF cookie is absent.
+    /// The CSRF cookie is absent, empty, or its value is not visible ASCII.
     #[error("the CSRF cookie is missing")]
     MissingCookie,
     /// The header, the cookie or `Origin` is sent more than once.
