@@ -69,7 +69,7 @@ pub fn run(data: &[u8]) {
             headers.append(name, value);
         }
     }
-    let _ = guard().token_in(&headers);
+    let _ = guard().presented_token(&headers);
     let bound = csrf_digest(CSRF_TOKEN);
     for method in [Method::POST, Method::GET, Method::DELETE] {
         let outcome = csrf().check(&method, &headers, Some(&bound));

@@ -6,9 +6,11 @@
 //!   prefix makes the browser refuse it unless it is `Secure`, `Path=/`
 //!   and has no `Domain`, so a sibling subdomain cannot set it.
 //! - `__Secure-tg_refresh`: the refresh token. `HttpOnly`, `Secure`, scoped
-//!   to the refresh endpoint's path, so it is sent nowhere else. It cannot
-//!   be `__Host-` (that needs `Path=/`); `__Secure-` still makes the
-//!   browser insist on `Secure`.
+//!   to the service's `/auth/` path: sent to refresh and to logout (a
+//!   browser whose access cookie has expired can still end its session),
+//!   never to the APIs on `/` nor to the pages. It cannot be `__Host-`
+//!   (that needs `Path=/`); `__Secure-` still makes the browser insist on
+//!   `Secure`.
 //! - `__Host-tg_csrf`: the session's CSRF token, readable by the page's
 //!   script, which echoes it in `X-CSRF-Token` (see
 //!   [`tokengate::guard::CsrfPolicy`]).
@@ -117,8 +119,10 @@ impl<'a> BrowserCookies<'a> {
         }
     }
 
-    /// The refresh endpoint's path as clients reach it: `public_url`'s
-    /// path (a service behind a path prefix) + `/auth/refresh`.
+    /// The refresh cookie's `Path`: the service's `/auth/` endpoints as
+    /// clients reach them, `public_url`'s path (a service behind a path
+    /// prefix) + `/auth/`. Refresh and logout read it; no other endpoint
+    /// does, and the cookie is never sent outside `/auth/`.
     pub fn refresh_path(&self) -> String {
         let url = &self.settings.public_url;
         let prefix = url
@@ -131,9 +135,9 @@ impl<'a> BrowserCookies<'a> {
             .trim_end_matches('/');
         // A cookie attribute must not hold `;` or control characters.
         if prefix.bytes().all(|b| b.is_ascii_graphic() && b != b';') {
-            format!("{prefix}/auth/refresh")
+            format!("{prefix}/auth/")
         } else {
-            "/auth/refresh".to_owned()
+            "/auth/".to_owned()
         }
     }
 

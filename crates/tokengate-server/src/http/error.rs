@@ -63,6 +63,12 @@ pub enum ApiError {
         /// Whether a token was presented at all (RFC 6750 §3.1).
         presented: bool,
     },
+    /// The access token of the cookie-mode access cookie is not valid
+    /// (expired, revoked, bad, its user gone): answered as
+    /// `InvalidToken { presented: true }`, and marked
+    /// ([`RejectedAccessCookie`]) so that the cookie is cleared.
+    #[error("invalid access cookie")]
+    InvalidAccessCookie,
     /// Bad, used, expired or revoked refresh token (RFC 6749 `invalid_grant`).
     #[error("invalid grant")]
     InvalidGrant,
@@ -320,7 +326,7 @@ impl IntoResponse for ApiError {
                     "The current password is incorrect.",
                 ),
             ),
-            E::InvalidToken { .. } => (
+            E::InvalidToken { .. } | E::InvalidAccessCookie => (
                 StatusCode::UNAUTHORIZED,
                 problem(
                     StatusCode::UNAUTHORIZED,
@@ -476,7 +482,7 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         match &self {
-            E::InvalidToken { presented: true } => {
+            E::InvalidToken { presented: true } | E::InvalidAccessCookie => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer realm="tokengate", error="invalid_token""#),
@@ -507,7 +513,26 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
+        if matches!(self, E::InvalidAccessCookie) {
+            response.extensions_mut().insert(RejectedAccessCookie);
+        }
         response
+    }
+}
+
+/// Marks a 401 whose rejected token came from the cookie-mode access
+/// cookie: the `/auth` layer then clears that cookie. Any other 401 (a
+/// wrong password, a bad bearer token) leaves a live cookie alone.
+#[derive(Debug, Clone, Copy)]
+pub struct RejectedAccessCookie;
+
+impl ApiError {
+    /// Whether this refuses the access token (a 401: none, or none valid).
+    pub fn rejects_the_token(&self) -> bool {
+        matches!(
+            self,
+            ApiError::InvalidToken { .. } | ApiError::InvalidAccessCookie
+        )
     }
 }
 

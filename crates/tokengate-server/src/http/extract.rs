@@ -398,6 +398,20 @@ pub struct Authenticated {
     pub session_id: SessionId,
     /// The verified claims.
     pub claims: AccessClaims,
+    /// Whether the token came from the cookie-mode access cookie.
+    pub from_cookie: bool,
+}
+
+impl Authenticated {
+    /// The 401 for a caller whose token verified but who is gone (no such
+    /// user, or disabled): the access cookie it came from is cleared.
+    pub fn gone(&self) -> ApiError {
+        if self.from_cookie {
+            ApiError::InvalidAccessCookie
+        } else {
+            ApiError::InvalidToken { presented: true }
+        }
+    }
 }
 
 /// An authenticated caller whose *current* roles (read from the database,
@@ -420,7 +434,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             .user_by_id(&caller.user_id)
             .await?
             .filter(|u| !u.disabled)
-            .ok_or(ApiError::InvalidToken { presented: true })?;
+            .ok_or_else(|| caller.gone())?;
         if user.roles.contains("admin") {
             Ok(Admin { id: user.id })
         } else {
@@ -439,24 +453,37 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
         // The library's guard: the one implementation of "a valid,
         // unrevoked access token", shared with `/auth/verify` and with the
         // APIs that use the library.
-        let verified = state
-            .guard
-            .check_request(&parts.method, &parts.headers)
-            .await?
+        let guard = &state.guard;
+        let presented = guard
+            .presented_token(&parts.headers)?
             .ok_or(ApiError::InvalidToken { presented: false })?;
+        let from_cookie = presented.from_cookie();
+        // A refused token from the access cookie is marked, so that the
+        // cookie is cleared; any other refusal leaves cookies alone.
+        let refused = |rejection: ApiError| match rejection {
+            ApiError::InvalidToken { presented: true } if from_cookie => {
+                ApiError::InvalidAccessCookie
+            }
+            other => other,
+        };
+        let verified = guard
+            .check_presented(&parts.method, &parts.headers, presented)
+            .await
+            .map_err(|r| refused(r.into()))?;
         let claims: AccessClaims = verified.claims().map_err(|e| {
             tracing::info!(event = "access_token_rejected", reason = e.code(), detail = %e);
-            ApiError::InvalidToken { presented: true }
+            refused(ApiError::InvalidToken { presented: true })
         })?;
         // The policy requires `sid`; a token without one never gets here.
         let session_id = claims
             .sid
             .clone()
-            .ok_or(ApiError::InvalidToken { presented: true })?;
+            .ok_or_else(|| refused(ApiError::InvalidToken { presented: true }))?;
         Ok(Authenticated {
             user_id: UserId::from(claims.sub.clone()),
             session_id: SessionId::from(session_id),
             claims,
+            from_cookie,
         })
     }
 }

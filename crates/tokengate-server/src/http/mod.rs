@@ -309,19 +309,23 @@ async fn no_store(request: Request, next: Next) -> Response {
     response
 }
 
-/// A 401 to a request that carried the access cookie clears it (same
+/// A 401 that rejected the token of the access cookie clears it (same
 /// attributes, `Max-Age=0`): the token in it is expired, revoked or bad,
-/// and a browser would otherwise keep sending it.
+/// and a browser would otherwise keep sending it. Only such a 401
+/// ([`error::RejectedAccessCookie`], set where the token was refused): a
+/// wrong password or a bad bearer token says nothing about the cookie.
 async fn clear_rejected_access_cookie(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let cookies = cookies::BrowserCookies::of(&state.settings);
-    let carried = cookies.access_in(request.headers());
     let mut response = next.run(request).await;
-    if carried && response.status() == StatusCode::UNAUTHORIZED {
-        match cookies.cleared_access() {
+    if response
+        .extensions_mut()
+        .remove::<error::RejectedAccessCookie>()
+        .is_some()
+    {
+        match cookies::BrowserCookies::of(&state.settings).cleared_access() {
             Ok(cleared) => {
                 response.headers_mut().append(header::SET_COOKIE, cleared);
             }

@@ -19,11 +19,22 @@ pub struct SessionRef {
 /// What presenting a refresh token led to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
-    /// The token was live: it is now used and its child is stored.
-    Rotated(SessionRef),
+    /// The token was live: it is now used and its child is stored, to
+    /// expire at `child_expires_at` (never after the session).
+    Rotated {
+        /// The session.
+        session: SessionRef,
+        /// When the child expires (Unix seconds).
+        child_expires_at: i64,
+    },
     /// The token was already used, within the reuse interval: answer again
     /// with the same child (a concurrent refresh from a second tab).
-    Replayed(SessionRef),
+    Replayed {
+        /// The session.
+        session: SessionRef,
+        /// When the child expires (Unix seconds).
+        child_expires_at: i64,
+    },
     /// The token was already used, after the reuse interval: the whole
     /// session has just been revoked.
     ReuseDetected(SessionRef),
@@ -38,8 +49,8 @@ impl Rotation {
     /// caller records on their own since nothing changed).
     pub fn audit_event(&self, ip: &str) -> Option<AuditEvent> {
         let (kind, session) = match self {
-            Rotation::Rotated(s) => ("refresh_rotated", s),
-            Rotation::Replayed(s) => ("refresh_replayed_within_interval", s),
+            Rotation::Rotated { session, .. } => ("refresh_rotated", session),
+            Rotation::Replayed { session, .. } => ("refresh_replayed_within_interval", session),
             Rotation::ReuseDetected(s) => ("refresh_reuse_detected", s),
             Rotation::SessionEnded | Rotation::Invalid => return None,
         };
@@ -250,6 +261,7 @@ impl Store {
                     Rotation::SessionEnded
                 }
                 None => {
+                    let child_expires_at = (now + rules.refresh_ttl).min(session_expires_at);
                     sqlx::query(
                         "INSERT INTO refresh_tokens (hash, session_id, parent_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
                     )
@@ -257,7 +269,7 @@ impl Store {
                     .bind(&session_id)
                     .bind(hash)
                     .bind(now)
-                    .bind((now + rules.refresh_ttl).min(session_expires_at))
+                    .bind(child_expires_at)
                     .execute(&mut *tx)
                     .await?;
                     sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE id = $2")
@@ -265,7 +277,7 @@ impl Store {
                         .bind(&session_id)
                         .execute(&mut *tx)
                         .await?;
-                    let outcome = Rotation::Rotated(reference);
+                    let outcome = Rotation::Rotated { session: reference, child_expires_at };
                     if let Some(event) = outcome.audit_event(ip) {
                         insert_audit!(tx, event, now);
                     }
@@ -273,7 +285,15 @@ impl Store {
                     outcome
                 }
                 Some(used) if rules.reuse_interval > 0 && now - used <= rules.reuse_interval => {
-                    let outcome = Rotation::Replayed(reference);
+                    // The child this token was rotated into, as stored then.
+                    let child_expires_at = sqlx::query_scalar::<_, i64>(
+                        "SELECT expires_at FROM refresh_tokens WHERE hash = $1",
+                    )
+                    .bind(child_hash)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .unwrap_or((used + rules.refresh_ttl).min(session_expires_at));
+                    let outcome = Rotation::Replayed { session: reference, child_expires_at };
                     if let Some(event) = outcome.audit_event(ip) {
                         insert_audit!(tx, event, now);
                     }
@@ -311,6 +331,40 @@ impl Store {
         .fetch_optional(pool)
         .await?
         .map(|row| row.try_get::<String, _>("session_id"))
+        .transpose()?);
+        Ok(session)
+    }
+
+    /// The session (and its user) a refresh token continues, when that
+    /// token is the session's current one (unexpired, and unused or used
+    /// within `rules.reuse_interval`: a tab that refreshed a moment ago) and
+    /// the session is live (not revoked, ended, idle past the idle timeout
+    /// or voided by its user's epoch): read only, for a logout by refresh
+    /// cookie. A stale token names nothing.
+    pub async fn live_session_of_current_refresh_token(
+        &self,
+        hash: &str,
+        rules: RotationRules,
+    ) -> Result<Option<SessionRef>, StoreError> {
+        let session = with_pool!(self, pool => sqlx::query(
+            "SELECT s.id, s.user_id FROM refresh_tokens r \
+             JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id \
+             WHERE r.hash = $1 AND (r.used_at IS NULL OR ($4 > 0 AND $2 - r.used_at <= $4)) AND r.expires_at > $2 \
+             AND s.revoked_at IS NULL AND s.expires_at > $2 AND $2 - s.last_used_at <= $3 \
+             AND s.user_epoch = u.session_epoch",
+        )
+        .bind(hash)
+        .bind(rules.now)
+        .bind(rules.idle_timeout)
+        .bind(rules.reuse_interval)
+        .fetch_optional(pool)
+        .await?
+        .map(|row| -> Result<SessionRef, StoreError> {
+            Ok(SessionRef {
+                id: SessionId::from(row.try_get::<String, _>("id")?),
+                user_id: UserId::from(row.try_get::<String, _>("user_id")?),
+            })
+        })
         .transpose()?);
         Ok(session)
     }

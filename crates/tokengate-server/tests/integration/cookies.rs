@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use reqwest::header::SET_COOKIE;
+use reqwest::header::{COOKIE, HeaderValue, SET_COOKIE};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::app::{Backend, TestApp, problem, spawn_app_with};
 use crate::both_backends;
+use tokengate_server::infra::clock::Clock as _;
 
 const PASSWORD: &str = "a long passphrase for the cookie tests";
 const APP_ORIGIN: &str = "https://app.test";
@@ -18,6 +19,8 @@ const APP_ORIGIN: &str = "https://app.test";
 both_backends!(
     refresh_by_cookie_rotates_both_cookies_and_the_old_one_triggers_reuse_detection,
     logout_clears_the_cookies_and_the_old_refresh_cookie_cannot_resurrect_the_session,
+    logout_after_the_access_cookie_expired_ends_the_session_by_its_refresh_cookie,
+    a_late_refresh_cookie_never_outlives_its_session,
 );
 
 /// A cookie as a `Set-Cookie` header gave it: its value and its
@@ -76,8 +79,8 @@ impl CookieSession {
         )
     }
 
-    /// The `Cookie` header a browser sends to `/auth/refresh` (all three).
-    fn refresh_cookie_header(&self) -> String {
+    /// The `Cookie` header a browser sends to `/auth/` (all three).
+    pub fn refresh_cookie_header(&self) -> String {
         format!(
             "__Host-tg_access={}; __Secure-tg_refresh={}; __Host-tg_csrf={}",
             self.access, self.refresh, self.csrf
@@ -173,7 +176,7 @@ async fn login_in_cookie_mode_sets_three_exact_cookies_and_no_token_in_the_body(
         );
         assert_eq!(
             cookies["__Secure-tg_refresh"].attributes,
-            "Path=/auth/refresh; Max-Age=1209600; HttpOnly; Secure; SameSite=Strict"
+            "Path=/auth/; Max-Age=1209600; HttpOnly; Secure; SameSite=Strict"
         );
         // Readable by the page's script (no HttpOnly), which echoes it.
         assert_eq!(
@@ -343,7 +346,7 @@ async fn refresh_by_cookie_rotates_both_cookies_and_the_old_one_triggers_reuse_d
     let cookies = set_cookies(&response);
     assert_eq!(
         cookies["__Secure-tg_refresh"].attributes,
-        "Path=/auth/refresh; Max-Age=1209600; HttpOnly; Secure; SameSite=Strict"
+        "Path=/auth/; Max-Age=1209600; HttpOnly; Secure; SameSite=Strict"
     );
     let second = CookieSession::from_cookies(&app, &cookies);
     assert_ne!(second.access, first.access);
@@ -422,7 +425,7 @@ async fn logout_clears_the_cookies_and_the_old_refresh_cookie_cannot_resurrect_t
         ),
         (
             "__Secure-tg_refresh",
-            "Path=/auth/refresh; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
+            "Path=/auth/; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
         ),
         (
             "__Host-tg_csrf",
@@ -694,37 +697,603 @@ async fn forward_auth_takes_the_access_cookie_with_the_same_csrf_rule() {
 }
 
 /// A sibling subdomain can set a `__Secure-` cookie for the parent domain
-/// (unlike a `__Host-` one): its refresh cookie beside the victim's is
-/// refused as ambiguous, and alone it needs its own session's CSRF token,
-/// which the victim's `__Host-tg_csrf` is not. The victim's session is
-/// untouched either way.
+/// (unlike a `__Host-` one), with a longer `Path` (sent first), and the
+/// service cannot clear it. Beside the victim's own, the refresh cookie
+/// used is the one whose session's CSRF token the request echoes (from the
+/// host-only `__Host-tg_csrf`): the victim still refreshes, as the victim.
+/// Alone, the planted one needs its own session's CSRF token, which the
+/// victim's is not. Nothing is used up by a refusal or for the cookie not
+/// chosen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_planted_refresh_cookie_signs_nobody_in() {
+async fn a_planted_refresh_cookie_signs_nobody_in_and_locks_nobody_out() {
     let app = spawn(Backend::Sqlite).await;
     let victim = login_in_cookie_mode(&app, "max@example.com").await;
     let attacker = login_in_cookie_mode(&app, "mallory@example.com").await;
-    let both = format!(
-        "__Secure-tg_refresh={}; __Secure-tg_refresh={}; __Host-tg_csrf={}",
-        attacker.refresh, victim.refresh, victim.csrf
-    );
-    let response = refresh_by_cookie(&app, &both, Some(&victim.csrf)).await;
-    assert_eq!(
-        problem(response, StatusCode::BAD_REQUEST).await["error"],
-        "invalid_grant"
-    );
     let planted_alone = format!(
         "__Secure-tg_refresh={}; __Host-tg_csrf={}",
         attacker.refresh, victim.csrf
     );
     let response = refresh_by_cookie(&app, &planted_alone, Some(&victim.csrf)).await;
     problem(response, StatusCode::FORBIDDEN).await;
-    // Neither attempt used a token up.
-    for session in [&victim, &attacker] {
+    // Planted beside the victim's, in either order: the victim's is used.
+    let mut victim_now = victim;
+    for planted_first in [true, false] {
+        let (first, second) = if planted_first {
+            (&attacker.refresh, &victim_now.refresh)
+        } else {
+            (&victim_now.refresh, &attacker.refresh)
+        };
+        let both = format!(
+            "__Secure-tg_refresh={first}; __Host-tg_access={}; __Secure-tg_refresh={second}; __Host-tg_csrf={}",
+            victim_now.access, victim_now.csrf
+        );
+        let response = refresh_by_cookie(&app, &both, Some(&victim_now.csrf)).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "planted first: {planted_first}"
+        );
+        let fresh = CookieSession::from_cookies(&app, &set_cookies(&response));
+        let me: Value = me_by_cookie(&app, &fresh.cookie_header())
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me["email"], "max@example.com");
+        victim_now = fresh;
+    }
+    // A refresh cookie of another session of the same user beside the
+    // current one: only the CSRF token's session matches, and is used.
+    let other = login_in_cookie_mode(&app, "max@example.com").await;
+    let two_sessions = format!(
+        "__Secure-tg_refresh={}; __Secure-tg_refresh={}; __Host-tg_csrf={}",
+        other.refresh, victim_now.refresh, victim_now.csrf
+    );
+    let response = refresh_by_cookie(&app, &two_sessions, Some(&victim_now.csrf)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let previous = victim_now.refresh.clone();
+    let victim_now = CookieSession::from_cookies(&app, &set_cookies(&response));
+    // Two of this session's own tokens (the used one and the current
+    // one): which is meant is unknowable; refused, nothing used up.
+    let same_session = format!(
+        "__Secure-tg_refresh={previous}; __Secure-tg_refresh={}; __Host-tg_csrf={}",
+        victim_now.refresh, victim_now.csrf
+    );
+    let response = refresh_by_cookie(&app, &same_session, Some(&victim_now.csrf)).await;
+    assert_eq!(
+        problem(response, StatusCode::BAD_REQUEST).await["error"],
+        "invalid_grant"
+    );
+    // More refresh cookies than any browser holds: refused unread.
+    let many = format!(
+        "{}__Host-tg_csrf={}",
+        "__Secure-tg_refresh=AAAA; ".repeat(9),
+        victim_now.csrf
+    );
+    let response = refresh_by_cookie(&app, &many, Some(&victim_now.csrf)).await;
+    assert_eq!(
+        problem(response, StatusCode::BAD_REQUEST).await["error"],
+        "invalid_grant"
+    );
+    // The attacker's token was never used up for the victim's requests.
+    for session in [&victim_now, &attacker] {
         let response =
             refresh_by_cookie(&app, &session.refresh_cookie_header(), Some(&session.csrf)).await;
         assert_eq!(response.status(), StatusCode::OK);
         let fresh = CookieSession::from_cookies(&app, &set_cookies(&response));
         assert_ne!(fresh.refresh, session.refresh);
+    }
+    app.logs().assert_clean();
+}
+
+/// A browser idle past the access cookie's `Max-Age` has dropped
+/// `__Host-tg_access`, but still sends `__Secure-tg_refresh` (scoped to
+/// `/auth/`) to the logout: the session its refresh token continues is
+/// ended server-side, under the CSRF rule of a refresh, and all three
+/// cookies are cleared. A 401 on the logout clears them in any case.
+async fn logout_after_the_access_cookie_expired_ends_the_session_by_its_refresh_cookie(
+    backend: Backend,
+) {
+    let app = spawn(backend).await;
+    let session = login_in_cookie_mode(&app, "idle@example.com").await;
+    let other_device = login_in_cookie_mode(&app, "idle@example.com").await;
+    // Idle past the access cookie's Max-Age (900) and the token's leeway.
+    app.clock.advance(900 + 31);
+    let sent = format!(
+        "__Secure-tg_refresh={}; __Host-tg_csrf={}",
+        session.refresh, session.csrf
+    );
+    let logout = |cookie: String, csrf: Option<String>| {
+        let mut request = app
+            .client
+            .post(app.url("/auth/logout"))
+            .header("cookie", cookie)
+            .header("origin", APP_ORIGIN);
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        request.send()
+    };
+    // Without the CSRF token (a forged cross-site logout): refused, and
+    // nothing changed.
+    let response = logout(sent.clone(), None).await.unwrap();
+    assert!(set_cookies(&response).is_empty());
+    problem(response, StatusCode::FORBIDDEN).await;
+    // Another session's CSRF token: the same.
+    let response = logout(sent.clone(), Some(other_device.csrf.clone()))
+        .await
+        .unwrap();
+    problem(response, StatusCode::FORBIDDEN).await;
+    let response = logout(sent.clone(), Some(session.csrf.clone()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let cleared = set_cookies(&response);
+    assert_eq!(cleared.len(), 3, "{cleared:?}");
+    assert!(cleared.values().all(|c| c.value.is_empty()));
+    assert_eq!(
+        cleared["__Secure-tg_refresh"].attributes,
+        "Path=/auth/; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
+    );
+    let logouts = app.audit_events("logout").await;
+    assert_eq!(logouts.len(), 1);
+    // The refresh cookie the browser may still hold signs nobody in.
+    let response =
+        refresh_by_cookie(&app, &session.refresh_cookie_header(), Some(&session.csrf)).await;
+    assert_eq!(
+        problem(response, StatusCode::BAD_REQUEST).await["error"],
+        "invalid_grant"
+    );
+    // The other device is untouched (a local logout).
+    let response = refresh_by_cookie(
+        &app,
+        &other_device.refresh_cookie_header(),
+        Some(&other_device.csrf),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let other_device = CookieSession::from_cookies(&app, &set_cookies(&response));
+    // The same logout again (the refresh token is of an ended session),
+    // or with nothing valid at all: 401, and every cookie cleared.
+    for cookie in [sent, format!("__Host-tg_csrf={}", session.csrf)] {
+        let response = logout(cookie, Some(session.csrf.clone())).await.unwrap();
+        let cleared = set_cookies(&response);
+        assert_eq!(cleared.len(), 3, "{cleared:?}");
+        assert!(cleared.values().all(|c| c.value.is_empty()));
+        problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+    // Global logout by refresh cookie ends every session of the user.
+    app.clock.advance(900 + 31);
+    let response = app
+        .client
+        .post(app.url("/auth/logout"))
+        .header(
+            "cookie",
+            format!(
+                "__Secure-tg_refresh={}; __Host-tg_csrf={}",
+                other_device.refresh, other_device.csrf
+            ),
+        )
+        .header("x-csrf-token", &other_device.csrf)
+        .json(&json!({"scope": "global"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = refresh_by_cookie(
+        &app,
+        &other_device.refresh_cookie_header(),
+        Some(&other_device.csrf),
+    )
+    .await;
+    problem(response, StatusCode::BAD_REQUEST).await;
+    app.logs().assert_clean();
+}
+
+/// A cookie that is not ASCII anywhere in the `Cookie` header (browsers
+/// accept UTF-8 values; another part of the site may set one) hides
+/// nothing: the session's cookies are still read, for a read, a write and
+/// a refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_non_ascii_cookie_beside_the_session_cookies_hides_nothing() {
+    let app = spawn(Backend::Sqlite).await;
+    let session = login_in_cookie_mode(&app, "utf8@example.com").await;
+    let raw = |cookies: String| {
+        HeaderValue::from_bytes(format!("city=Z\u{fc}rich; {cookies}; 名前=値").as_bytes()).unwrap()
+    };
+    let me = app
+        .client
+        .get(app.url("/auth/me"))
+        .header(COOKIE, raw(session.cookie_header()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    let response = app
+        .client
+        .post(app.url("/auth/logout"))
+        .header(COOKIE, raw(session.cookie_header()))
+        .header("x-csrf-token", &session.csrf)
+        .json(&json!({"scope": "others"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = app
+        .client
+        .post(app.url("/auth/refresh"))
+        .header(COOKIE, raw(session.refresh_cookie_header()))
+        .header("x-csrf-token", &session.csrf)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    CookieSession::from_cookies(&app, &set_cookies(&response));
+    app.logs().assert_clean();
+}
+
+/// A refresh late in a session (after `session_lifetime - refresh_ttl`)
+/// gets a refresh token that ends with the session: `refresh_expires_in`
+/// and the refresh and CSRF cookies' `Max-Age` say so, as at login.
+async fn a_late_refresh_cookie_never_outlives_its_session(backend: Backend) {
+    let app = spawn(backend).await;
+    // Defaults: refresh_ttl 14 d, session_lifetime 30 d, idle 14 d.
+    let started = app.clock.now().as_secs();
+    let mut session = login_in_cookie_mode(&app, "late@example.com").await;
+    let day = 86_400;
+    // Day 10: 14 d left on the new token; day 20: 10 d, the session's end.
+    for (advance, expected) in [(10 * day, 14 * day), (10 * day, 10 * day)] {
+        app.clock.advance(advance);
+        let response =
+            refresh_by_cookie(&app, &session.refresh_cookie_header(), Some(&session.csrf)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let cookies = set_cookies(&response);
+        session = CookieSession::from_cookies(&app, &cookies);
+        for name in ["__Secure-tg_refresh", "__Host-tg_csrf"] {
+            assert!(
+                cookies[name]
+                    .attributes
+                    .contains(&format!("; Max-Age={expected};")),
+                "{name}: {}",
+                cookies[name].attributes
+            );
+        }
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["refresh_expires_in"], expected);
+    }
+    assert_eq!(started + 30 * day - app.clock.now().as_secs(), 10 * day);
+    // The last second of the session the token refreshes; then it is over.
+    app.clock.advance(10 * day - 1);
+    let response =
+        refresh_by_cookie(&app, &session.refresh_cookie_header(), Some(&session.csrf)).await;
+    let cookies = set_cookies(&response);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        cookies["__Secure-tg_refresh"]
+            .attributes
+            .contains("; Max-Age=1;")
+    );
+    session = CookieSession::from_cookies(&app, &cookies);
+    app.clock.advance(1);
+    let response =
+        refresh_by_cookie(&app, &session.refresh_cookie_header(), Some(&session.csrf)).await;
+    problem(response, StatusCode::BAD_REQUEST).await;
+    app.logs().assert_clean();
+}
+
+/// A cookie refresh that fails on the service's side (the database
+/// refuses the write: 5xx, nothing used up) keeps the cookies: the session
+/// is alive and the next try works. Only a refused grant clears them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_error_during_a_cookie_refresh_keeps_the_cookies() {
+    use secrecy::ExposeSecret as _;
+    let app = spawn(Backend::Sqlite).await;
+    let session = login_in_cookie_mode(&app, "blip@example.com").await;
+    let url = app.settings.database_url.expose_secret().to_owned();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER blip BEFORE UPDATE ON refresh_tokens BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let response =
+        refresh_by_cookie(&app, &session.refresh_cookie_header(), Some(&session.csrf)).await;
+    let status = response.status();
+    let cleared = set_cookies(&response);
+    sqlx::query("DROP TRIGGER blip")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert!(status.is_server_error(), "{status}");
+    assert!(cleared.is_empty(), "{cleared:?}");
+    let again =
+        refresh_by_cookie(&app, &session.refresh_cookie_header(), Some(&session.csrf)).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    CookieSession::from_cookies(&app, &set_cookies(&again));
+}
+
+/// Only a 401 that refused the access cookie's own token clears it: a
+/// wrong password at login (a second account, a re-authentication
+/// prompt) or a bad bearer token beside a live cookie leaves it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_a_refused_access_cookie_is_cleared() {
+    let app = spawn(Backend::Sqlite).await;
+    let s = login_in_cookie_mode(&app, "two@example.com").await;
+    let response = app
+        .client
+        .post(app.url("/auth/login?mode=cookie"))
+        .header("cookie", s.cookie_header())
+        .json(&json!({"email": "two@example.com", "password": "not the password at all"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(set_cookies(&response).is_empty());
+    problem(response, StatusCode::UNAUTHORIZED).await;
+    let response = app
+        .client
+        .get(app.url("/auth/me"))
+        .header("cookie", s.cookie_header())
+        .header("authorization", "Bearer not.a.token")
+        .send()
+        .await
+        .unwrap();
+    assert!(set_cookies(&response).is_empty());
+    problem(response, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(
+        me_by_cookie(&app, &s.cookie_header()).await.status(),
+        StatusCode::OK
+    );
+    app.logs().assert_clean();
+}
+
+/// A browser behind a proxy's HTTP Basic realm (a staging site) sends
+/// `Authorization: Basic …` on every request: it is no bearer token, so the
+/// access cookie is read (and a live one never cleared). A malformed
+/// `Bearer` header stays a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_non_bearer_authorization_header_falls_through_to_the_access_cookie() {
+    let app = spawn(Backend::Sqlite).await;
+    let s = login_in_cookie_mode(&app, "basic@example.com").await;
+    let ask = |authorization: &'static str| {
+        app.client
+            .get(app.url("/auth/me"))
+            .header("cookie", s.cookie_header())
+            .header("authorization", authorization)
+            .send()
+    };
+    let response = ask("Basic c3RhZ2luZzpzdGFnaW5n").await.unwrap();
+    assert!(set_cookies(&response).is_empty());
+    assert_eq!(response.status(), StatusCode::OK);
+    for malformed in ["Bearer", "Bearer   "] {
+        let response = ask(malformed).await.unwrap();
+        assert!(set_cookies(&response).is_empty(), "{malformed}");
+        problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+    // A write with Basic beside the cookie is a cookie write: CSRF applies.
+    let response = app
+        .client
+        .post(app.url("/auth/logout"))
+        .header("cookie", s.cookie_header())
+        .header("authorization", "Basic c3RhZ2luZzpzdGFnaW5n")
+        .json(&json!({"scope": "others"}))
+        .send()
+        .await
+        .unwrap();
+    problem(response, StatusCode::FORBIDDEN).await;
+    app.logs().assert_clean();
+}
+
+/// Odd cookie-mode inputs (empty, bare, quoted, doubled, not ASCII, huge
+/// cookies; bad CSRF, Origin, Referer and forwarded-method headers) on
+/// every cookie-reading endpoint: never a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn odd_cookie_inputs_never_give_a_5xx() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.cookie_allowed_origins = vec![APP_ORIGIN.to_owned()];
+        s.auth_requests_per_minute = 1_000_000;
+    })
+    .await;
+    let s = login_in_cookie_mode(&app, "odd@example.com").await;
+    let good = s.cookie_header();
+    let cookies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b";;;;".to_vec(),
+        b"=".to_vec(),
+        b"__Host-tg_access".to_vec(),
+        b"__Host-tg_access=".to_vec(),
+        b"__Host-tg_access=\"\"".to_vec(),
+        b"__Host-tg_access=\xff\xfe".to_vec(),
+        format!(
+            "__Host-tg_access={}; __Host-tg_access={}",
+            s.access, s.access
+        )
+        .into_bytes(),
+        format!("{good}; __Secure-tg_refresh=; __Secure-tg_refresh=x").into_bytes(),
+        format!(
+            "__Host-tg_access=\"{}\"; __Host-tg_csrf=\"{}\"",
+            s.access, s.csrf
+        )
+        .into_bytes(),
+        format!("__Host-tg_access={}x", s.access).into_bytes(),
+        format!("{good}; __Secure-tg_refresh={}", "A".repeat(43)).into_bytes(),
+        format!("{good}; __Secure-tg_refresh={}", "é".repeat(20)).into_bytes(),
+        format!("{good}; __Secure-tg_refresh=a; __Secure-tg_refresh=b").into_bytes(),
+        "x=y; ".repeat(1500).into_bytes(),
+    ];
+    let extras: Vec<(&str, Vec<u8>)> = vec![
+        ("x-csrf-token", s.csrf.clone().into_bytes()),
+        ("x-csrf-token", b"\xff".to_vec()),
+        ("x-csrf-token", "a".repeat(5000).into_bytes()),
+        ("origin", b"null".to_vec()),
+        ("origin", b"\xff".to_vec()),
+        ("referer", b"https://".to_vec()),
+        ("referer", b"http://[".to_vec()),
+        ("referer", b"://".to_vec()),
+        ("authorization", b"Basic \xff".to_vec()),
+        ("x-forwarded-method", b"\xff".to_vec()),
+        ("x-forwarded-method", b"".to_vec()),
+    ];
+    let mut bad = Vec::new();
+    for cookie in &cookies {
+        for (name, value) in &extras {
+            for (method, path, body) in [
+                (Method::POST, "/auth/refresh", Some("{}")),
+                (
+                    Method::POST,
+                    "/auth/refresh?mode=cookie",
+                    Some("{\"mode\":\"cookie\"}"),
+                ),
+                (Method::POST, "/auth/logout", None),
+                (Method::GET, "/auth/me", None),
+                (Method::POST, "/auth/verify", None),
+                (Method::GET, "/auth/verify", None),
+                (Method::DELETE, "/auth/sessions/x", None),
+            ] {
+                let mut r = app
+                    .client
+                    .request(method.clone(), app.url(path))
+                    .header(COOKIE, HeaderValue::from_bytes(cookie).unwrap())
+                    .header(*name, HeaderValue::from_bytes(value).unwrap());
+                if let Some(body) = body {
+                    r = r.header("content-type", "application/json").body(body);
+                }
+                let response = r.send().await.unwrap();
+                if response.status().is_server_error() {
+                    bad.push(format!("{method} {path} {name} -> {}", response.status()));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+    app.logs().assert_clean();
+}
+
+/// Forward-auth with the access cookie and no CSRF token: any lie or
+/// omission about the client's method is taken as an unsafe one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forward_auth_takes_any_doubt_about_the_method_as_unsafe() {
+    let app = spawn(Backend::Sqlite).await;
+    let s = login_in_cookie_mode(&app, "fa@example.com").await;
+    let ask = |headers: Vec<(&'static str, &'static str)>| {
+        let mut r = app
+            .client
+            .get(app.url("/auth/verify"))
+            .header("cookie", s.cookie_header());
+        for (n, v) in headers {
+            r = r.header(n, v);
+        }
+        r.send()
+    };
+    for headers in [
+        vec![],
+        vec![("x-forwarded-method", "POST"), ("x-original-method", "GET")],
+        vec![
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-method", "POST"),
+        ],
+        vec![("x-forwarded-method", "GET, POST")],
+        vec![("x-forwarded-method", "")],
+        vec![("x-forwarded-method", "TRACE")],
+        vec![
+            ("x-forwarded-method", "POST"),
+            ("x-http-method-override", "GET"),
+        ],
+    ] {
+        let status = ask(headers.clone()).await.unwrap().status();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{headers:?}");
+    }
+    for headers in [
+        vec![("x-forwarded-method", "GET")],
+        vec![
+            ("x-forwarded-method", "HEAD"),
+            ("x-original-method", "OPTIONS"),
+        ],
+    ] {
+        let status = ask(headers.clone()).await.unwrap().status();
+        assert_eq!(status, StatusCode::OK, "{headers:?}");
+    }
+    app.logs().assert_clean();
+}
+
+/// A logout by refresh cookie at the edges of the refresh token's life:
+/// the last second it could refresh, it ends the session; a second later
+/// (expired, so it could not refresh either) it ends nothing, answers 401
+/// and clears the cookies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logout_by_refresh_cookie_works_until_the_refresh_token_expires() {
+    let app = spawn(Backend::Sqlite).await;
+    // Defaults: refresh_ttl and session_idle_timeout 14 d.
+    let first = login_in_cookie_mode(&app, "edge@example.com").await;
+    let second = login_in_cookie_mode(&app, "edge@example.com").await;
+    let logout = |s: &CookieSession| {
+        app.client
+            .post(app.url("/auth/logout"))
+            .header(
+                "cookie",
+                format!(
+                    "__Secure-tg_refresh={}; __Host-tg_csrf={}",
+                    s.refresh, s.csrf
+                ),
+            )
+            .header("x-csrf-token", s.csrf.clone())
+            .send()
+    };
+    app.clock.advance(14 * 86_400 - 1);
+    let response = logout(&first).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(set_cookies(&response).len(), 3);
+    app.clock.advance(1);
+    let response = logout(&second).await.unwrap();
+    assert_eq!(set_cookies(&response).len(), 3);
+    problem(response, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(app.audit_events("logout").await.len(), 1);
+    app.logs().assert_clean();
+}
+
+/// A tab refreshes while another signs out with the refresh cookie it
+/// read a moment before: within `refresh_reuse_interval` (as for a refresh
+/// race) the used token still names the session, which ends, so the
+/// cookies the refresh just set sign nobody in. Past the interval a used
+/// token ends nothing (401, and the cookies cleared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logout_racing_a_refresh_still_ends_the_session() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.public_url = "https://auth.test".to_owned();
+        s.refresh_reuse_interval = std::time::Duration::from_secs(10);
+    })
+    .await;
+    let logout = |s: &CookieSession| {
+        app.client
+            .post(app.url("/auth/logout"))
+            .header(
+                "cookie",
+                format!(
+                    "__Secure-tg_refresh={}; __Host-tg_csrf={}",
+                    s.refresh, s.csrf
+                ),
+            )
+            .header("x-csrf-token", s.csrf.clone())
+            .send()
+    };
+    for (wait, ends) in [(10, true), (11, false)] {
+        let old = login_in_cookie_mode(&app, "race@example.com").await;
+        let response = refresh_by_cookie(&app, &old.refresh_cookie_header(), Some(&old.csrf)).await;
+        let new = CookieSession::from_cookies(&app, &set_cookies(&response));
+        app.clock.advance(wait);
+        let response = logout(&old).await.unwrap();
+        assert_eq!(set_cookies(&response).len(), 3);
+        let after = refresh_by_cookie(&app, &new.refresh_cookie_header(), Some(&new.csrf)).await;
+        if ends {
+            assert_eq!(response.status(), StatusCode::NO_CONTENT, "after {wait} s");
+            problem(after, StatusCode::BAD_REQUEST).await;
+        } else {
+            problem(response, StatusCode::UNAUTHORIZED).await;
+            assert_eq!(after.status(), StatusCode::OK, "after {wait} s");
+            CookieSession::from_cookies(&app, &set_cookies(&after));
+        }
     }
     app.logs().assert_clean();
 }

@@ -104,7 +104,8 @@ async fn no_token_is_a_401_challenge_and_a_bad_one_an_invalid_token(backend: Bac
     // Headers over the limit are refused before any verification.
     let huge = verify(&app, "", Some(&"x".repeat(20_000))).await;
     problem(huge, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
-    // Another scheme, or two Authorization headers, are bad tokens too.
+    // Another scheme is no bearer token, two Authorization headers a bad
+    // one: 401 both.
     let response = app
         .client
         .get(app.url("/auth/verify"))

@@ -61,7 +61,7 @@ pub enum CsrfFailure {
     /// The CSRF header is absent, empty, not text or too long.
     #[error("the CSRF header is missing")]
     MissingHeader,
-    /// The CSRF cookie is absent.
+    /// The CSRF cookie is absent, empty, or its value is not visible ASCII.
     #[error("the CSRF cookie is missing")]
     MissingCookie,
     /// The header, the cookie or `Origin` is sent more than once.
@@ -472,35 +472,41 @@ mod tests {
             }
         }
 
-        /// Non-ASCII, huge, empty and repeated cookie names around the
-        /// CSRF cookie: it is found once, or the request is refused.
+        /// Non-ASCII, huge, empty and repeated cookie names and values
+        /// around the CSRF cookie: it is found once, whatever else the
+        /// header holds, or the request is refused as ambiguous.
         #[test]
         fn cookie_headers_of_any_shape_are_parsed_safely(
-            noise in proptest::collection::vec("[^;=]{0,40}=[^;]{0,40}", 0..20),
+            noise in proptest::collection::vec("[^;=]{0,40}=[^;]{0,40}|[^;]{0,40}|\\PC{0,2000}", 0..20),
             repeat in 0usize..3,
+            quoted in any::<bool>(),
         ) {
             let mut pairs = noise.clone();
-            for _ in 0..repeat {
-                pairs.push(format!("__Host-tg_csrf={TOKEN}"));
+            for at in 0..repeat {
+                let value = if quoted { format!("\"{TOKEN}\"") } else { TOKEN.to_owned() };
+                pairs.insert((at * 7) % (pairs.len() + 1), format!("__Host-tg_csrf={value}"));
             }
             let cookie = pairs.join("; ");
             let mut headers = HeaderMap::new();
             headers.insert("x-csrf-token", HeaderValue::from_static(TOKEN));
             if let Ok(value) = HeaderValue::from_bytes(cookie.as_bytes()) {
                 headers.insert("cookie", value);
-                let planted = noise
-                    .iter()
-                    .any(|p| p.split('=').next().is_some_and(|n| n.trim() == "__Host-tg_csrf"));
+                // A noise pair that names the CSRF cookie itself.
+                let planted = noise.iter().any(|p| {
+                    p.split(';').any(|pair| {
+                        pair.split_once('=')
+                            .is_some_and(|(n, _)| n.trim_matches([' ', '\t']) == "__Host-tg_csrf")
+                    })
+                });
                 let outcome = check(&headers);
-                if !cookie.is_ascii() {
-                    // Not text: the header is ignored, never misread.
-                    prop_assert_eq!(outcome, Err(CsrfFailure::MissingCookie));
-                } else if !planted {
+                if !planted {
                     prop_assert_eq!(outcome, match repeat {
                         0 => Err(CsrfFailure::MissingCookie),
                         1 => Ok(()),
                         _ => Err(CsrfFailure::Ambiguous),
                     });
+                } else {
+                    prop_assert!(outcome != Ok(()) || repeat == 1);
                 }
             }
         }
@@ -511,15 +517,25 @@ mod tests {
         let huge = format!("{}; __Host-tg_csrf={TOKEN}", "x=y; ".repeat(20_000));
         let headers = request(&[("cookie", &huge), ("x-csrf-token", TOKEN)]);
         assert_eq!(check(&headers), Ok(()));
-        let unicode = format!("é=ü; 名前=値; __Host-tg_csrf={TOKEN}");
+        let empty = request(&[("cookie", ""), ("x-csrf-token", TOKEN)]);
+        assert_eq!(check(&empty), Err(CsrfFailure::MissingCookie));
+        // Bytes that are not ASCII elsewhere in the header (a UTF-8 cookie
+        // the rest of the site set) hide nothing.
+        let unicode = format!("é=ü; 名前=値; city=Zürich; __Host-tg_csrf={TOKEN}; ñ");
         let mut headers = HeaderMap::new();
         headers.insert(
             "cookie",
             HeaderValue::from_bytes(unicode.as_bytes()).unwrap(),
         );
         headers.insert("x-csrf-token", HeaderValue::from_static(TOKEN));
-        // Not visible ASCII: the whole Cookie header is not text and is
-        // ignored, so the cookie is missing (never misread).
+        assert_eq!(check(&headers), Ok(()));
+        // The CSRF cookie's own value must be visible ASCII.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "cookie",
+            HeaderValue::from_bytes("__Host-tg_csrf=tökén".as_bytes()).unwrap(),
+        );
+        headers.insert("x-csrf-token", HeaderValue::from_static(TOKEN));
         assert_eq!(check(&headers), Err(CsrfFailure::MissingCookie));
     }
 }

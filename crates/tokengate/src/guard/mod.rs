@@ -593,31 +593,72 @@ impl Guard {
     }
 
     /// The token a request carries, from the first configured source that
-    /// has one; `Ok(None)` when none does. An `Authorization` header that is
-    /// present but not `Bearer <token>` is an invalid token, not a missing
-    /// one: the client meant to authenticate.
+    /// has one; `Ok(None)` when none does.
+    ///
+    /// Deprecated: it does not say where the token came from, and a token
+    /// from a cookie must also pass the CSRF check before it authorises an
+    /// unsafe request. [`Guard::check_request`] does both (as the axum
+    /// layer does); [`Guard::presented_token`] says the source when you
+    /// need the raw token.
+    #[deprecated(
+        note = "a cookie token needs the CSRF check: use check_request, or presented_token and check_presented"
+    )]
     pub fn token_in<'h>(&self, headers: &'h HeaderMap) -> Result<Option<&'h str>, Rejection> {
-        Ok(self.token_and_source(headers)?.map(|(token, _)| token))
+        Ok(self.presented_token(headers)?.map(|p| p.value))
     }
 
-    /// The token and whether it came from a cookie.
-    fn token_and_source<'h>(
+    /// The token a request carries and where it was found, from the first
+    /// configured source that has one; `Ok(None)` when none does.
+    ///
+    /// An `Authorization: Bearer` header that is malformed (empty, not
+    /// text, sent twice) is an invalid token, not a missing one: the client
+    /// meant to authenticate. An `Authorization` header of another scheme
+    /// (`Basic` from a staging proxy's password prompt) is no bearer token:
+    /// when a cookie source is configured after it, the cookie is read;
+    /// otherwise it is an invalid token, as before.
+    ///
+    /// Pass the result to [`Guard::check_presented`], which applies the CSRF
+    /// rule to a token from a cookie; or use [`Guard::check_request`], which
+    /// does both.
+    pub fn presented_token<'h>(
         &self,
         headers: &'h HeaderMap,
-    ) -> Result<Option<(&'h str, bool)>, Rejection> {
+    ) -> Result<Option<PresentedToken<'h>>, Rejection> {
+        let cookie_configured = self
+            .inner
+            .sources
+            .iter()
+            .any(|s| matches!(s, TokenSource::Cookie(_)));
         for source in &self.inner.sources {
             match source {
-                TokenSource::AuthorizationHeader => match bearer_token(headers) {
-                    Ok(Some(token)) => return Ok(Some((token, false))),
-                    Ok(None) => {}
-                    Err(reason) => {
+                TokenSource::AuthorizationHeader => match authorization(headers) {
+                    Authorization::Bearer(token) => {
+                        return Ok(Some(PresentedToken {
+                            value: token,
+                            from_cookie: false,
+                        }));
+                    }
+                    Authorization::Absent => {}
+                    // Not ours to read: the cookie may still authenticate.
+                    Authorization::OtherScheme if cookie_configured => {}
+                    Authorization::OtherScheme => {
+                        self.inner
+                            .refused("not_bearer", &"Authorization is not Bearer", None);
+                        return Err(Rejection::InvalidToken);
+                    }
+                    Authorization::Malformed(reason) => {
                         self.inner
                             .refused(reason, &"malformed Authorization header", None);
                         return Err(Rejection::InvalidToken);
                     }
                 },
                 TokenSource::Cookie(name) => match cookie_value(headers, name) {
-                    Ok(Some(token)) => return Ok(Some((token, true))),
+                    Ok(Some(token)) => {
+                        return Ok(Some(PresentedToken {
+                            value: token,
+                            from_cookie: true,
+                        }));
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         self.inner.refused("several_cookies", &e, None);
@@ -627,6 +668,22 @@ impl Guard {
             }
         }
         Ok(None)
+    }
+
+    /// Verifies a token [`Guard::presented_token`] found in a request made
+    /// with `method`: [`Guard::verify`], then, for a token from a cookie,
+    /// [`Guard::check_csrf`].
+    pub async fn check_presented(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        presented: PresentedToken<'_>,
+    ) -> Result<VerifiedToken, Rejection> {
+        let verified = self.verify(presented.value).await?;
+        if presented.from_cookie {
+            self.check_csrf(method, headers, &verified)?;
+        }
+        Ok(verified)
     }
 
     /// Verifies the token a request made with `method` carries, if any:
@@ -639,14 +696,12 @@ impl Guard {
         method: &Method,
         headers: &HeaderMap,
     ) -> Result<Option<VerifiedToken>, Rejection> {
-        let Some((token, from_cookie)) = self.token_and_source(headers)? else {
+        let Some(presented) = self.presented_token(headers)? else {
             return Ok(None);
         };
-        let verified = self.verify(token).await?;
-        if from_cookie {
-            self.check_csrf(method, headers, &verified)?;
-        }
-        Ok(Some(verified))
+        self.check_presented(method, headers, presented)
+            .await
+            .map(Some)
     }
 
     /// The CSRF check of a request authenticated by a cookie holding
@@ -770,27 +825,79 @@ impl Guard {
     }
 }
 
-/// The token of `Authorization: Bearer <token>`. Absent header: `None`.
-/// Present but another scheme, not text, or empty: the refusal's reason.
-fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
+/// What a request's `Authorization` header holds.
+enum Authorization<'h> {
+    /// No header.
+    Absent,
+    /// `Bearer <token>`.
+    Bearer(&'h str),
+    /// A well-formed header of another scheme (`Basic …`).
+    OtherScheme,
+    /// Sent twice, not text, or `Bearer` without a token: the refusal's reason.
+    Malformed(&'static str),
+}
+
+fn authorization(headers: &HeaderMap) -> Authorization<'_> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Ok(None);
+        return Authorization::Absent;
     };
     // Two Authorization headers: which one a proxy and we each read could
     // differ. Refuse.
     if values.next().is_some() {
-        return Err("several_authorization_headers");
+        return Authorization::Malformed("several_authorization_headers");
     }
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|token| !token.is_empty())
-        .map(Some)
-        .ok_or("not_bearer")
+    let Some(text) = value.to_str().ok().map(str::trim) else {
+        return Authorization::Malformed("not_bearer");
+    };
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return match rest.trim() {
+            "" => Authorization::Malformed("not_bearer"),
+            token => Authorization::Bearer(token),
+        };
+    }
+    // A scheme is a token (RFC 9110 §11.1); anything else is garbage.
+    if !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
+        Authorization::OtherScheme
+    } else {
+        Authorization::Malformed("not_bearer")
+    }
+}
+
+/// A token as a request presented it ([`Guard::presented_token`]): the
+/// value, and whether it came from a cookie (then an unsafe request needs
+/// the CSRF check, which [`Guard::check_presented`] applies). Its `Debug`
+/// never shows the token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PresentedToken<'h> {
+    value: &'h str,
+    from_cookie: bool,
+}
+
+impl<'h> PresentedToken<'h> {
+    /// The token as sent. A token from a cookie authorises an unsafe
+    /// request only after [`Guard::check_csrf`].
+    pub fn value(&self) -> &'h str {
+        self.value
+    }
+
+    /// Whether it came from a cookie (rather than `Authorization`).
+    pub fn from_cookie(&self) -> bool {
+        self.from_cookie
+    }
+}
+
+impl fmt::Debug for PresentedToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PresentedToken")
+            .field("from_cookie", &self.from_cookie)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A cookie name sent twice: which value is meant is ambiguous, and the
@@ -802,26 +909,73 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
 pub struct AmbiguousCookie;
 
 /// The value of cookie `name` in the request's `Cookie` headers (RFC 6265
-/// §5.4: `name=value` pairs separated by `; `); `Ok(None)` when absent or
-/// empty, an error when the name appears more than once. A header that is
-/// not text is ignored.
+/// §5.4: `name=value` pairs separated by `;`); `Ok(None)` when absent or
+/// empty, an error when the name appears more than once.
+///
+/// The headers are read as bytes: another cookie that is not ASCII (a
+/// UTF-8 value some other part of the site set) hides nothing. Names are
+/// compared byte for byte; only the value found must be visible ASCII
+/// (RFC 6265 cookie-octets and a few more), else it counts as absent.
 pub fn cookie_value<'h>(
     headers: &'h HeaderMap,
     name: &str,
 ) -> Result<Option<&'h str>, AmbiguousCookie> {
-    let mut found = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(n, _)| *n == name)
-        .map(|(_, v)| v.trim().trim_matches('"'));
+    let mut found = cookie_pairs(headers, name);
     let first = found.next();
     if found.next().is_some() {
         return Err(AmbiguousCookie);
     }
-    Ok(first.filter(|v| !v.is_empty()))
+    Ok(first.and_then(cookie_text))
+}
+
+/// Every value of cookie `name` in the request, in the order sent, for a
+/// caller that can tell a planted one from the real one by other means
+/// (the refresh cookie, whose session's CSRF token the request must echo).
+/// Values that are empty or not visible ASCII are left out.
+pub fn cookie_values<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
+    cookie_pairs(headers, name)
+        .filter_map(cookie_text)
+        .collect()
+}
+
+/// The raw values of the pairs named `name`, whitespace around them trimmed.
+fn cookie_pairs<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<Item = &'h [u8]> {
+    let name = name.as_bytes().to_vec();
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .filter_map(move |pair| {
+            let mut parts = pair.splitn(2, |b| *b == b'=');
+            let (n, v) = (parts.next()?, parts.next()?);
+            (trim_ows(n) == name.as_slice()).then(|| trim_ows(v))
+        })
+}
+
+/// A cookie value as text: surrounding quotes dropped; empty or not
+/// visible ASCII is no value.
+fn cookie_text(value: &[u8]) -> Option<&str> {
+    let value = value
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(value);
+    if value.is_empty() || !value.iter().all(u8::is_ascii_graphic) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()
+}
+
+/// `bytes` without leading and trailing spaces and tabs.
+fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| *b != b' ' && *b != b'\t')
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| *b != b' ' && *b != b'\t')
+        .map_or(start, |at| at + 1);
+    bytes.get(start..end).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -287,17 +287,22 @@ fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
     map
 }
 
+/// The token found, without its source (the tests that need it ask).
+fn token_in<'h>(guard: &Guard, headers: &'h HeaderMap) -> Result<Option<&'h str>, Rejection> {
+    guard.presented_token(headers).map(|p| p.map(|p| p.value()))
+}
+
 #[test]
 fn the_bearer_header_is_read_strictly_and_never_panics() {
     let f = fixture();
     let g = &f.guard;
-    assert_eq!(g.token_in(&HeaderMap::new()), Ok(None));
+    assert_eq!(token_in(g, &HeaderMap::new()), Ok(None));
     assert_eq!(
-        g.token_in(&headers(&[("authorization", b"Bearer abc")])),
+        token_in(g, &headers(&[("authorization", b"Bearer abc")])),
         Ok(Some("abc"))
     );
     assert_eq!(
-        g.token_in(&headers(&[("authorization", b"bearer   abc ")])),
+        token_in(g, &headers(&[("authorization", b"bearer   abc ")])),
         Ok(Some("abc"))
     );
     for bad in [
@@ -311,21 +316,27 @@ fn the_bearer_header_is_read_strictly_and_never_panics() {
         b"B\xc3\xa9arer abc",
     ] {
         assert_eq!(
-            g.token_in(&headers(&[("authorization", bad)])),
+            token_in(g, &headers(&[("authorization", bad)])),
             Err(Rejection::InvalidToken),
             "{bad:?}"
         );
     }
     assert_eq!(
-        g.token_in(&headers(&[
-            ("authorization", b"Bearer a"),
-            ("authorization", b"Bearer b")
-        ])),
+        token_in(
+            g,
+            &headers(&[
+                ("authorization", b"Bearer a"),
+                ("authorization", b"Bearer b")
+            ])
+        ),
         Err(Rejection::InvalidToken)
     );
     assert_eq!(f.last_rejection(), Some("several_authorization_headers"));
     // A cookie is not a source unless configured; the query is never one.
-    assert_eq!(g.token_in(&headers(&[("cookie", b"access=abc")])), Ok(None));
+    assert_eq!(
+        token_in(g, &headers(&[("cookie", b"access=abc")])),
+        Ok(None)
+    );
 }
 
 #[test]
@@ -333,25 +344,85 @@ fn a_configured_cookie_is_read_after_the_header() {
     let f = fixture_with(|b| b.cookie("access"));
     let g = &f.guard;
     assert_eq!(
-        g.token_in(&headers(&[("cookie", b"a=1; access=tok; b=2")])),
+        token_in(g, &headers(&[("cookie", b"a=1; access=tok; b=2")])),
         Ok(Some("tok"))
     );
     assert_eq!(
-        g.token_in(&headers(&[
-            ("cookie", b"access=tok"),
-            ("authorization", b"Bearer hdr")
-        ])),
+        token_in(
+            g,
+            &headers(&[("cookie", b"access=tok"), ("authorization", b"Bearer hdr")])
+        ),
         Ok(Some("hdr"))
     );
     assert_eq!(
-        g.token_in(&headers(&[("cookie", b"xaccess=tok; access_=t")])),
+        token_in(g, &headers(&[("cookie", b"xaccess=tok; access_=t")])),
         Ok(None)
     );
-    assert_eq!(g.token_in(&headers(&[("cookie", b"access=")])), Ok(None));
+    assert_eq!(token_in(g, &headers(&[("cookie", b"access=")])), Ok(None));
+    // Bytes that are not ASCII elsewhere in the header hide nothing; a
+    // value that is not visible ASCII is no value.
     assert_eq!(
-        g.token_in(&headers(&[("cookie", b"a=\xff; access=\"q\"")])),
-        Ok(None),
-        "a header that is not text is ignored whole"
+        token_in(g, &headers(&[("cookie", b"a=\xff; access=\"q\"")])),
+        Ok(Some("q"))
+    );
+    assert_eq!(
+        token_in(
+            g,
+            &headers(&[("cookie", "city=Zürich; access=tok".as_bytes())])
+        ),
+        Ok(Some("tok"))
+    );
+    assert_eq!(
+        token_in(g, &headers(&[("cookie", b"access=t\xffk")])),
+        Ok(None)
+    );
+    assert_eq!(
+        token_in(g, &headers(&[("cookie", b"access=a b")])),
+        Ok(None)
+    );
+    // A header of another scheme is not a bearer token: the cookie is read.
+    assert_eq!(
+        token_in(
+            g,
+            &headers(&[
+                ("authorization", b"Basic c3RhZ2luZw=="),
+                ("cookie", b"access=tok")
+            ])
+        ),
+        Ok(Some("tok"))
+    );
+    assert_eq!(
+        token_in(g, &headers(&[("authorization", b"Basic c3RhZ2luZw==")])),
+        Ok(None)
+    );
+    // A malformed bearer header stays a refusal.
+    for bad in [&b"Bearer"[..], b"Bearer ", b"B\xc3\xa9arer abc", b""] {
+        assert_eq!(
+            token_in(
+                g,
+                &headers(&[("authorization", bad), ("cookie", b"access=tok")])
+            ),
+            Err(Rejection::InvalidToken),
+            "{bad:?}"
+        );
+    }
+    assert!(
+        token_in(g, &headers(&[("cookie", b"access=tok")]))
+            .ok()
+            .flatten()
+            .is_some()
+    );
+    assert!(
+        g.presented_token(&headers(&[("cookie", b"access=tok")]))
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.from_cookie())
+    );
+    assert!(
+        g.presented_token(&headers(&[("authorization", b"Bearer x")]))
+            .ok()
+            .flatten()
+            .is_some_and(|p| !p.from_cookie() && !format!("{p:?}").contains('x'))
     );
     assert_eq!(
         cookie_value(&headers(&[("cookie", b"access=\"q\"")]), "access"),
@@ -497,7 +568,7 @@ proptest! {
         if let Ok(v) = HeaderValue::from_bytes(&cookie) {
             map.insert(http::header::COOKIE, v);
         }
-        let _ = f.guard.token_in(&map);
+        let _ = token_in(&f.guard, &map);
         let _ = cookie_value(&map, "c");
     }
 
@@ -518,7 +589,7 @@ proptest! {
         let mut map = HeaderMap::new();
         let header = format!("{before}{scheme}{between}{token}{after}");
         map.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&header).unwrap());
-        prop_assert_eq!(f.guard.token_in(&map).unwrap(), Some(token.as_str()));
+        prop_assert_eq!(token_in(&f.guard, &map).unwrap(), Some(token.as_str()));
 
         let mut pairs: Vec<String> = others.iter().map(|(n, v)| format!("{n}={v}")).collect();
         let written = if quoted { format!("\"{value}\"") } else { value.clone() };
@@ -526,7 +597,7 @@ proptest! {
         let mut map = HeaderMap::new();
         map.insert(http::header::COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap());
         prop_assert_eq!(cookie_value(&map, "c").unwrap(), Some(value.trim_matches('"')));
-        prop_assert_eq!(f.guard.token_in(&map).unwrap(), Some(value.trim_matches('"')));
+        prop_assert_eq!(token_in(&f.guard, &map).unwrap(), Some(value.trim_matches('"')));
     }
 
     #[test]
@@ -610,15 +681,17 @@ fn a_revoked_token_stays_revoked_whatever_is_revoked_after_it() {
 fn a_cookie_named_twice_is_ambiguous_and_refused() {
     let f = fixture_with(|b| b.cookie("access"));
     assert_ne!(
-        f.guard
-            .token_in(&headers(&[("cookie", b"access=attacker; access=victim")])),
+        token_in(
+            &f.guard,
+            &headers(&[("cookie", b"access=attacker; access=victim")])
+        ),
         Ok(Some("attacker")),
     );
     assert_ne!(
-        f.guard.token_in(&headers(&[
-            ("cookie", b"access=attacker"),
-            ("cookie", b"access=victim")
-        ])),
+        token_in(
+            &f.guard,
+            &headers(&[("cookie", b"access=attacker"), ("cookie", b"access=victim")])
+        ),
         Ok(Some("attacker")),
     );
 }

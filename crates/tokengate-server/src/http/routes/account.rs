@@ -54,7 +54,7 @@ pub async fn me(
         .store
         .user_by_id(&auth.user_id)
         .await?
-        .ok_or(ApiError::InvalidToken { presented: true })?;
+        .ok_or_else(|| auth.gone())?;
     Ok(Json(Me {
         id: user.id.as_str(),
         email: &user.email,

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use zeroize::Zeroizing;
 
 use crate::http::cookies::{BrowserCookies, Delivery};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, RejectedAccessCookie};
 use crate::http::extract::{ApiJson, ApiQuery, Authenticated, OptionalApiJson};
 use crate::http::openapi::{
     BadRequest, Conflict, CsrfFailed, Forbidden, InternalError, InvalidCredentials, InvalidGrant,
@@ -21,7 +21,7 @@ use crate::http::openapi::{
 };
 use crate::http::state::AppState;
 use crate::infra::client_ip::ClientIp;
-use crate::service::{Actor, IssuedTokens, LoginRequest, LogoutScope, NewAccount};
+use crate::service::{Actor, IssuedTokens, LoginRequest, LogoutScope, NewAccount, ServiceError};
 
 /// An email and a password: the body of registration.
 #[derive(Deserialize, ToSchema)]
@@ -290,12 +290,7 @@ pub async fn refresh(
         return token_response(&state.settings, delivery, &tokens);
     }
     let from_cookie = if cookies.enabled() {
-        // Named twice: one may be planted (a `__Secure-` cookie can carry
-        // a parent `Domain`); which is meant is unknowable.
-        tokengate::guard::cookie_value(&headers, cookies.refresh_name()).map_err(|e| {
-            tracing::info!(event = "refresh_refused", reason = "several_cookies", detail = %e, "refresh by cookie refused");
-            ApiError::InvalidGrant
-        })?
+        refresh_cookie_to_use(&state, &method, &headers).await?
     } else {
         None
     };
@@ -312,33 +307,103 @@ pub async fn refresh(
             detail: "A refresh by cookie answers in cookies.".to_owned(),
         });
     }
-    // Checked before the token is presented: a forged request must not
-    // use it up. A token we never issued has no session and changes
-    // nothing; it is refused as invalid below.
-    if let Some(bound) = state
-        .sessions
-        .csrf_digest_of_refresh_token(presented)
-        .await?
-    {
-        state
-            .guard
-            .csrf_policy()
-            .check(&method, &headers, Some(&bound))
-            .map_err(|failure| {
-                tracing::info!(event = "refresh_refused", reason = failure.code(), detail = %failure, "refresh by cookie refused");
-                crate::infra::metrics::token_rejected(failure.code());
-                ApiError::CsrfFailed
-            })?;
-    }
     match state.sessions.refresh(presented, client).await {
         Ok(tokens) => token_response(&state.settings, Delivery::Cookie, &tokens),
-        // The cookies are of no further use: clear them.
-        Err(e) => {
-            let mut response = ApiError::from(e).into_response();
+        // The grant is refused (reuse, the session ended, a token we do
+        // not know): the cookies are of no further use, clear them.
+        Err(ServiceError::InvalidGrant) => {
+            let mut response = ApiError::InvalidGrant.into_response();
             for cookie in cookies.cleared()? {
                 response.headers_mut().append(header::SET_COOKIE, cookie);
             }
             Ok(response)
+        }
+        // The service could not answer (database away, …): nothing was
+        // used up and the session may well be alive; the browser keeps its
+        // cookies and tries again.
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The most refresh cookies of one request that are looked up: more than
+/// a browser ever holds for itself (one, or two briefly beside a planted
+/// one); past it the request is refused.
+const MAX_REFRESH_COOKIES: usize = 8;
+
+/// The refresh cookie a request may use (to refresh, or to log out
+/// without an access token), after the CSRF check against its session —
+/// before anything is used up.
+///
+/// Named once: that one. A token we never issued has no session to check
+/// against and changes nothing; the caller refuses it.
+///
+/// Named more than once: a sibling subdomain can plant a
+/// `__Secure-tg_refresh` for the parent domain (with a longer `Path`, sent
+/// first) and we cannot clear it. The candidate used is the one whose
+/// session's CSRF token the request echoes: `X-CSRF-Token` comes from the
+/// host-only `__Host-tg_csrf`, which no sibling can set, so a planted
+/// cookie never matches. None or several matching: refused. The look-ups
+/// are read-only: nothing is used up for the others.
+async fn refresh_cookie_to_use<'h>(
+    state: &AppState,
+    method: &Method,
+    headers: &'h HeaderMap,
+) -> Result<Option<&'h str>, ApiError> {
+    let cookies = BrowserCookies::of(&state.settings);
+    let candidates = tokengate::guard::cookie_values(headers, cookies.refresh_name());
+    let policy = state.guard.csrf_policy();
+    let refused = |reason: &'static str, detail: &dyn std::fmt::Display| {
+        tracing::info!(event = "refresh_cookie_refused", reason, detail = %detail, "refresh cookie refused");
+        crate::infra::metrics::token_rejected(reason);
+    };
+    match candidates.as_slice() {
+        [] => return Ok(None),
+        [only] => {
+            if let Some(bound) = state.sessions.csrf_digest_of_refresh_token(only).await? {
+                policy
+                    .check(method, headers, Some(&bound))
+                    .map_err(|failure| {
+                        refused(failure.code(), &failure);
+                        ApiError::CsrfFailed
+                    })?;
+            }
+            return Ok(Some(only));
+        }
+        many if many.len() > MAX_REFRESH_COOKIES => {
+            refused(
+                "too_many_cookies",
+                &"more refresh cookies than any browser holds",
+            );
+            return Err(ApiError::InvalidGrant);
+        }
+        _ => {}
+    }
+    let mut matching = Vec::new();
+    for candidate in &candidates {
+        if let Some(bound) = state
+            .sessions
+            .csrf_digest_of_refresh_token(candidate)
+            .await?
+            && policy.check(method, headers, Some(&bound)).is_ok()
+        {
+            matching.push(*candidate);
+        }
+    }
+    match matching.as_slice() {
+        [one] => Ok(Some(one)),
+        [] => {
+            refused(
+                "csrf_no_matching_cookie",
+                &"no refresh cookie belongs to the session of the CSRF token",
+            );
+            Err(ApiError::CsrfFailed)
+        }
+        _ => {
+            refused(
+                "several_cookies",
+                &"several refresh cookies belong to the session of the CSRF token",
+            );
+            Err(ApiError::InvalidGrant)
         }
     }
 }
@@ -363,7 +428,7 @@ pub struct LogoutRequest {
     security(("bearer" = [])),
     request_body(content = Option<LogoutRequest>, description = "Optional: no body is a local logout."),
     responses(
-        (status = 204, description = "Logged out; the access tokens of the ended sessions are rejected at once."),
+        (status = 204, description = "Logged out; the access tokens of the ended sessions are rejected at once. In cookie mode without a valid access token (the access cookie expired), the refresh cookie names the session, with the same CSRF rule; a 401 then clears the cookies."),
         (status = 400, response = inline(BadRequest)),
         (status = 401, response = inline(Unauthorized)),
         (status = 403, response = inline(CsrfFailed)),
@@ -377,18 +442,55 @@ pub struct LogoutRequest {
 pub async fn logout(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
+    method: Method,
     headers: HeaderMap,
-    auth: Authenticated,
+    auth: Result<Authenticated, ApiError>,
     OptionalApiJson(request): OptionalApiJson<LogoutRequest>,
 ) -> Result<Response, ApiError> {
     let scope = LogoutScope::parse(request.scope.as_deref())?;
-    state
-        .sessions
-        .logout(&auth.user_id, &auth.session_id, scope, client)
-        .await?;
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    // This browser's session ended (not for `others`): its cookies go too.
     let cookies = BrowserCookies::of(&state.settings);
+    let outcome = match auth {
+        Ok(auth) => state
+            .sessions
+            .logout(&auth.user_id, &auth.session_id, scope, client)
+            .await
+            .map_err(ApiError::from),
+        // No valid access token (a browser drops the access cookie when
+        // its Max-Age runs out): the refresh cookie, sent to `/auth/`,
+        // names the session, under the same CSRF rule as a refresh.
+        Err(rejected) if rejected.rejects_the_token() && cookies.enabled() => {
+            match refresh_cookie_to_use(&state, &method, &headers).await {
+                Ok(Some(presented)) => state
+                    .sessions
+                    .logout_by_refresh_token(presented, scope, client)
+                    .await
+                    .map_err(|e| match e {
+                        ServiceError::InvalidGrant => ApiError::InvalidToken { presented: true },
+                        other => other.into(),
+                    }),
+                Ok(None) => Err(rejected),
+                // No one refresh cookie to sign out with: nothing valid.
+                Err(ApiError::InvalidGrant) => Err(ApiError::InvalidToken { presented: true }),
+                Err(other) => Err(other),
+            }
+        }
+        Err(other) => Err(other),
+    };
+    let mut response = match outcome {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        // Nothing valid to sign out with: whatever cookies the browser
+        // holds are of no use, and it must not keep them.
+        Err(e) if e.rejects_the_token() && cookies.any_in(&headers) => {
+            let mut response = e.into_response();
+            response.extensions_mut().remove::<RejectedAccessCookie>();
+            for cookie in cookies.cleared()? {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            return Ok(response);
+        }
+        Err(e) => return Err(e),
+    };
+    // This browser's session ended (not for `others`): its cookies go too.
     if scope != LogoutScope::Others && cookies.any_in(&headers) {
         for cookie in cookies.cleared()? {
             response.headers_mut().append(header::SET_COOKIE, cookie);

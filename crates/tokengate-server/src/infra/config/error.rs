@@ -197,6 +197,17 @@ pub enum ConfigError {
         /// `public_url`.
         public_url: String,
     },
+    /// `cookie_insecure_dev` with an allowed origin or a trusted proxy off
+    /// this machine: the dev cookies would be usable from the network.
+    #[error(
+        "configuration: cookie_insecure_dev = true is for local development only: {key} names {value}, which is not loopback (127.0.0.1, ::1 or localhost)"
+    )]
+    InsecureCookiesReachable {
+        /// `cookie_allowed_origins` or `trusted_proxies`.
+        key: &'static str,
+        /// The entry that is not loopback.
+        value: String,
+    },
     /// Both `master_key` and `master_key_file`.
     #[error(
         "configuration: set master_key or master_key_file, not both: which one encrypts the signing keys must be unambiguous"

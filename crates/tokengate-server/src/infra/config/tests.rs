@@ -761,3 +761,66 @@ fn cookie_settings_are_read_from_the_file_with_origins_as_a_toml_array() {
         )
     );
 }
+
+/// `cookie_insecure_dev` also refuses what would let the network in past
+/// a loopback `addr` and `public_url`: an allowed origin off this machine
+/// (its pages could make cookie writes with the dev cookies) and a trusted
+/// proxy off it (it would be serving the dev instance to others).
+#[test]
+fn insecure_dev_cookies_refuse_a_non_loopback_allowed_origin_or_trusted_proxy() {
+    let dev = [
+        ("TOKENGATE_COOKIE_INSECURE_DEV", "true"),
+        ("TOKENGATE_ADDR", "127.0.0.1:8080"),
+        ("TOKENGATE_PUBLIC_URL", "http://localhost:8080"),
+    ];
+    for (key, value, named) in [
+        (
+            "TOKENGATE_COOKIE_ALLOWED_ORIGINS",
+            "https://app.example.com",
+            "cookie_allowed_origins",
+        ),
+        (
+            "TOKENGATE_COOKIE_ALLOWED_ORIGINS",
+            "http://localhost:5173,http://192.168.1.5:5173",
+            "cookie_allowed_origins",
+        ),
+        ("TOKENGATE_TRUSTED_PROXIES", "10.0.0.0/8", "trusted_proxies"),
+        (
+            "TOKENGATE_TRUSTED_PROXIES",
+            "127.0.0.1,0.0.0.0/0",
+            "trusted_proxies",
+        ),
+        ("TOKENGATE_TRUSTED_PROXIES", "::/0", "trusted_proxies"),
+    ] {
+        let mut vars = dev.to_vec();
+        vars.push((key, value));
+        let err = load(&vars).map(|_| ()).map_err(|e| e.to_string());
+        assert!(
+            err.as_ref()
+                .is_err_and(|e| e.contains("cookie_insecure_dev") && e.contains(named)),
+            "{key}={value}: {err:?}"
+        );
+    }
+    for (key, value) in [
+        (
+            "TOKENGATE_COOKIE_ALLOWED_ORIGINS",
+            "http://localhost:5173,http://127.0.0.1:3000,http://[::1]:8000",
+        ),
+        ("TOKENGATE_TRUSTED_PROXIES", "127.0.0.1,::1,127.0.0.0/8"),
+    ] {
+        let mut vars = dev.to_vec();
+        vars.push((key, value));
+        assert!(load(&vars).is_ok(), "{key}={value}");
+    }
+    // Without the switch, any of them is fine.
+    assert!(
+        load(&[
+            (
+                "TOKENGATE_COOKIE_ALLOWED_ORIGINS",
+                "https://app.example.com"
+            ),
+            ("TOKENGATE_TRUSTED_PROXIES", "10.0.0.0/8")
+        ])
+        .is_ok()
+    );
+}

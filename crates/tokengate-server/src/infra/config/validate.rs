@@ -181,14 +181,38 @@ impl Settings {
     }
 
     /// Cookies without `Secure` only where nobody but this machine can
-    /// reach the service: a bind address and a public URL on loopback.
+    /// reach the service: a bind address and a public URL on loopback, and
+    /// nothing that lets the network in another way — an allowed origin
+    /// off this machine (its pages could make cookie writes) or a trusted
+    /// proxy off it (it would be serving the dev instance to others).
     fn check_cookies(&self) -> Result<(), ConfigError> {
-        if self.cookie_insecure_dev
-            && !(self.addr.ip().is_loopback() && url_host_is_loopback(&self.public_url))
-        {
+        if !self.cookie_insecure_dev {
+            return Ok(());
+        }
+        if !(self.addr.ip().is_loopback() && url_host_is_loopback(&self.public_url)) {
             return Err(ConfigError::InsecureCookiesOffLoopback {
                 addr: self.addr,
                 public_url: self.public_url.clone(),
+            });
+        }
+        if let Some(origin) = self
+            .cookie_allowed_origins
+            .iter()
+            .find(|origin| !url_host_is_loopback(origin))
+        {
+            return Err(ConfigError::InsecureCookiesReachable {
+                key: "cookie_allowed_origins",
+                value: origin.clone(),
+            });
+        }
+        if let Some(proxy) = self
+            .trusted_proxies
+            .iter()
+            .find(|net| !(net.network().is_loopback() && net.broadcast().is_loopback()))
+        {
+            return Err(ConfigError::InsecureCookiesReachable {
+                key: "trusted_proxies",
+                value: proxy.to_string(),
             });
         }
         Ok(())

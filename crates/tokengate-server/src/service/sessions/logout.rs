@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use super::Sessions;
+use crate::domain::RefreshToken;
 use crate::infra::audit::AuditEvent;
 use crate::service::ServiceError;
 use crate::store::RevokeScope;
@@ -79,6 +80,33 @@ impl Sessions {
             self.denylist.deny_user_before(user_id, now).await;
         }
         Ok(())
+    }
+
+    /// Logs out by a refresh token instead of an access token: a browser
+    /// in cookie mode whose access cookie has expired still holds its
+    /// refresh cookie, and signing out must end the session, not only
+    /// forget the cookies. The token must be the session's current one and
+    /// the session live (a used or stale token, which the holder could not
+    /// refresh with either, ends nothing: `InvalidGrant`); then it is
+    /// [`Sessions::logout`] of that session. A token used within
+    /// `refresh_reuse_interval` still counts (a tab refreshed while another
+    /// signs out: the refresh's new cookies must not outlive the logout).
+    /// Nothing is used up.
+    pub async fn logout_by_refresh_token(
+        &self,
+        presented: &str,
+        scope: LogoutScope,
+        client: IpAddr,
+    ) -> Result<(), ServiceError> {
+        let token = RefreshToken::parse(presented).ok_or(ServiceError::InvalidGrant)?;
+        let rules = self.rotation_rules(self.clock.now().as_secs());
+        let session = self
+            .store
+            .live_session_of_current_refresh_token(&token.stored_hash(), rules)
+            .await?
+            .ok_or(ServiceError::InvalidGrant)?;
+        self.logout(&session.user_id, &session.id, scope, client)
+            .await
     }
 
     /// Ends one of `user_id`'s sessions; `NotFound` when it is not theirs,

@@ -385,12 +385,7 @@ impl Sessions {
         // same token (a second tab) gets the same child, never a second one.
         let child = presented.child(&self.refresh_key);
         let now = self.clock.now();
-        let rules = RotationRules {
-            now: now.as_secs(),
-            refresh_ttl: self.lifetimes.refresh,
-            reuse_interval: self.lifetimes.reuse_interval,
-            idle_timeout: self.lifetimes.idle,
-        };
+        let rules = self.rotation_rules(now.as_secs());
         let outcome = self
             .store
             .rotate_refresh(&presented.stored_hash(), &child.stored_hash(), rules, &ip)
@@ -400,14 +395,21 @@ impl Sessions {
             event.log();
         }
         crate::infra::metrics::refresh(match &outcome {
-            Rotation::Rotated(_) => "rotated",
-            Rotation::Replayed(_) => "replayed",
+            Rotation::Rotated { .. } => "rotated",
+            Rotation::Replayed { .. } => "replayed",
             Rotation::ReuseDetected(_) => "reuse_detected",
             Rotation::SessionEnded => "session_ended",
             Rotation::Invalid => "invalid",
         });
-        let session = match outcome {
-            Rotation::Rotated(session) | Rotation::Replayed(session) => session,
+        let (session, child_expires_at) = match outcome {
+            Rotation::Rotated {
+                session,
+                child_expires_at,
+            }
+            | Rotation::Replayed {
+                session,
+                child_expires_at,
+            } => (session, child_expires_at),
             Rotation::ReuseDetected(session) => {
                 self.denylist.deny_session(&session.id, now.as_secs()).await;
                 return Err(ServiceError::InvalidGrant);
@@ -438,9 +440,21 @@ impl Sessions {
             access,
             access_expires_in: self.lifetimes.access,
             refresh: child,
-            refresh_expires_in: self.lifetimes.refresh,
+            // The child never outlives its session (as at login): nor do
+            // the cookies that carry it.
+            refresh_expires_in: child_expires_at - now.as_secs(),
             csrf_token: self.csrf_token(&session.id),
         })
+    }
+
+    /// The rotation rules at `now`, from the settings.
+    fn rotation_rules(&self, now: i64) -> RotationRules {
+        RotationRules {
+            now,
+            refresh_ttl: self.lifetimes.refresh,
+            reuse_interval: self.lifetimes.reuse_interval,
+            idle_timeout: self.lifetimes.idle,
+        }
     }
 
     /// The CSRF token of session `sid`: base64url HMAC-SHA256 of its id
