@@ -26,22 +26,11 @@ fn inputs(kind: &str) -> Vec<PathBuf> {
     }
 }
 
+/// One test, in order: the harness is one per process (a static, as in
+/// the fuzzer), and a replayed input may already have registered what a
+/// seed registers.
 #[test]
-fn endpoint_bodies_corpus() {
-    let corpus = inputs("corpus");
-    // Every endpoint has its seeds: an emptied corpus would check nothing.
-    assert!(
-        corpus.len() >= endpoint_bodies::ENDPOINTS.len(),
-        "fuzz/corpus/endpoint_bodies/ holds {} inputs",
-        corpus.len()
-    );
-    for path in corpus.iter().chain(&inputs("artifacts")) {
-        endpoint_bodies::run(&fs::read(path).unwrap());
-    }
-}
-
-#[test]
-fn endpoint_bodies_seeds_reach_their_handlers() {
+fn endpoint_bodies_seeds_reach_their_handlers_then_the_corpus_replays() {
     // The harness really logs in, makes users and substitutes their ids
     // and tokens (the successes), and the bad inputs meet the checks meant
     // for them (the refusals).
@@ -66,5 +55,15 @@ fn endpoint_bodies_seeds_reach_their_handlers() {
     ] {
         let data = fs::read(fuzz_dir().join("corpus/endpoint_bodies").join(name)).unwrap();
         assert_eq!(endpoint_bodies::status_of(&data), status, "{name}");
+    }
+    let corpus = inputs("corpus");
+    // Every endpoint has its seeds: an emptied corpus would check nothing.
+    assert!(
+        corpus.len() >= endpoint_bodies::ENDPOINTS.len(),
+        "fuzz/corpus/endpoint_bodies/ holds {} inputs",
+        corpus.len()
+    );
+    for path in corpus.iter().chain(&inputs("artifacts")) {
+        endpoint_bodies::run(&fs::read(path).unwrap());
     }
 }

@@ -445,29 +445,41 @@ pub async fn logout(
     method: Method,
     headers: HeaderMap,
     auth: Result<Authenticated, ApiError>,
-    OptionalApiJson(request): OptionalApiJson<LogoutRequest>,
+    body: Result<OptionalApiJson<LogoutRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let scope = LogoutScope::parse(request.scope.as_deref())?;
     let cookies = BrowserCookies::of(&state.settings);
+    // Who asks is settled before what they ask: a refused token or CSRF
+    // check is answered as such whatever the body (a cross-site form post
+    // meets the CSRF refusal, not a content-type one).
     let outcome = match auth {
-        Ok(auth) => state
-            .sessions
-            .logout(&auth.user_id, &auth.session_id, scope, client)
-            .await
-            .map_err(ApiError::from),
+        Ok(auth) => {
+            let scope = logout_scope(body)?;
+            state
+                .sessions
+                .logout(&auth.user_id, &auth.session_id, scope, client)
+                .await
+                .map_err(ApiError::from)
+                .map(|()| scope)
+        }
         // No valid access token (a browser drops the access cookie when
         // its Max-Age runs out): the refresh cookie, sent to `/auth/`,
         // names the session, under the same CSRF rule as a refresh.
         Err(rejected) if rejected.rejects_the_token() && cookies.enabled() => {
             match refresh_cookie_to_use(&state, &method, &headers).await {
-                Ok(Some(presented)) => state
-                    .sessions
-                    .logout_by_refresh_token(presented, scope, client)
-                    .await
-                    .map_err(|e| match e {
-                        ServiceError::InvalidGrant => ApiError::InvalidToken { presented: true },
-                        other => other.into(),
-                    }),
+                Ok(Some(presented)) => {
+                    let scope = logout_scope(body)?;
+                    state
+                        .sessions
+                        .logout_by_refresh_token(presented, scope, client)
+                        .await
+                        .map_err(|e| match e {
+                            ServiceError::InvalidGrant => {
+                                ApiError::InvalidToken { presented: true }
+                            }
+                            other => other.into(),
+                        })
+                        .map(|()| scope)
+                }
                 Ok(None) => Err(rejected),
                 // No one refresh cookie to sign out with: nothing valid.
                 Err(ApiError::InvalidGrant) => Err(ApiError::InvalidToken { presented: true }),
@@ -476,8 +488,8 @@ pub async fn logout(
         }
         Err(other) => Err(other),
     };
-    let mut response = match outcome {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+    let (mut response, scope) = match outcome {
+        Ok(scope) => (StatusCode::NO_CONTENT.into_response(), scope),
         // Nothing valid to sign out with: whatever cookies the browser
         // holds are of no use, and it must not keep them.
         Err(e) if e.rejects_the_token() && cookies.any_in(&headers) => {
@@ -497,4 +509,12 @@ pub async fn logout(
         }
     }
     Ok(response)
+}
+
+/// The scope a logout body asks for (none: this session).
+fn logout_scope(
+    body: Result<OptionalApiJson<LogoutRequest>, ApiError>,
+) -> Result<LogoutScope, ApiError> {
+    let OptionalApiJson(request) = body?;
+    Ok(LogoutScope::parse(request.scope.as_deref())?)
 }
