@@ -659,6 +659,34 @@ async fn every_unsafe_route_refuses_a_cookie_without_the_csrf_token() {
             "{method} {path}"
         );
     }
+    // What a cross-site HTML form can send (a form body, no custom
+    // header) meets the CSRF refusal too, not a content-type one: who asks
+    // is settled before what they ask.
+    for (method, path) in [
+        (Method::POST, "/auth/logout"),
+        (Method::POST, "/auth/password"),
+        (Method::POST, "/admin/users"),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("scope=global")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "form {method} {path}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["type"], "urn:tokengate:problem:csrf-failed",
+            "form {method} {path}"
+        );
+    }
     // The password did not change and the session lives.
     assert_eq!(me_by_cookie(&app, &cookie).await.status(), StatusCode::OK);
     app.login_ok("kim@example.com", PASSWORD).await;
