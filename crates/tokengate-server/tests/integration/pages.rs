@@ -48,6 +48,19 @@ async fn pages_carry_a_strict_policy_and_no_inline_code_or_outside_resource() {
         assert!(!csp.contains("unsafe"), "{path}: {csp}");
         assert_eq!(headers["x-frame-options"], "DENY");
         assert_eq!(headers["x-content-type-options"], "nosniff");
+        // Not kept, even in the back-forward cache: Back after a sign-out
+        // must not show the account or the console again.
+        assert_eq!(headers["cache-control"], "no-store", "{path}");
+        // A form with a password is never a GET: submitted before the
+        // script is ready (or without it), its fields must not land in a
+        // URL (history, proxy logs).
+        for form in html.split("<form").skip(1) {
+            let (tag, rest) = form.split_once('>').unwrap();
+            let body = rest.split("</form>").next().unwrap();
+            if body.contains("type=\"password\"") {
+                assert!(tag.contains("method=\"post\""), "{path}: <form{tag}>");
+            }
+        }
         // Every script is a file of this origin; no inline script, style
         // or event handler (the policy would block them: the page would
         // break in silence).

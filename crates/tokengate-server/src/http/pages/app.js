@@ -145,12 +145,27 @@
     return span;
   }
 
+  /** Signs out, and leaves the page only when the service says the
+   *  session ended (204): a sign-out that failed (429, 5xx, no network)
+   *  must not look like one that worked, or the next person at this
+   *  browser finds the session alive. */
   async function signOut(scope) {
+    const message = $('page-message');
+    let response;
     try {
-      await api('POST', 'auth/logout', { scope });
-    } finally {
-      signedOut();
+      response = await api('POST', 'auth/logout', { scope });
+    } catch (error) {
+      // api() already went to sign-in: a 401 whose refresh failed means
+      // there is no session left to end.
+      if (error && error.message === 'signed out') return;
+      if (message) say(message, 'The service could not be reached: you are still signed in. Please try again.');
+      return;
     }
+    if (response.status === 204) {
+      signedOut();
+      return;
+    }
+    if (message) say(message, 'You are still signed in. ' + (await problemText(response)));
   }
 
   function wireSignOut() {

@@ -68,8 +68,10 @@ fn html(body: String) -> Response {
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(PAGE_CSP),
             ),
-            // Revalidate each time: a new binary may serve a new page.
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            // Never kept, not even in the back-forward cache: after a
+            // sign-out, Back must not show an account or the admin console
+            // again (and a new binary's page is fetched anyway).
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
         body,
     )
