@@ -239,6 +239,26 @@ async fn wait_until(browser: &Session, condition: &str) {
     }
 }
 
+/// Waits until the browser is back on the sign-in page.
+async fn wait_for_sign_in_page(browser: &Session) {
+    wait_until(
+        browser,
+        "location.pathname === '/' && document.getElementById('signin')",
+    )
+    .await;
+}
+
+/// What `/auth/me` answers to this access cookie (the dev-mode name).
+async fn me_with_access_cookie(app: &TestApp, access: &str) -> StatusCode {
+    app.client
+        .get(app.url("/auth/me"))
+        .header("cookie", format!("tg_access={access}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 async fn text_of(browser: &Session, expression: &str) -> String {
     match browser
         .execute(&format!("return String({expression});"))
@@ -422,27 +442,15 @@ async fn sign_in_hides_the_access_cookie_survives_reload_refreshes_silently_and_
 
     // Sign out everywhere from the second: it lands on the sign-in page...
     click(&second, "signout-everywhere").await;
-    wait_until(
-        &second,
-        "location.pathname === '/' && document.getElementById('signin')",
-    )
-    .await;
+    wait_for_sign_in_page(&second).await;
     // ...and the first's next action finds its session gone: the refresh
     // fails too, and it is back on the sign-in page.
     click(&first, "signout-others").await;
-    wait_until(
-        &first,
-        "location.pathname === '/' && document.getElementById('signin')",
-    )
-    .await;
-    let me = app
-        .client
-        .get(app.url("/auth/me"))
-        .header("cookie", format!("tg_access={access_after}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    wait_for_sign_in_page(&first).await;
+    assert_eq!(
+        me_with_access_cookie(&app, &access_after).await,
+        StatusCode::UNAUTHORIZED
+    );
 
     // The header's "Sign out" (this session only): it leaves the page only
     // once the service has ended the session, and that session is over.
@@ -452,19 +460,11 @@ async fn sign_in_hides_the_access_cookie_survives_reload_refreshes_silently_and_
     let third_access = cookie_value(&cookie_jar(&third).await, "tg_access").unwrap();
     app.logs().remember(&third_access);
     click(&third, "signout").await;
-    wait_until(
-        &third,
-        "location.pathname === '/' && document.getElementById('signin')",
-    )
-    .await;
-    let me = app
-        .client
-        .get(app.url("/auth/me"))
-        .header("cookie", format!("tg_access={third_access}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    wait_for_sign_in_page(&third).await;
+    assert_eq!(
+        me_with_access_cookie(&app, &third_access).await,
+        StatusCode::UNAUTHORIZED
+    );
 
     first.close().await;
     second.close().await;
