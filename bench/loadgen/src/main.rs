@@ -22,6 +22,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -71,11 +72,17 @@ enum Mode {
         #[command(flatten)]
         load: Load,
     },
-    /// The same POST (a login) with N requests in flight.
+    /// The same POST (a login) with N requests in flight; or, with
+    /// `--bodies`, each line of a file posted once (one account per login,
+    /// for logins that change the account, like an imported hash's first).
     Login {
         url: String,
-        #[arg(long)]
-        body: String,
+        #[arg(long, required_unless_present = "bodies")]
+        body: Option<String>,
+        /// A file with one JSON body per line, each sent once; a worker
+        /// stops when they run out (counted as an error).
+        #[arg(long, conflicts_with = "body")]
+        bodies: Option<PathBuf>,
         #[command(flatten)]
         load: Load,
     },
@@ -88,9 +95,13 @@ enum Mode {
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
     },
-    /// Hashes a password with argon2id for the given seconds on this
-    /// thread; prints the rate.
+    /// Hashes a password with argon2id (or checks one against a bcrypt
+    /// hash, with `--bcrypt-cost`) for the given seconds on this thread;
+    /// prints the rate.
     Hash {
+        /// Check a bcrypt hash of this cost instead of hashing with argon2id.
+        #[arg(long)]
+        bcrypt_cost: Option<u32>,
         #[arg(long, default_value_t = 19456)]
         memory_kib: u32,
         #[arg(long, default_value_t = 2)]
@@ -99,6 +110,22 @@ enum Mode {
         parallelism: u32,
         #[arg(short = 'd', long, default_value_t = 5.0)]
         duration: f64,
+    },
+    /// Writes N accounts sharing one bcrypt hash of `--password` as a CSV
+    /// for `tokengate user import`, and their login bodies, one per line,
+    /// for `login --bodies` (an imported hash is replaced by argon2id at its
+    /// first login, so each account gives one bcrypt login).
+    BcryptAccounts {
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        password: String,
+        #[arg(long)]
+        csv: PathBuf,
+        #[arg(long)]
+        bodies: PathBuf,
     },
     /// Checks one signature over a 400-byte message with aws-lc-rs for the
     /// given seconds on this thread; prints the rate.
@@ -179,17 +206,35 @@ async fn run(mode: Mode) -> Result<(), Error> {
                 body: Bytes::new(),
                 headers,
             };
-            let report = drive(&target, &job, load, vec![None; load.concurrency]).await;
+            let report = drive(&target, job, load, vec![None; load.concurrency]).await;
             println!("mode=get {report}");
         }
-        Mode::Login { url, body, load } => {
+        Mode::Login {
+            url,
+            body,
+            bodies,
+            load,
+        } => {
             let target = Target::parse(&url)?;
-            let job = Job::Fixed {
-                method: Method::POST,
-                body: Bytes::from(body),
-                headers: vec![("content-type".into(), "application/json".into())],
+            let headers = vec![("content-type".into(), "application/json".into())];
+            let job = match (body, bodies) {
+                (_, Some(file)) => Job::EachOnce {
+                    bodies: std::fs::read_to_string(&file)?
+                        .lines()
+                        .filter(|line| !line.trim().is_empty())
+                        .map(|line| Bytes::from(line.to_owned()))
+                        .collect(),
+                    next: AtomicUsize::new(0),
+                    headers,
+                },
+                (Some(body), None) => Job::Fixed {
+                    method: Method::POST,
+                    body: Bytes::from(body),
+                    headers,
+                },
+                (None, None) => return Err("--body or --bodies".into()),
             };
-            let report = drive(&target, &job, load, vec![None; load.concurrency]).await;
+            let report = drive(&target, job, load, vec![None; load.concurrency]).await;
             println!("mode=login {report}");
         }
         Mode::Refresh {
@@ -221,7 +266,7 @@ async fn run(mode: Mode) -> Result<(), Error> {
                 seeds.push(Some(member(&body, &field).ok_or("no refresh token")?));
             }
             let job = Job::Chain { field };
-            let report = drive(&target, &job, load, seeds).await;
+            let report = drive(&target, job, load, seeds).await;
             println!("mode=refresh {report}");
         }
         Mode::Ready {
@@ -247,6 +292,27 @@ async fn run(mode: Mode) -> Result<(), Error> {
             println!("ready_ms={:.1}", now.saturating_sub(since_ns) as f64 / 1e6);
         }
         Mode::Hash {
+            bcrypt_cost: Some(cost),
+            duration,
+            ..
+        } => {
+            let password = "load testing is a long sentence too";
+            let hash = bcrypt::hash(password, cost)?;
+            let start = Instant::now();
+            let mut checks = 0u64;
+            while start.elapsed().as_secs_f64() < duration {
+                if !bcrypt::verify(password, &hash)? {
+                    return Err("bcrypt: the password does not match its own hash".into());
+                }
+                checks += 1;
+            }
+            println!(
+                "mode=hash rate={:.2} hashes={checks}",
+                checks as f64 / start.elapsed().as_secs_f64()
+            );
+        }
+        Mode::Hash {
+            bcrypt_cost: None,
             memory_kib,
             iterations,
             parallelism,
@@ -268,6 +334,30 @@ async fn run(mode: Mode) -> Result<(), Error> {
                 "mode=hash rate={:.2} hashes={hashes}",
                 hashes as f64 / start.elapsed().as_secs_f64()
             );
+        }
+        Mode::BcryptAccounts {
+            cost,
+            count,
+            password,
+            csv,
+            bodies,
+        } => {
+            // One hash for all: the same salt is harmless here and saves
+            // hashing N times at the cost under test.
+            let hash = bcrypt::hash(&password, cost)?;
+            let mut table = String::from("email,password_hash,roles\n");
+            let mut lines = String::new();
+            for n in 0..count {
+                let email = format!("imported{n}@example.com");
+                writeln!(table, "{email},{hash},user")?;
+                writeln!(
+                    lines,
+                    "{}",
+                    serde_json::json!({ "email": email, "password": password })
+                )?;
+            }
+            std::fs::write(&csv, table)?;
+            std::fs::write(&bodies, lines)?;
         }
         Mode::RawVerify { alg, duration } => {
             let rate = raw_verify_rate(&alg, duration)?;
@@ -379,6 +469,12 @@ enum Job {
     },
     /// A POST of `{"<field>": token}`, the token taken from the last answer.
     Chain { field: String },
+    /// A POST of each body once, in order, shared by all workers.
+    EachOnce {
+        bodies: Vec<Bytes>,
+        next: AtomicUsize,
+        headers: Vec<(String, String)>,
+    },
 }
 
 async fn connect(authority: &str) -> Result<SendRequest<Full<Bytes>>, Error> {
@@ -449,7 +545,7 @@ struct Stats {
 
 /// Runs one worker per seed (a chain's first token, or `None`), all for the
 /// warm-up plus the measured duration, and sums up.
-async fn drive(target: &Target, job: &Job, load: Load, seeds: Vec<Option<String>>) -> Report {
+async fn drive(target: &Target, job: Job, load: Load, seeds: Vec<Option<String>>) -> Report {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(load.warmup);
     let end = measure_from + Duration::from_secs_f64(load.duration);
@@ -458,20 +554,7 @@ async fn drive(target: &Target, job: &Job, load: Load, seeds: Vec<Option<String>
             authority: target.authority.clone(),
             path: target.path.clone(),
         },
-        match job {
-            Job::Fixed {
-                method,
-                body,
-                headers,
-            } => Job::Fixed {
-                method: method.clone(),
-                body: body.clone(),
-                headers: headers.clone(),
-            },
-            Job::Chain { field } => Job::Chain {
-                field: field.clone(),
-            },
-        },
+        job,
     ));
     let workers: Vec<_> = seeds
         .into_iter()
@@ -538,6 +621,17 @@ async fn worker(
                     Bytes::from(body),
                 )
                 .await
+            }
+            Job::EachOnce {
+                bodies,
+                next,
+                headers,
+            } => {
+                let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    stats.errors += 1;
+                    break;
+                };
+                send_keeping(sender, target, Method::POST, headers, body.clone()).await
             }
         };
         let done = Instant::now();

@@ -166,11 +166,12 @@ impl Application {
             .require_claims(["sub", "sid", "jti"])
             .build()
             .map_err(StartupError::VerifyPolicy)?;
-        let hasher = Hasher::new(
+        let hasher = Hasher::with_niceness(
             settings.argon2_memory_kib,
             settings.argon2_iterations,
             settings.argon2_parallelism,
             settings.password_hash_concurrency,
+            settings.password_hash_niceness,
         )?;
         let listener =
             TcpListener::bind(settings.addr)

@@ -1,9 +1,11 @@
 //! Password hashing: argon2id (OWASP parameters by default), bcrypt hashes
-//! accepted for imported users, computed on a bounded pool of blocking
-//! threads so a flood of logins queues instead of starving the server.
+//! accepted for imported users, computed on a pool of dedicated threads at a
+//! lower scheduling priority, so a flood of logins queues instead of
+//! starving the server, and token verification preempts a hash in progress.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use argon2::{
@@ -37,7 +39,11 @@ pub struct Verdict {
 #[derive(Clone)]
 pub struct Hasher {
     params: Params,
+    /// One per hashing thread: a login holds one from before its job is
+    /// queued until the job is done, so the job queue never grows beyond
+    /// the threads and a waiting login holds no thread.
     permits: Arc<Semaphore>,
+    pool: HashPool,
     /// A real hash of a random password: unknown users are checked against
     /// it, so they cost the same time as known ones.
     dummy: Arc<String>,
@@ -48,6 +54,93 @@ pub struct Hasher {
 
 /// How long a login may wait for a hashing slot before getting a 503.
 const QUEUE_WAIT: Duration = Duration::from_secs(20);
+
+/// The niceness of the hashing threads unless configured: on a busy core the
+/// kernel gives a nice-10 thread about a tenth of a nice-0 thread's share
+/// and lets a waking nice-0 thread (a runtime worker with a request to
+/// verify) preempt it, while an idle core still runs hashes at full speed.
+pub const DEFAULT_HASH_NICENESS: u8 = 10;
+/// The highest niceness Linux knows.
+pub const MAX_HASH_NICENESS: u8 = 19;
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// The threads that compute password hashes, apart from tokio's blocking
+/// pool: their priority is lowered once when they start, which could not be
+/// done to a borrowed blocking thread (an unprivileged thread cannot raise
+/// its priority back before handing the thread to other work). Written here
+/// because no small crate offers a fixed pool with a per-thread start hook
+/// (rayon does, with a work-stealing scheduler this does not need). The
+/// threads end when the last `Hasher` clone is dropped.
+#[derive(Clone)]
+struct HashPool {
+    jobs: mpsc::Sender<HashJob>,
+    /// The threads' shared receiving end, watched by a test that they end.
+    #[cfg(test)]
+    queue: std::sync::Weak<Mutex<mpsc::Receiver<HashJob>>>,
+}
+
+impl HashPool {
+    fn start(threads: usize, niceness: u8) -> Result<HashPool, HashError> {
+        let (jobs, queue) = mpsc::channel::<HashJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..threads.max(1) {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("tokengate-hash-{index}"))
+                .spawn(move || {
+                    lower_this_threads_priority(niceness);
+                    loop {
+                        // The lock is held while waiting: one idle thread
+                        // waits on the queue, the others on the lock.
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        // A panic ends the job (its caller sees the result
+                        // channel closed), never the thread.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                    }
+                })
+                .map_err(|e| HashError::Internal(format!("hashing thread: {e}")))?;
+        }
+        Ok(HashPool {
+            #[cfg(test)]
+            queue: Arc::downgrade(&queue),
+            jobs,
+        })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = done.send(job());
+            }))
+            .map_err(|_| HashError::Internal("hashing threads are gone".into()))?;
+        result
+            .await
+            .map_err(|_| HashError::Internal("the hashing job panicked".into()))
+    }
+}
+
+/// Lowers the calling thread's scheduling priority to `niceness` (Linux:
+/// `setpriority` on the thread id affects that thread alone). Best effort:
+/// where it fails or is not supported, hashes run at normal priority.
+#[cfg(target_os = "linux")]
+fn lower_this_threads_priority(niceness: u8) {
+    let thread = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(thread), i32::from(niceness)) {
+        tracing::warn!(error = %e, "could not lower the hashing thread's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority(_niceness: u8) {}
 
 /// The highest argon2 memory cost accepted, in KiB (1 GiB). Verifying
 /// spends the stored hash's own costs, so a hash is a bill its holder
@@ -146,12 +239,31 @@ pub fn check_stored_hash_costs(hash: &str) -> Result<(), String> {
 }
 
 impl Hasher {
-    /// A hasher with these argon2id costs and at most `concurrency` hashes at once.
+    /// A hasher with these argon2id costs and at most `concurrency` hashes
+    /// at once, on threads at [`DEFAULT_HASH_NICENESS`].
     pub fn new(
         memory_kib: u32,
         iterations: u32,
         parallelism: u32,
         concurrency: usize,
+    ) -> Result<Hasher, HashError> {
+        Hasher::with_niceness(
+            memory_kib,
+            iterations,
+            parallelism,
+            concurrency,
+            DEFAULT_HASH_NICENESS,
+        )
+    }
+
+    /// [`Hasher::new`] with the hashing threads at this niceness (0 to
+    /// [`MAX_HASH_NICENESS`]; 0 is the server's own priority).
+    pub fn with_niceness(
+        memory_kib: u32,
+        iterations: u32,
+        parallelism: u32,
+        concurrency: usize,
+        niceness: u8,
     ) -> Result<Hasher, HashError> {
         let params = Params::new(memory_kib, iterations, parallelism, None)
             .map_err(|e| HashError::Internal(format!("argon2 parameters: {e}")))?;
@@ -165,9 +277,11 @@ impl Hasher {
             .hash_password(&random)
             .map_err(|e| HashError::Internal(e.to_string()))?
             .to_string();
+        let threads = concurrency.max(1);
         Ok(Hasher {
             params,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(threads)),
+            pool: HashPool::start(threads, niceness.min(MAX_HASH_NICENESS))?,
             dummy: Arc::new(dummy),
             verifications: Arc::new(AtomicU64::new(0)),
         })
@@ -181,14 +295,16 @@ impl Hasher {
             .await
             .map_err(|_| HashError::Busy)?
             .map_err(|_| HashError::Busy)?;
-        let result = tokio::task::spawn_blocking(move || {
-            let out = job();
-            drop(permit);
-            out
-        })
-        .await
-        .map_err(|e| HashError::Internal(e.to_string()))?;
-        Ok(result)
+        // The permit is released when the job is done, not when this future
+        // is: a login whose client went away still holds its slot until its
+        // hash ends, so the queue stays bounded.
+        self.pool
+            .run(move || {
+                let out = job();
+                drop(permit);
+                out
+            })
+            .await
     }
 
     /// Hashes a new password with argon2id and a fresh random salt.
@@ -292,6 +408,66 @@ mod tests {
     fn hasher() -> Hasher {
         // Small costs: these tests check behaviour, not strength.
         Hasher::new(256, 1, 1, 2).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashes_run_on_their_own_threads_at_the_configured_niceness() {
+        use rustix::process::getpriority_process;
+        use rustix::thread::gettid;
+        let own_before = getpriority_process(Some(gettid())).ok();
+        let h = Hasher::with_niceness(256, 1, 1, 2, 7).unwrap_or_else(|e| panic!("{e}"));
+        let seen = h
+            .pool
+            .run(|| {
+                let name = std::thread::current().name().map(str::to_owned);
+                (name, getpriority_process(Some(gettid())).ok())
+            })
+            .await
+            .ok();
+        let (name, niceness) = seen.unwrap_or_default();
+        assert!(
+            name.is_some_and(|n| n.starts_with("tokengate-hash-")),
+            "a hash ran on a thread not of the pool"
+        );
+        assert_eq!(niceness, Some(7));
+        // The runtime's threads keep their priority.
+        assert_eq!(getpriority_process(Some(gettid())).ok(), own_before);
+        // And a hash still works there.
+        assert!(h.hash("correct horse battery staple").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone_and_its_thread_goes_on() {
+        let h = Hasher::with_niceness(256, 1, 1, 1, 0).unwrap_or_else(|e| panic!("{e}"));
+        let failed = h.on_pool(|| -> u8 { panic!("a job that panics") }).await;
+        assert!(matches!(failed, Err(HashError::Internal(_))), "{failed:?}");
+        // One thread and one permit: both came back.
+        let hash = h.hash("correct horse battery staple").await;
+        assert!(hash.is_ok(), "{hash:?}");
+    }
+
+    #[tokio::test]
+    async fn the_threads_end_with_the_last_hasher() {
+        let h = Hasher::with_niceness(256, 1, 1, 3, 0).unwrap_or_else(|e| panic!("{e}"));
+        let other = h.clone();
+        assert!(h.hash("a password for the pool").await.is_ok());
+        let queue = h.pool.queue.clone();
+        drop(h);
+        // A clone still holds the pool: its threads still serve.
+        assert!(queue.upgrade().is_some());
+        assert!(other.hash("a password for the pool").await.is_ok());
+        drop(other);
+        // The threads hold the queue's receiving end until they return.
+        let mut waited = 0;
+        while queue.upgrade().is_some() && waited < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert!(
+            queue.upgrade().is_none(),
+            "hashing threads outlived every Hasher"
+        );
     }
 
     #[tokio::test]

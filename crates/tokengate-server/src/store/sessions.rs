@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::users::{User, user_from_row};
 use super::{Store, StoreError};
 use crate::domain::{SessionId, UserId};
 use crate::infra::audit::AuditEvent;
@@ -17,13 +18,16 @@ pub struct SessionRef {
 }
 
 /// What presenting a refresh token led to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Rotation {
     /// The token was live: it is now used and its child is stored, to
     /// expire at `child_expires_at` (never after the session).
     Rotated {
         /// The session.
         session: SessionRef,
+        /// Its owner, read in the rotation's transaction (what the new
+        /// access token says about them is what held when it rotated).
+        user: Box<User>,
         /// When the child expires (Unix seconds).
         child_expires_at: i64,
     },
@@ -32,6 +36,8 @@ pub enum Rotation {
     Replayed {
         /// The session.
         session: SessionRef,
+        /// Its owner, read in the same transaction.
+        user: Box<User>,
         /// When the child expires (Unix seconds).
         child_expires_at: i64,
     },
@@ -234,8 +240,12 @@ impl Store {
                     }
                 }
             };
+            // The owner comes with the session: the new access token's
+            // claims need it, and one statement less is two thread hand-offs
+            // less on SQLite (docs/BENCHMARKS.md, refresh).
             let session = sqlx::query(
-                "SELECT s.user_id, s.last_used_at, s.expires_at, s.revoked_at, s.user_epoch, u.session_epoch, u.disabled \
+                "SELECT s.user_id, s.last_used_at, s.expires_at AS session_expires_at, s.revoked_at, s.user_epoch, \
+                 u.id, u.email, u.password_hash, u.roles, u.not_before, u.disabled, u.created_at, u.session_epoch \
                  FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
             )
             .bind(&session_id)
@@ -244,13 +254,12 @@ impl Store {
             let Some(session) = session else {
                 return Ok(Rotation::Invalid);
             };
-            let user_id: String = session.try_get("user_id")?;
+            let user = Box::new(user_from_row(&session)?);
             let last_used_at: i64 = session.try_get("last_used_at")?;
-            let session_expires_at: i64 = session.try_get("expires_at")?;
+            let session_expires_at: i64 = session.try_get("session_expires_at")?;
             let revoked_at: Option<i64> = session.try_get("revoked_at")?;
-            let void = session.try_get::<i64, _>("user_epoch")? != session.try_get::<i64, _>("session_epoch")?
-                || session.try_get::<i32, _>("disabled")? != 0;
-            let reference = SessionRef { id: SessionId::from(session_id.clone()), user_id: UserId::from(user_id) };
+            let void = session.try_get::<i64, _>("user_epoch")? != user.session_epoch || user.disabled;
+            let reference = SessionRef { id: SessionId::from(session_id.clone()), user_id: user.id.clone() };
             let ended = revoked_at.is_some()
                 || void
                 || session_expires_at <= now
@@ -277,7 +286,7 @@ impl Store {
                         .bind(&session_id)
                         .execute(&mut *tx)
                         .await?;
-                    let outcome = Rotation::Rotated { session: reference, child_expires_at };
+                    let outcome = Rotation::Rotated { session: reference, user, child_expires_at };
                     if let Some(event) = outcome.audit_event(ip) {
                         insert_audit!(tx, event, now);
                     }
@@ -293,7 +302,7 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?
                     .unwrap_or((used + rules.refresh_ttl).min(session_expires_at));
-                    let outcome = Rotation::Replayed { session: reference, child_expires_at };
+                    let outcome = Rotation::Replayed { session: reference, user, child_expires_at };
                     if let Some(event) = outcome.audit_event(ip) {
                         insert_audit!(tx, event, now);
                     }

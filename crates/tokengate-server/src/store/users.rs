@@ -46,7 +46,7 @@ impl User {
     }
 }
 
-fn user_from_row<R: Row>(r: &R) -> Result<User, sqlx::Error>
+pub(super) fn user_from_row<R: Row>(r: &R) -> Result<User, sqlx::Error>
 where
     for<'c> &'c str: sqlx::ColumnIndex<R>,
     String: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,

@@ -328,6 +328,15 @@ pub(super) fn ipv6_prefix_len() -> Parsed<u8> {
     }
 }
 
+/// A niceness from 0 (the server's own priority) to 19 (the lowest).
+pub(super) fn niceness() -> Parsed<u8> {
+    Parsed {
+        expected: "a niceness from 0 to 19",
+        parse: |text| text.parse().ok().filter(|n| *n <= 19),
+        show: |n| Shown::Bare(n.to_string()),
+    }
+}
+
 /// A comma-separated list of CIDR ranges or bare addresses; blank is none.
 pub(super) fn cidr_list() -> Parsed<Vec<ipnet::IpNet>> {
     Parsed {

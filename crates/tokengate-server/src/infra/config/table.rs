@@ -24,7 +24,7 @@ use tokengate::Algorithm;
 
 use super::kinds::{
     Kind, Shown, address, boolean, cidr_list, client_ip_header, cookie_mode, duration, http_token,
-    ipv6_prefix_len, log_format, number, optional, origin_list, path, same_site, secret,
+    ipv6_prefix_len, log_format, niceness, number, optional, origin_list, path, same_site, secret,
     secret_url, signing_algorithm, text,
 };
 use super::layers::Merged;
@@ -187,6 +187,9 @@ settings! {
     argon2_parallelism: u32 = "1" => number();
     /// Password hashes computed at once (the bounded blocking pool; 0 is 1).
     password_hash_concurrency: usize = "4" => number();
+    /// The hashing threads' niceness on Linux (0 to 19): above 0, token
+    /// verification preempts a hash in progress on a busy core.
+    password_hash_niceness: u8 = "10" => niceness();
     /// Request timeout.
     request_timeout: Duration = "30s" => duration();
     /// How long audit events are kept.

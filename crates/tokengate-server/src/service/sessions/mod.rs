@@ -401,21 +401,23 @@ impl Sessions {
             Rotation::SessionEnded => "session_ended",
             Rotation::Invalid => "invalid",
         });
-        let (session, child_expires_at) = match outcome {
+        let (session, user, child_expires_at) = match outcome {
             Rotation::Rotated {
                 session,
+                user,
                 child_expires_at,
             }
             | Rotation::Replayed {
                 session,
+                user,
                 child_expires_at,
-            } => (session, child_expires_at),
+            } => (session, user, child_expires_at),
             Rotation::ReuseDetected(session) => {
                 self.denylist.deny_session(&session.id, now.as_secs()).await;
                 return Err(ServiceError::InvalidGrant);
             }
             Rotation::SessionEnded | Rotation::Invalid => {
-                let reason = if outcome == Rotation::SessionEnded {
+                let reason = if matches!(outcome, Rotation::SessionEnded) {
                     "session_ended"
                 } else {
                     "unknown_or_expired"
@@ -429,12 +431,9 @@ impl Sessions {
                 return Err(ServiceError::InvalidGrant);
             }
         };
-        let user = self
-            .store
-            .user_by_id(&session.user_id)
-            .await?
-            .filter(|u| !u.disabled)
-            .ok_or(ServiceError::InvalidGrant)?;
+        // (A disabled owner or a moved epoch ended the session inside the
+        // rotation's transaction: `user` is one that may refresh, as read
+        // in that transaction.)
         let access = self.access_token(&user, &session.id, now)?;
         Ok(IssuedTokens {
             access,
