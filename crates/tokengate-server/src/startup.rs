@@ -227,9 +227,17 @@ impl Application {
             // Cookie mode: the access cookie after the Authorization header,
             // and the CSRF rule for unsafe requests it authenticates.
             let builder = if cookies.enabled() {
-                builder.cookie(cookies.access_name()).csrf(
-                    CsrfPolicy::new(settings.cookie_origins()).cookie_name(cookies.csrf_name()),
-                )
+                builder
+                    .cookie(cookies.access_name())
+                    .cookie_same_site(match settings.cookie_same_site {
+                        crate::infra::config::SameSite::Strict => {
+                            tokengate::guard::SameSite::Strict
+                        }
+                        crate::infra::config::SameSite::Lax => tokengate::guard::SameSite::Lax,
+                    })
+                    .csrf(
+                        CsrfPolicy::new(settings.cookie_origins()).cookie_name(cookies.csrf_name()),
+                    )
             } else {
                 builder
             };

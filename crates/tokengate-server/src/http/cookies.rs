@@ -124,20 +124,28 @@ impl<'a> BrowserCookies<'a> {
     /// prefix) + `/auth/`. Refresh and logout read it; no other endpoint
     /// does, and the cookie is never sent outside `/auth/`.
     pub fn refresh_path(&self) -> String {
-        let url = &self.settings.public_url;
-        let prefix = url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.find('/').map(|at| &rest[at..]))
-            .unwrap_or("")
-            .split(['?', '#'])
-            .next()
-            .unwrap_or("")
-            .trim_end_matches('/');
+        format!("{}/auth/", self.path_prefix())
+    }
+
+    /// The refresh cookie's `Path` before release: the refresh endpoint
+    /// alone. A browser that still holds a refresh cookie there sends it
+    /// beside the current one to `/auth/refresh`, and two refresh cookies
+    /// of one session are refused as ambiguous: every answer that sets or
+    /// clears the refresh cookie also clears this one
+    /// ([`BrowserCookies::cleared_legacy_refresh`]), so such a browser
+    /// heals at its next login, refresh or logout.
+    pub fn legacy_refresh_path(&self) -> String {
+        format!("{}/auth/refresh", self.path_prefix())
+    }
+
+    /// `public_url`'s path, if it can stand in a cookie attribute.
+    fn path_prefix(&self) -> &str {
+        let prefix = self.settings.public_path();
         // A cookie attribute must not hold `;` or control characters.
         if prefix.bytes().all(|b| b.is_ascii_graphic() && b != b';') {
-            format!("{prefix}/auth/")
+            prefix
         } else {
-            "/auth/".to_owned()
+            ""
         }
     }
 
@@ -166,9 +174,12 @@ impl<'a> BrowserCookies<'a> {
             .map_err(|_| ApiError::Internal(format!("cookie {name} is not header text")))
     }
 
-    /// The three cookies of a new token pair.
-    pub fn issued(&self, tokens: &IssuedTokens) -> Result<[HeaderValue; 3], ApiError> {
+    /// The three cookies of a new token pair, after the clearing of the
+    /// pre-release refresh cookie (first: a client that keeps one cookie
+    /// per name keeps the one set).
+    pub fn issued(&self, tokens: &IssuedTokens) -> Result<[HeaderValue; 4], ApiError> {
         Ok([
+            self.cleared_legacy_refresh()?,
             self.cookie(
                 self.access_name(),
                 &tokens.access,
@@ -199,10 +210,23 @@ impl<'a> BrowserCookies<'a> {
         self.cookie(self.access_name(), "", "/", 0, true)
     }
 
-    /// All three cookies, cleared.
-    pub fn cleared(&self) -> Result<[HeaderValue; 3], ApiError> {
+    /// The refresh cookie at its pre-release path
+    /// ([`BrowserCookies::legacy_refresh_path`]), cleared.
+    pub fn cleared_legacy_refresh(&self) -> Result<HeaderValue, ApiError> {
+        self.cookie(
+            self.refresh_name(),
+            "",
+            &self.legacy_refresh_path(),
+            0,
+            true,
+        )
+    }
+
+    /// All three cookies, cleared (and the pre-release refresh cookie).
+    pub fn cleared(&self) -> Result<[HeaderValue; 4], ApiError> {
         Ok([
             self.cleared_access()?,
+            self.cleared_legacy_refresh()?,
             self.cookie(self.refresh_name(), "", &self.refresh_path(), 0, true)?,
             self.cookie(self.csrf_name(), "", "/", 0, false)?,
         ])

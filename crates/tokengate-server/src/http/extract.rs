@@ -443,6 +443,44 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     }
 }
 
+/// The guard's CSRF check of a request authenticated by a cookie holding
+/// `verified` (a 403 when it fails), and the refusal's audit row
+/// (`csrf_refused`, at most one per client per minute: the service's rule).
+/// Shared by [`Authenticated`] and `/auth/verify`.
+pub async fn check_csrf(
+    state: &AppState,
+    client: Option<std::net::IpAddr>,
+    path: &str,
+    method: &axum::http::Method,
+    headers: &axum::http::HeaderMap,
+    verified: &tokengate::guard::VerifiedToken,
+) -> Result<(), ApiError> {
+    let Err(rejection) = state.guard.check_csrf(method, headers, verified) else {
+        return Ok(());
+    };
+    // The guard logged and counted the reason; the row names it too (the
+    // check is a few digests, cheap to run again on this refusal path).
+    let reason = state
+        .guard
+        .csrf_policy()
+        .check_token(method, headers, verified)
+        .err()
+        .map_or("csrf", |failure| failure.code());
+    if let Some(client) = client {
+        state
+            .sessions
+            .csrf_refused(crate::service::CsrfRefusal {
+                client,
+                user_id: Some(verified.subject()).filter(|sub| !sub.is_empty()),
+                session_id: verified.session(),
+                path,
+                reason,
+            })
+            .await;
+    }
+    Err(rejection.into())
+}
+
 impl FromRequestParts<Arc<AppState>> for Authenticated {
     type Rejection = ApiError;
 
@@ -466,10 +504,24 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             }
             other => other,
         };
+        // `Guard::check_presented` in its two steps, so that a CSRF
+        // refusal knows whose token it refused (for its audit row).
         let verified = guard
-            .check_presented(&parts.method, &parts.headers, presented)
+            .verify(presented.value())
             .await
             .map_err(|r| refused(r.into()))?;
+        if from_cookie {
+            let client = parts.extensions.get::<ClientIp>().map(|c| c.0);
+            check_csrf(
+                state,
+                client,
+                parts.uri.path(),
+                &parts.method,
+                &parts.headers,
+                &verified,
+            )
+            .await?;
+        }
         let claims: AccessClaims = verified.claims().map_err(|e| {
             tracing::info!(event = "access_token_rejected", reason = e.code(), detail = %e);
             refused(ApiError::InvalidToken { presented: true })

@@ -133,7 +133,7 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
     let router = router
         // The `/auth` and `/admin` routes above already have theirs.
         .method_not_allowed_fallback(method_not_allowed)
-        .fallback(no_such_endpoint)
+        .fallback(no_such_endpoint_or_the_prefix)
         .layer(middleware::from_fn(header_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -256,6 +256,40 @@ async fn observe(request: Request, next: Next) -> Response {
 /// Any path no route serves.
 async fn no_such_endpoint() -> ApiError {
     ApiError::NoSuchEndpoint
+}
+
+/// Any path no route serves, except the path prefix the service is
+/// published under (`public_url`'s path, `/tg`) without its trailing
+/// slash, which a person types and a proxy may pass on as is: a
+/// permanent redirect (308, the method kept) to the prefix with the slash,
+/// where the proxy serves the sign-in page. Without it the pages, whose
+/// links are relative (`ui/app.js`), would resolve them against the host's
+/// root. The `Location` is relative (`./tg/`: the last segment and the
+/// slash; `./` so that a segment with a colon never reads as a scheme),
+/// right whatever host, scheme and outer prefix the client used, and made
+/// from the configuration, never from what the client sent but the query,
+/// which is kept.
+async fn no_such_endpoint_or_the_prefix(
+    State(state): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+) -> Response {
+    let prefix = state.settings.public_path();
+    if prefix.is_empty() || uri.path() != prefix {
+        return ApiError::NoSuchEndpoint.into_response();
+    }
+    let last_segment = prefix.rsplit('/').next().unwrap_or_default();
+    let location = match uri.query() {
+        Some(query) => format!("./{last_segment}/?{query}"),
+        None => format!("./{last_segment}/"),
+    };
+    match HeaderValue::from_str(&location) {
+        Ok(location) => (
+            StatusCode::PERMANENT_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response(),
+        Err(_) => ApiError::NoSuchEndpoint.into_response(),
+    }
 }
 
 /// A path served, with a method it is not served for; axum adds `Allow`.

@@ -28,6 +28,7 @@ const WARNINGS: &[&str] = &[
     "request_budget_exceeded",
     "refresh_reuse_detected",
     "password_change_failed",
+    "csrf_refused",
 ];
 
 impl AuditEvent {

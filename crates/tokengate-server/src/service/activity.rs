@@ -1,6 +1,8 @@
 //! Sign-in activity per hour, from the audit log: what the admin console's
 //! chart shows, so that an operator sees a brute-force attempt at a glance.
 
+use std::time::Duration;
+
 use crate::store::Store;
 
 use super::ServiceError;
@@ -61,8 +63,26 @@ pub fn parse_hours(hours: Option<i64>) -> Result<i64, ServiceError> {
     }
 }
 
-/// Counts the sign-in activity of the last `hours` hours before `now`.
+/// The longest the count may take. A week of a busy service's audit rows
+/// is one index range, well under a second; past this the database is in
+/// trouble, and the console is answered 503 rather than holding a
+/// connection until the request timeout (30 s by default).
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Counts the sign-in activity of the last `hours` hours before `now`,
+/// within [`QUERY_TIMEOUT`].
 pub async fn activity(store: &Store, now: i64, hours: i64) -> Result<Activity, ServiceError> {
+    activity_within(store, now, hours, QUERY_TIMEOUT).await
+}
+
+/// [`activity`] with another bound on the count: past `timeout` it fails
+/// with [`StoreError::Unavailable`](crate::store::StoreError::Unavailable).
+pub async fn activity_within(
+    store: &Store,
+    now: i64,
+    hours: i64,
+    timeout: Duration,
+) -> Result<Activity, ServiceError> {
     let hours = parse_hours(Some(hours))?;
     let current_hour = now.div_euclid(BUCKET_SECONDS) * BUCKET_SECONDS;
     let from = current_hour - (hours - 1) * BUCKET_SECONDS;
@@ -75,7 +95,10 @@ pub async fn activity(store: &Store, now: i64, hours: i64) -> Result<Activity, S
             ..HourCounts::default()
         })
         .collect();
-    for count in store.audit_counts(from, to, BUCKET_SECONDS).await? {
+    for count in store
+        .audit_counts(from, to, BUCKET_SECONDS, timeout)
+        .await?
+    {
         let Some((_, series)) = SERIES.iter().find(|(kind, _)| *kind == count.kind) else {
             continue;
         };

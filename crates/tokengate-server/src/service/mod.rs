@@ -12,7 +12,7 @@ pub mod sessions;
 
 pub use accounts::{Accounts, Actor, NewAccount};
 pub use denylist::Denylist;
-pub use sessions::{IssuedTokens, LoginRequest, LogoutScope, Sessions};
+pub use sessions::{CsrfRefusal, IssuedTokens, LoginRequest, LogoutScope, Sessions};
 
 use crate::infra::password::{HashError, Hasher, Verdict};
 use crate::infra::ratelimit::{Attempt, LoginThrottle, Reservation};

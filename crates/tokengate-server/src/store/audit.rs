@@ -101,34 +101,156 @@ pub struct AuditCount {
     pub count: i64,
 }
 
+/// The count behind [`Store::audit_counts`], written once for the query and
+/// for [`Store::explain_audit_counts`]: a range on `at` grouped by hour and
+/// kind, which the `(at, kind)` index answers alone (migration 0006).
+const AUDIT_COUNTS: &str = "SELECT (at - $1) / $3 AS bucket, kind, COUNT(*) AS n FROM audit_events \
+     WHERE at >= $1 AND at < $2 GROUP BY bucket, kind ORDER BY bucket, kind";
+
+/// How many SQLite virtual-machine steps pass between two looks at the
+/// clock while a bounded read runs: often enough to stop within a
+/// millisecond or so of the deadline, rarely enough to cost nothing.
+const SQLITE_STEPS_PER_CLOCK_CHECK: i32 = 1_000;
+
 impl Store {
     /// Audit events with `from <= at < to`, counted by kind and by bucket
-    /// of `bucket_seconds` from `from` (one pass over the `at` index).
+    /// of `bucket_seconds` from `from` (one range scan of the `(at, kind)`
+    /// index), given up after `timeout`: the database then answers
+    /// [`StoreError::Unavailable`] rather than holding a connection (and a
+    /// CPU) for as long as a large window takes.
     pub async fn audit_counts(
         &self,
         from: i64,
         to: i64,
         bucket_seconds: i64,
+        timeout: std::time::Duration,
     ) -> Result<Vec<AuditCount>, StoreError> {
         let bucket_seconds = bucket_seconds.max(1);
-        let rows = with_pool!(self, pool => sqlx::query(
-            "SELECT (at - $1) / $3 AS bucket, kind, COUNT(*) AS n FROM audit_events \
-             WHERE at >= $1 AND at < $2 GROUP BY bucket, kind ORDER BY bucket, kind",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(bucket_seconds)
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(AuditCount {
-                bucket: r.try_get("bucket")?,
-                kind: r.try_get("kind")?,
-                count: r.try_get("n")?,
-            })
+        // Instantiated per backend, like `with_pool!` (rows differ in type).
+        macro_rules! query {
+            () => {
+                sqlx::query(AUDIT_COUNTS)
+                    .bind(from)
+                    .bind(to)
+                    .bind(bucket_seconds)
+            };
+        }
+        macro_rules! counts_of {
+            ($rows:expr) => {
+                $rows
+                    .iter()
+                    .map(|r| {
+                        Ok(AuditCount {
+                            bucket: r.try_get("bucket")?,
+                            kind: r.try_get("kind")?,
+                            count: r.try_get("n")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?
+            };
+        }
+        let counts = match &self.pool {
+            // PostgreSQL's own statement timeout, for this transaction only
+            // (`set_config(…, true)` is `SET LOCAL`, which takes no bind
+            // parameter): a statement past it is cancelled, SQLSTATE 57014.
+            super::Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+                    .bind(timeout.as_millis().max(1).to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                let rows = query!().fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                counts_of!(rows)
+            }
+            // SQLite has no statement timeout. Its progress handler, called
+            // every few thousand VM steps of a running statement, can stop
+            // it (SQLITE_INTERRUPT): the honest bound on this read, since a
+            // row cap would answer wrong counts without saying so.
+            super::Pool::Sqlite(pool) => {
+                let mut bounded = SqliteDeadline::arm(pool.acquire().await?, timeout).await?;
+                let rows = query!().fetch_all(&mut *bounded.conn).await;
+                bounded.disarm().await?;
+                counts_of!(rows?)
+            }
+        };
+        Ok(counts)
+    }
+
+    /// The database's plan for [`Store::audit_counts`] (SQLite's `EXPLAIN
+    /// QUERY PLAN` details, PostgreSQL's `EXPLAIN` lines), for tests and
+    /// diagnostics: which index serves the count.
+    pub async fn explain_audit_counts(
+        &self,
+        from: i64,
+        to: i64,
+        bucket_seconds: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let (explain, column) = match self.pool {
+            super::Pool::Sqlite(_) => ("EXPLAIN QUERY PLAN ", "detail"),
+            super::Pool::Postgres(_) => ("EXPLAIN ", "QUERY PLAN"),
+        };
+        let sql = sqlx::AssertSqlSafe(format!("{explain}{AUDIT_COUNTS}"));
+        let lines = with_pool!(self, pool => sqlx::query(sql)
+            .bind(from)
+            .bind(to)
+            .bind(bucket_seconds.max(1))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(column))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?);
+        Ok(lines)
+    }
+}
+
+/// A pooled SQLite connection whose statements are interrupted once a
+/// deadline passes. [`SqliteDeadline::disarm`] removes the handler before
+/// the connection goes back to the pool. If the read is abandoned before
+/// that (the request dropped), the statement still running is interrupted
+/// at once and the connection is closed, not pooled: a handler left on it
+/// would interrupt whatever ran on it next.
+struct SqliteDeadline {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    armed: bool,
+}
+
+impl SqliteDeadline {
+    async fn arm(
+        mut conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+        timeout: std::time::Duration,
+    ) -> Result<SqliteDeadline, StoreError> {
+        use std::sync::atomic::Ordering;
+        let deadline = std::time::Instant::now() + timeout;
+        let abandoned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = abandoned.clone();
+        conn.lock_handle()
+            .await?
+            .set_progress_handler(SQLITE_STEPS_PER_CLOCK_CHECK, move || {
+                // `true` lets the statement go on.
+                !flag.load(Ordering::Relaxed) && std::time::Instant::now() < deadline
+            });
+        Ok(SqliteDeadline {
+            conn,
+            abandoned,
+            armed: true,
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?);
-        Ok(rows)
+    }
+
+    async fn disarm(mut self) -> Result<(), StoreError> {
+        self.conn.lock_handle().await?.remove_progress_handler();
+        self.armed = false;
+        Ok(())
+    }
+}
+
+impl Drop for SqliteDeadline {
+    fn drop(&mut self) {
+        if self.armed {
+            self.abandoned
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.conn.close_on_drop();
+        }
     }
 }

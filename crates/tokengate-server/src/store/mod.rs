@@ -123,12 +123,15 @@ impl From<sqlx::Error> for StoreError {
         if let Some(unique) = Unique::violated_by(&e) {
             return StoreError::Conflict(unique);
         }
-        // A lock waited on past `lock_timeout` (PostgreSQL: 55P03), or a
-        // statement cancelled (57014): the database is busy, come back.
+        // A lock waited on past `lock_timeout` (PostgreSQL: 55P03), a
+        // statement cancelled by `statement_timeout` (57014), or one that
+        // SQLite's progress handler interrupted at its deadline
+        // (SQLITE_INTERRUPT, result code 9; PostgreSQL's codes are five
+        // characters): the database is busy, come back.
         let busy = e
             .as_database_error()
             .and_then(|d| d.code())
-            .is_some_and(|code| code == "55P03" || code == "57014");
+            .is_some_and(|code| matches!(code.as_ref(), "55P03" | "57014" | "9"));
         if busy {
             return StoreError::Unavailable(e);
         }

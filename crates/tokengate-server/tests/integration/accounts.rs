@@ -23,6 +23,7 @@ both_backends!(
     audit_log_pages_by_cursor_and_filters,
     audit_retention_prunes_old_events,
     a_duplicate_is_a_conflict_naming_the_unique_value,
+    the_activity_count_is_one_index_range_and_gives_up_at_its_deadline,
 );
 
 const PW_SUFFIX: &str = "walks the long winding river road";
@@ -928,4 +929,117 @@ async fn control_characters_in_ids_and_filters_are_the_clients_mistake(backend: 
         assert_eq!(body["field"], field, "{method} {path}");
     }
     app.logs().assert_clean();
+}
+
+/// Adds `n` audit rows spread evenly over `[from, to)`, a third each
+/// `login_succeeded`, `login_failed` and `logout`, in one statement on a
+/// connection of the test's own (one row at a time would take minutes).
+async fn bulk_audit_rows(app: &TestApp, from: i64, to: i64, n: i64) {
+    use secrecy::ExposeSecret as _;
+    const INSERT: &str = "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < $3) \
+         INSERT INTO audit_events (at, kind, detail) \
+         SELECT $1 + (i * ($2 - $1)) / $3, \
+                CASE i % 3 WHEN 0 THEN 'login_succeeded' WHEN 1 THEN 'login_failed' ELSE 'logout' END, '{}' \
+         FROM seq";
+    let url = app.settings.database_url.expose_secret().to_owned();
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let insert = sqlx::query(INSERT).bind(from).bind(to).bind(n);
+        insert.execute(&pool).await.unwrap();
+        // Statistics and the visibility map, as autovacuum would leave
+        // them on a table that has been in use for a while.
+        sqlx::raw_sql("VACUUM ANALYZE audit_events")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let insert = sqlx::query(INSERT).bind(from).bind(to).bind(n);
+        insert.execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+}
+
+/// `GET /admin/stats` is bounded: its count is one range of the
+/// `(at, kind)` index (the plan says so on both databases), and a count
+/// past its deadline is given up, answered as a 503 problem, and leaves
+/// the database usable — also when the caller abandons it half-way.
+async fn the_activity_count_is_one_index_range_and_gives_up_at_its_deadline(backend: Backend) {
+    use std::time::Duration;
+    use tokengate_server::http::error::ApiError;
+    use tokengate_server::infra::clock::Clock as _;
+    use tokengate_server::service::activity::{self, BUCKET_SECONDS};
+
+    let app = spawn_app(backend).await;
+    let now = app.clock.now().as_secs();
+    let day = 86_400;
+    // A month of a busy service's sign-ins.
+    let rows = 300_000;
+    bulk_audit_rows(&app, now - 30 * day, now, rows).await;
+
+    let store = &app.state.store;
+    let plan = store
+        .explain_audit_counts(now - day, now, BUCKET_SECONDS)
+        .await
+        .unwrap()
+        .join("\n");
+    match backend {
+        Backend::Sqlite => assert!(
+            plan.contains("USING COVERING INDEX audit_events_at_kind"),
+            "{plan}"
+        ),
+        Backend::Postgres => assert!(
+            plan.contains("Index Only Scan using audit_events_at_kind"),
+            "{plan}"
+        ),
+    }
+
+    // Past the deadline: the database's own error, a 503 problem.
+    let err = activity::activity_within(store, now, activity::MAX_HOURS, Duration::ZERO)
+        .await
+        .unwrap_err();
+    let response = axum::response::IntoResponse::into_response(ApiError::from(err));
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(response.headers()["retry-after"], "5");
+
+    // Abandoned half-way (the request dropped): nothing is left behind.
+    let _ = tokio::time::timeout(
+        Duration::from_millis(2),
+        activity::activity(store, now, activity::MAX_HOURS),
+    )
+    .await;
+
+    let window_start = now.div_euclid(BUCKET_SECONDS) * BUCKET_SECONDS
+        - (activity::MAX_HOURS - 1) * BUCKET_SECONDS;
+    let expected = rows * (now - window_start) / (30 * day) * 2 / 3;
+    // Every connection of the pool still serves, reads and writes: no
+    // deadline stays behind on one.
+    for _ in 0..20 {
+        let week = activity::activity(store, now, activity::MAX_HOURS)
+            .await
+            .unwrap();
+        let counted: i64 = week
+            .buckets
+            .iter()
+            .map(|b| b.logins_succeeded + b.logins_failed)
+            .sum();
+        // Two thirds of the rows from the window's first hour to now,
+        // give or take a row at each edge.
+        assert!((counted - expected).abs() <= 3, "{counted} vs {expected}");
+    }
+    assert_eq!(
+        app.register("after@example.com", &password("after@example.com"))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    // Over HTTP, within the real deadline.
+    let root = admin(&app).await;
+    let response = get(&app, "/admin/stats?hours=168", &root.access).await;
+    assert_eq!(response.status(), StatusCode::OK);
 }

@@ -1325,3 +1325,266 @@ async fn logout_racing_a_refresh_still_ends_the_session() {
     }
     app.logs().assert_clean();
 }
+
+/// The library's layer clears a refused access cookie with the service's
+/// own clearing `Set-Cookie`, byte for byte, in every cookie configuration
+/// (`SameSite`, the insecure development names): the guard the service
+/// builds is the one an API would use behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_guard_clears_the_access_cookie_exactly_as_the_service_does() {
+    use tokengate_server::http::cookies::BrowserCookies;
+    use tokengate_server::infra::config::SameSite;
+    for (same_site, insecure) in [
+        (SameSite::Strict, false),
+        (SameSite::Lax, false),
+        (SameSite::Lax, true),
+    ] {
+        let app = spawn_app_with(Backend::Sqlite, |s| {
+            s.cookie_same_site = same_site;
+            s.cookie_insecure_dev = insecure;
+        })
+        .await;
+        let cookies = BrowserCookies::of(&app.state.settings);
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            axum::http::header::COOKIE,
+            format!("{}=whatever", cookies.access_name())
+                .parse()
+                .unwrap(),
+        );
+        let guard = &app.state.guard;
+        let presented = guard.presented_token(&headers).unwrap().unwrap();
+        assert!(presented.from_cookie());
+        assert_eq!(
+            guard.clearing_cookie(&presented),
+            Some(cookies.cleared_access().unwrap()),
+            "{same_site:?}, insecure: {insecure}"
+        );
+    }
+}
+
+/// The `Set-Cookie` values of a response as sent, in order.
+fn raw_set_cookies(response: &Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+const LEGACY_CLEARED: &str =
+    "__Secure-tg_refresh=; Path=/auth/refresh; Max-Age=0; HttpOnly; Secure; SameSite=Strict";
+
+/// A browser from the pre-release cookie mode holds a refresh cookie at
+/// `Path=/auth/refresh` and, after a refresh, the current one at `/auth/`:
+/// it sends both, which is refused as ambiguous. Every answer that sets or
+/// clears the refresh cookie clears the old path too (before the current
+/// cookie, so a client that keeps one cookie per name keeps the right one),
+/// and the ambiguous refusal itself clears it: the browser heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_pre_release_refresh_cookie_path_is_cleared_so_such_a_browser_heals() {
+    let app = spawn(Backend::Sqlite).await;
+    app.register("old@example.com", PASSWORD).await;
+    let response = app
+        .post_json(
+            "/auth/login?mode=cookie",
+            &json!({"email": "old@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let sent = raw_set_cookies(&response);
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert_eq!(sent[0], LEGACY_CLEARED);
+    let refresh_at = sent
+        .iter()
+        .position(|c| c.starts_with("__Secure-tg_refresh=") && c.contains("Path=/auth/;"))
+        .unwrap();
+    assert!(refresh_at > 0);
+    // The pre-release cookie: a used token of the same session.
+    let legacy = CookieSession::from_cookies(&app, &set_cookies(&response));
+    let response =
+        refresh_by_cookie(&app, &legacy.refresh_cookie_header(), Some(&legacy.csrf)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(raw_set_cookies(&response)[0], LEGACY_CLEARED);
+    let current = CookieSession::from_cookies(&app, &set_cookies(&response));
+    // Both sent, the longer path first (as a browser orders them).
+    let both = format!(
+        "__Secure-tg_refresh={}; __Secure-tg_refresh={}; __Host-tg_csrf={}",
+        legacy.refresh, current.refresh, current.csrf
+    );
+    let response = refresh_by_cookie(&app, &both, Some(&current.csrf)).await;
+    assert_eq!(raw_set_cookies(&response), [LEGACY_CLEARED]);
+    assert_eq!(
+        problem(response, StatusCode::BAD_REQUEST).await["error"],
+        "invalid_grant"
+    );
+    // The browser dropped the old one: the next refresh works, and
+    // nothing was used up by the refusal.
+    let response =
+        refresh_by_cookie(&app, &current.refresh_cookie_header(), Some(&current.csrf)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let current = CookieSession::from_cookies(&app, &set_cookies(&response));
+    // A logout clears it as well.
+    let response = app
+        .client
+        .post(app.url("/auth/logout"))
+        .header("cookie", current.refresh_cookie_header())
+        .header("x-csrf-token", &current.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let sent = raw_set_cookies(&response);
+    assert!(sent.contains(&LEGACY_CLEARED.to_owned()), "{sent:?}");
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    app.logs().assert_clean();
+}
+
+/// Behind a path prefix, the legacy path is under it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_pre_release_refresh_cookie_is_cleared_under_the_path_prefix() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.public_url = "https://auth.test/tg".to_owned();
+    })
+    .await;
+    app.register("pre@example.com", PASSWORD).await;
+    let response = app
+        .post_json(
+            "/auth/login?mode=cookie",
+            &json!({"email": "pre@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let sent = raw_set_cookies(&response);
+    assert_eq!(
+        sent[0],
+        "__Secure-tg_refresh=; Path=/tg/auth/refresh; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
+    );
+    CookieSession::from_cookies(&app, &set_cookies(&response));
+}
+
+/// A CSRF refusal is stored in the audit log (`csrf_refused`: the client,
+/// the verified token's user and session, the path and which check
+/// failed; never a token), once per client per minute like the other
+/// refusal rows, however many arrive: on the service's own endpoints, on a
+/// refresh by cookie and on `/auth/verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_csrf_refusal_leaves_one_audit_row_per_client_per_minute() {
+    let app = spawn(Backend::Sqlite).await;
+    let session = login_in_cookie_mode(&app, "zed@example.com").await;
+    let me: Value = me_by_cookie(&app, &session.cookie_header())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cookie = session.cookie_header();
+    let cross_site = || write(&app, Some(&cookie), &[("origin", "https://evil.test")]);
+    let rows = || app.audit_events("csrf_refused");
+    // Not yet a refusal: none.
+    assert!(rows().await.is_empty());
+
+    let response = cross_site().await;
+    problem(response, StatusCode::FORBIDDEN).await;
+    let stored = rows().await;
+    assert_eq!(stored.len(), 1);
+    let row = &stored[0];
+    assert_eq!(row.ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(row.user_id.as_deref(), me["id"].as_str());
+    assert_eq!(row.session_id.as_deref(), me["session_id"].as_str());
+    assert_eq!(row.detail["path"], "/auth/logout");
+    assert_eq!(row.detail["reason"], "csrf_foreign_origin");
+    let text = row.detail.to_string();
+    for secret in [&session.access, &session.refresh, &session.csrf] {
+        assert!(!text.contains(secret.as_str()));
+    }
+
+    // A flood of 100 at once in the same minute: refused, no new row.
+    let flood: Vec<_> = (0..100).map(|_| cross_site()).collect();
+    for response in futures_util::future::join_all(flood).await {
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+    assert_eq!(rows().await.len(), 1);
+
+    // The next minute: one more, from `/auth/verify` (forward-auth asked
+    // about an unsafe request), however many.
+    app.clock.advance(60);
+    let verify = || {
+        app.client
+            .get(app.url("/auth/verify"))
+            .header("cookie", session.cookie_header())
+            .header("x-forwarded-method", "POST")
+            .send()
+    };
+    let flood: Vec<_> = (0..100).map(|_| verify()).collect();
+    for response in futures_util::future::join_all(flood).await {
+        assert_eq!(response.unwrap().status(), StatusCode::FORBIDDEN);
+    }
+    let stored = rows().await;
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].detail["path"], "/auth/verify");
+    assert_eq!(stored[0].detail["reason"], "csrf_missing_header");
+    assert_eq!(stored[0].user_id.as_deref(), me["id"].as_str());
+
+    // The next: a refresh by cookie with another CSRF token (the session
+    // of a refresh cookie is not looked up: the client alone is named).
+    app.clock.advance(60);
+    let response = refresh_by_cookie(&app, &session.refresh_cookie_header(), Some("guess")).await;
+    problem(response, StatusCode::FORBIDDEN).await;
+    let stored = rows().await;
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored[0].detail["path"], "/auth/refresh");
+    assert_eq!(stored[0].detail["reason"], "csrf_cookie_mismatch");
+    assert_eq!(stored[0].user_id, None);
+
+    // A bearer-authenticated or accepted request leaves none.
+    app.clock.advance(60);
+    let response = write(
+        &app,
+        Some(&session.cookie_header()),
+        &[("x-csrf-token", &session.csrf), ("origin", APP_ORIGIN)],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(rows().await.len(), 3);
+    app.logs().assert_clean();
+}
+
+/// No CORS, by design (docs/SECURITY.md): a preflight from another origin
+/// for a credentialed write with the CSRF header, and a credentialed read,
+/// get no `Access-Control-Allow-*` header, so a browser sends neither the
+/// write nor shows the read to the foreign page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_answer_grants_cross_origin_access() {
+    let app = spawn(Backend::Sqlite).await;
+    let session = login_in_cookie_mode(&app, "cors@example.com").await;
+    let preflight = app
+        .client
+        .request(Method::OPTIONS, app.url("/auth/logout"))
+        .header("origin", "https://evil.test")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "x-csrf-token, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    let read = app
+        .client
+        .get(app.url("/auth/me"))
+        .header("origin", APP_ORIGIN)
+        .header("cookie", session.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    for response in [&preflight, &read] {
+        let granted: Vec<_> = response
+            .headers()
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .collect();
+        assert!(granted.is_empty(), "{granted:?}");
+    }
+    app.logs().assert_clean();
+}

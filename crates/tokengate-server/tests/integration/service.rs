@@ -1112,3 +1112,59 @@ async fn concurrent_refresh_chains_all_rotate_and_reuse_is_still_caught(backend:
     assert_eq!(app.refresh(&lasts[1]).await.status(), StatusCode::OK);
     app.logs().assert_clean();
 }
+
+/// Behind a path prefix (`public_url` = `https://auth.test/tg`), the bare
+/// prefix a person types, `/tg`, is a permanent redirect to `./tg/` (the
+/// method and the query kept; relative, so it resolves to `/tg/` on
+/// whatever host and scheme the client used), not a 404. Nothing else
+/// moves: another path is still a 404, and a service at the root
+/// redirects nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bare_path_prefix_redirects_to_the_prefix_with_its_slash() {
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (public_url, bare, location) in [
+        ("https://auth.test/tg", "/tg", "./tg/"),
+        ("https://auth.test/tg/", "/tg", "./tg/"),
+        ("https://auth.test/apps/tg", "/apps/tg", "./tg/"),
+    ] {
+        let app = spawn_app_with(Backend::Sqlite, |s| s.public_url = public_url.to_owned()).await;
+        for (method, query) in [
+            (reqwest::Method::GET, ""),
+            (reqwest::Method::POST, "?next=account"),
+        ] {
+            let response = no_redirects
+                .request(method.clone(), app.url(&format!("{bare}{query}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::PERMANENT_REDIRECT,
+                "{public_url} {method}"
+            );
+            let sent = response.headers()["location"].to_str().unwrap().to_owned();
+            assert_eq!(sent, format!("{location}{query}"));
+            // As the client resolves it, against the URL it asked for.
+            let asked = reqwest::Url::parse(&format!("https://auth.test{bare}{query}")).unwrap();
+            assert_eq!(
+                asked.join(&sent).unwrap().as_str(),
+                format!("https://auth.test{bare}/{query}")
+            );
+        }
+        for other in [
+            format!("{bare}x"),
+            format!("{bare}/nothing"),
+            bare.to_uppercase(),
+            "/tgg".to_owned(),
+        ] {
+            let response = no_redirects.get(app.url(&other)).send().await.unwrap();
+            problem(response, StatusCode::NOT_FOUND).await;
+        }
+    }
+    let app = spawn_app(Backend::Sqlite).await;
+    let response = no_redirects.get(app.url("/tg")).send().await.unwrap();
+    problem(response, StatusCode::NOT_FOUND).await;
+}

@@ -12,6 +12,10 @@
 //! bad token but lets a request without one through. Both leave the
 //! [`VerifiedToken`] in the request's extensions, where [`Auth`] and
 //! [`OptionalAuth`] find it without verifying twice.
+//!
+//! A 401 that refused a token read from a cookie (expired, revoked, bad)
+//! also clears that cookie ([`Guard::clearing_cookie`]), as the issuer
+//! does: a browser would otherwise keep sending the dead token.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,6 +41,8 @@ use crate::claims::AccessClaims;
 pub struct AuthRejection {
     rejection: Rejection,
     realm: Arc<str>,
+    /// The `Set-Cookie` that clears the cookie whose token was refused.
+    clear_cookie: Option<HeaderValue>,
 }
 
 impl AuthRejection {
@@ -72,6 +78,9 @@ impl IntoResponse for AuthRejection {
         if matches!(self.rejection, Rejection::Unavailable) {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
+        if let Some(cleared) = self.clear_cookie {
+            headers.append(http::header::SET_COOKIE, cleared);
+        }
         response
     }
 }
@@ -105,6 +114,36 @@ impl Guard {
         AuthRejection {
             rejection,
             realm: Arc::from(self.realm()),
+            clear_cookie: None,
+        }
+    }
+
+    /// [`Guard::check_request`], with the answer as an [`AuthRejection`]:
+    /// a 401 for a token read from a cookie carries the `Set-Cookie` that
+    /// clears it. Any other refusal leaves cookies alone: a bad bearer
+    /// token says nothing about a cookie, a cookie sent twice may be a
+    /// planted one we cannot clear, a 403 (CSRF, a missing role) or a 503
+    /// refuses the request, not the token.
+    async fn check_and_clear(
+        &self,
+        method: &http::Method,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<VerifiedToken>, AuthRejection> {
+        let presented = match self.presented_token(headers) {
+            Ok(Some(presented)) => presented,
+            Ok(None) => return Ok(None),
+            Err(rejection) => return Err(self.rejection(rejection)),
+        };
+        let clearing = self.clearing_cookie(&presented);
+        match self.check_presented(method, headers, presented).await {
+            Ok(verified) => Ok(Some(verified)),
+            Err(rejection) => {
+                let clear_cookie = clearing.filter(|_| rejection == Rejection::InvalidToken);
+                Err(AuthRejection {
+                    clear_cookie,
+                    ..self.rejection(rejection)
+                })
+            }
         }
     }
 }
@@ -215,7 +254,7 @@ where
         Box::pin(async move {
             let guard = &layer.guard;
             let verified = match guard
-                .check_request(request.method(), request.headers())
+                .check_and_clear(request.method(), request.headers())
                 .await
             {
                 Ok(Some(token)) => token,
@@ -231,7 +270,7 @@ where
                     );
                     return Ok(guard.rejection(Rejection::Missing).into_response());
                 }
-                Err(rejection) => return Ok(guard.rejection(rejection).into_response()),
+                Err(rejection) => return Ok(rejection.into_response()),
             };
             for requirement in layer.requirements.iter() {
                 if let Err(rejection) = requirement.check(&verified) {
@@ -279,18 +318,19 @@ async fn verified_token(parts: &mut Parts) -> Result<Option<VerifiedToken>, Auth
         return Err(AuthRejection {
             rejection: Rejection::Unavailable,
             realm: Arc::from("api"),
+            clear_cookie: None,
         });
     };
-    match guard.check_request(&parts.method, &parts.headers).await {
-        Ok(Some(token)) => {
-            parts.extensions.insert(token.clone());
-            Ok(Some(token))
-        }
-        Ok(None) => Ok(None),
-        Err(rejection) => Err(guard.rejection(rejection)),
+    let token = guard.check_and_clear(&parts.method, &parts.headers).await?;
+    if let Some(token) = &token {
+        parts.extensions.insert(token.clone());
     }
+    Ok(token)
 }
 
+/// The claims as `C`. A mismatch is a 401 that leaves any cookie alone:
+/// the token verified, and `C` is the API's own type (a mismatch can be
+/// the API's bug, which clearing every caller's cookie would not fix).
 fn typed<C: DeserializeOwned>(token: VerifiedToken, realm: &str) -> Result<Auth<C>, AuthRejection> {
     match token.claims::<C>() {
         Ok(claims) => Ok(Auth { claims, token }),
@@ -299,6 +339,7 @@ fn typed<C: DeserializeOwned>(token: VerifiedToken, realm: &str) -> Result<Auth<
             Err(AuthRejection {
                 rejection: Rejection::InvalidToken,
                 realm: Arc::from(realm),
+                clear_cookie: None,
             })
         }
     }
@@ -324,6 +365,7 @@ where
             None => Err(AuthRejection {
                 rejection: Rejection::Missing,
                 realm: realm_of(parts),
+                clear_cookie: None,
             }),
         }
     }

@@ -97,6 +97,18 @@ pub enum TokenSource {
     Cookie(String),
 }
 
+/// The `SameSite` attribute of the cookie that clears a refused access
+/// cookie ([`Guard::clearing_cookie`]): the issuer's own, so that the
+/// clearing `Set-Cookie` is the one the issuer sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SameSite {
+    /// `SameSite=Strict` (tokengate's default, `cookie_same_site`).
+    #[default]
+    Strict,
+    /// `SameSite=Lax`.
+    Lax,
+}
+
 /// What happens when the revocation hook cannot answer (its store is down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RevocationFailure {
@@ -409,6 +421,7 @@ struct GuardInner {
     clock: ClockFn,
     sources: Vec<TokenSource>,
     csrf: CsrfPolicy,
+    cookie_same_site: SameSite,
     roles_claim: Arc<str>,
     realm: String,
     observer: Option<RejectionObserver>,
@@ -434,6 +447,7 @@ pub struct GuardBuilder {
     clock: ClockFn,
     sources: Vec<TokenSource>,
     csrf: CsrfPolicy,
+    cookie_same_site: SameSite,
     roles_claim: String,
     realm: String,
     observer: Option<RejectionObserver>,
@@ -491,6 +505,14 @@ impl GuardBuilder {
         self
     }
 
+    /// The `SameSite` attribute of the `Set-Cookie` that clears a refused
+    /// access cookie ([`Guard::clearing_cookie`]): the issuer's
+    /// (tokengate's `cookie_same_site`). Default: [`SameSite::Strict`].
+    pub fn cookie_same_site(mut self, same_site: SameSite) -> Self {
+        self.cookie_same_site = same_site;
+        self
+    }
+
     /// The claim that lists roles. Default: `roles`.
     pub fn roles_claim(mut self, name: impl Into<String>) -> Self {
         self.roles_claim = name.into();
@@ -527,6 +549,7 @@ impl GuardBuilder {
                 clock: self.clock,
                 sources: self.sources,
                 csrf: self.csrf,
+                cookie_same_site: self.cookie_same_site,
                 roles_claim: Arc::from(self.roles_claim),
                 realm: self.realm,
                 observer: self.observer,
@@ -571,6 +594,7 @@ impl Guard {
             clock: Arc::new(system_clock),
             sources: vec![TokenSource::AuthorizationHeader],
             csrf: CsrfPolicy::default(),
+            cookie_same_site: SameSite::default(),
             roles_claim: "roles".to_owned(),
             realm: "api".to_owned(),
             observer: None,
@@ -629,13 +653,13 @@ impl Guard {
             .sources
             .iter()
             .any(|s| matches!(s, TokenSource::Cookie(_)));
-        for source in &self.inner.sources {
+        for (index, source) in self.inner.sources.iter().enumerate() {
             match source {
                 TokenSource::AuthorizationHeader => match authorization(headers) {
                     Authorization::Bearer(token) => {
                         return Ok(Some(PresentedToken {
                             value: token,
-                            from_cookie: false,
+                            cookie: None,
                         }));
                     }
                     Authorization::Absent => {}
@@ -656,7 +680,7 @@ impl Guard {
                     Ok(Some(token)) => {
                         return Ok(Some(PresentedToken {
                             value: token,
-                            from_cookie: true,
+                            cookie: Some(index),
                         }));
                     }
                     Ok(None) => {}
@@ -680,7 +704,7 @@ impl Guard {
         presented: PresentedToken<'_>,
     ) -> Result<VerifiedToken, Rejection> {
         let verified = self.verify(presented.value).await?;
-        if presented.from_cookie {
+        if presented.from_cookie() {
             self.check_csrf(method, headers, &verified)?;
         }
         Ok(verified)
@@ -721,6 +745,36 @@ impl Guard {
                     .refused(failure.code(), &failure, Some(checked.as_ref()));
                 Rejection::Csrf
             })
+    }
+
+    /// The `Set-Cookie` value that clears the cookie `presented` was read
+    /// from, for a 401 that refused its token (expired, revoked, bad): a
+    /// browser would otherwise send the dead token on every request until
+    /// the cookie's own `Max-Age` ran out. `None` for a token from the
+    /// `Authorization` header, which is no cookie of ours to clear.
+    ///
+    /// The attributes are the issuer's (tokengate's access cookie):
+    /// `Path=/`, no `Domain`, `HttpOnly`, the [`SameSite`] of
+    /// [`GuardBuilder::cookie_same_site`], `Max-Age=0`, and `Secure` when
+    /// the name has the `__Host-` or `__Secure-` prefix — which the
+    /// browser requires for such a name, and which an unprefixed name
+    /// (tokengate's plain-http development mode) must not have, or a
+    /// browser on `http://` would ignore it.
+    pub fn clearing_cookie(&self, presented: &PresentedToken<'_>) -> Option<http::HeaderValue> {
+        let index = presented.cookie?;
+        let Some(TokenSource::Cookie(name)) = self.inner.sources.get(index) else {
+            return None;
+        };
+        let secure = name.starts_with("__Host-") || name.starts_with("__Secure-");
+        let same_site = match self.inner.cookie_same_site {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+        };
+        let secure = if secure { "; Secure" } else { "" };
+        http::HeaderValue::from_str(&format!(
+            "{name}=; Path=/; Max-Age=0; HttpOnly{secure}; SameSite={same_site}"
+        ))
+        .ok()
     }
 
     /// Verifies a token: the signature and the policy (skipped for a token
@@ -876,7 +930,8 @@ fn authorization(headers: &HeaderMap) -> Authorization<'_> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct PresentedToken<'h> {
     value: &'h str,
-    from_cookie: bool,
+    /// The index of the cookie source it was read from, if any.
+    cookie: Option<usize>,
 }
 
 impl<'h> PresentedToken<'h> {
@@ -888,14 +943,14 @@ impl<'h> PresentedToken<'h> {
 
     /// Whether it came from a cookie (rather than `Authorization`).
     pub fn from_cookie(&self) -> bool {
-        self.from_cookie
+        self.cookie.is_some()
     }
 }
 
 impl fmt::Debug for PresentedToken<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PresentedToken")
-            .field("from_cookie", &self.from_cookie)
+            .field("from_cookie", &self.from_cookie())
             .finish_non_exhaustive()
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokengate::guard::{
     Auth, CsrfPolicy, DEFAULT_ACCESS_COOKIE, DEFAULT_CSRF_COOKIE, Guard, InProcessRevocations,
-    OptionalAuth, RecordRevocations, StaticKeys, csrf_claim_value,
+    OptionalAuth, RecordRevocations, SameSite, StaticKeys, csrf_claim_value,
 };
 use tokengate::{Algorithm, KeyRing, Kid, SignOptions, SigningKey, UnixTime, VerifyPolicy};
 
@@ -539,6 +539,131 @@ async fn a_cookie_authenticated_write_needs_the_session_csrf_token() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A token from the access cookie that the layer refuses with a 401
+/// (expired, revoked, bad) is cleared as the issuer clears it; nothing
+/// else is: a valid cookie, a bad bearer token beside a cookie, a cookie
+/// sent twice (it may be a planted one), a 403 (a missing role, CSRF).
+#[tokio::test]
+async fn a_refused_cookie_token_is_cleared_and_only_then() {
+    let cleared = "__Host-tg_access=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax";
+    let api = spawn_api(|b| {
+        b.cookie(DEFAULT_ACCESS_COOKIE)
+            .cookie_same_site(SameSite::Lax)
+            .csrf(CsrfPolicy::new(["https://app.test"]))
+    })
+    .await;
+    let send = |method: reqwest::Method, path: &str, cookie: String| {
+        api.client
+            .request(method, format!("{}{path}", api.base))
+            .header("cookie", cookie)
+            .send()
+    };
+    let cookie = |token: &str| format!("{DEFAULT_ACCESS_COOKIE}={token}");
+    let live = api.token(json!({}));
+
+    let response = send(reqwest::Method::GET, "/api/protected", cookie(&live))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(set_cookies(&response), Vec::<String>::new());
+
+    // Not a token at all; then one past its expiry (and the leeway).
+    for dead in ["garbage".to_owned(), {
+        let expiring = api.token(json!({"jti": "t-expiring"}));
+        api.clock.fetch_add(900 + 61, Ordering::SeqCst);
+        expiring
+    }] {
+        let response = send(reqwest::Method::GET, "/api/protected", cookie(&dead))
+            .await
+            .unwrap();
+        assert_eq!(set_cookies(&response), [cleared]);
+        refused(response, StatusCode::UNAUTHORIZED, INVALID).await;
+    }
+    let live = api.token(json!({"roles": ["user"]}));
+
+    // Revoked: refused from its session's revocation on, and cleared.
+    api.revocations
+        .revoke_session("session-1", api.clock.load(Ordering::SeqCst) + 3600)
+        .await
+        .unwrap();
+    let response = send(reqwest::Method::GET, "/api/protected", cookie(&live))
+        .await
+        .unwrap();
+    assert_eq!(set_cookies(&response), [cleared]);
+    refused(response, StatusCode::UNAUTHORIZED, INVALID).await;
+
+    // On the extractor's own path (a route without the layer) too.
+    let response = send(reqwest::Method::GET, "/bare", cookie("garbage"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(set_cookies(&response), [cleared]);
+
+    let other = api.token(json!({"sid": "session-2", "jti": "t2"}));
+    // A bad bearer token says nothing about the cookie beside it.
+    let response = api
+        .client
+        .get(format!("{}/api/protected", api.base))
+        .bearer_auth("garbage")
+        .header("cookie", cookie(&other))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(set_cookies(&response), Vec::<String>::new());
+    // The cookie twice: ours may be the good one; the other is not ours to clear.
+    let twice = format!("{}; {}", cookie("garbage"), cookie(&other));
+    let response = send(reqwest::Method::GET, "/api/protected", twice)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(set_cookies(&response), Vec::<String>::new());
+    // A valid token without the role: 403, the cookie stays.
+    let response = send(reqwest::Method::GET, "/api/admin", cookie(&other))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(set_cookies(&response), Vec::<String>::new());
+    // A write without the CSRF token: 403, the cookie stays.
+    let response = send(reqwest::Method::POST, "/api/protected", cookie(&other))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(set_cookies(&response), Vec::<String>::new());
+    // A token from the header is never the cookie's: no Set-Cookie.
+    let response = api.get("/api/protected", Some("garbage")).await;
+    assert_eq!(set_cookies(&response), Vec::<String>::new());
+}
+
+/// The clearing cookie of an unprefixed name (a plain-http development
+/// setup) has no `Secure`, which a browser on `http://` would refuse;
+/// `SameSite` is `Strict` unless told.
+#[tokio::test]
+async fn an_unprefixed_cookie_is_cleared_without_secure() {
+    let api = spawn_api(|b| b.cookie("tg_access")).await;
+    let response = api
+        .client
+        .get(format!("{}/api/protected", api.base))
+        .header("cookie", "tg_access=garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        set_cookies(&response),
+        ["tg_access=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! `/auth/register`, `/auth/login`, `/auth/refresh`, `/auth/logout`: the token
 //! endpoints. Each translates HTTP into one service call and back.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -21,7 +22,9 @@ use crate::http::openapi::{
 };
 use crate::http::state::AppState;
 use crate::infra::client_ip::ClientIp;
-use crate::service::{Actor, IssuedTokens, LoginRequest, LogoutScope, NewAccount, ServiceError};
+use crate::service::{
+    Actor, CsrfRefusal, IssuedTokens, LoginRequest, LogoutScope, NewAccount, ServiceError,
+};
 
 /// An email and a password: the body of registration.
 #[derive(Deserialize, ToSchema)]
@@ -290,7 +293,21 @@ pub async fn refresh(
         return token_response(&state.settings, delivery, &tokens);
     }
     let from_cookie = if cookies.enabled() {
-        refresh_cookie_to_use(&state, &method, &headers).await?
+        match refresh_cookie_to_use(&state, (client, "/auth/refresh"), &method, &headers).await {
+            Ok(found) => found,
+            // Several refresh cookies of this session: a browser that
+            // still holds the pre-release one (Path=/auth/refresh) beside
+            // the current one sends both. That one is cleared, so the next
+            // refresh finds one cookie and works.
+            Err(ApiError::InvalidGrant) => {
+                let mut response = ApiError::InvalidGrant.into_response();
+                response
+                    .headers_mut()
+                    .append(header::SET_COOKIE, cookies.cleared_legacy_refresh()?);
+                return Ok(response);
+            }
+            Err(other) => return Err(other),
+        }
     } else {
         None
     };
@@ -344,8 +361,12 @@ const MAX_REFRESH_COOKIES: usize = 8;
 /// host-only `__Host-tg_csrf`, which no sibling can set, so a planted
 /// cookie never matches. None or several matching: refused. The look-ups
 /// are read-only: nothing is used up for the others.
+///
+/// A CSRF refusal is stored in the audit log under the client and the
+/// endpoint's path (the service keeps one row per client per minute).
 async fn refresh_cookie_to_use<'h>(
     state: &AppState,
+    (client, path): (IpAddr, &'static str),
     method: &Method,
     headers: &'h HeaderMap,
 ) -> Result<Option<&'h str>, ApiError> {
@@ -356,16 +377,26 @@ async fn refresh_cookie_to_use<'h>(
         tracing::info!(event = "refresh_cookie_refused", reason, detail = %detail, "refresh cookie refused");
         crate::infra::metrics::token_rejected(reason);
     };
+    // The audit row of a CSRF refusal. Whose session the refresh cookie
+    // continues is not looked up for it: only the client is named.
+    let csrf_refused = |reason: &'static str| {
+        state.sessions.csrf_refused(CsrfRefusal {
+            client,
+            user_id: None,
+            session_id: None,
+            path,
+            reason,
+        })
+    };
     match candidates.as_slice() {
         [] => return Ok(None),
         [only] => {
-            if let Some(bound) = state.sessions.csrf_digest_of_refresh_token(only).await? {
-                policy
-                    .check(method, headers, Some(&bound))
-                    .map_err(|failure| {
-                        refused(failure.code(), &failure);
-                        ApiError::CsrfFailed
-                    })?;
+            if let Some(bound) = state.sessions.csrf_digest_of_refresh_token(only).await?
+                && let Err(failure) = policy.check(method, headers, Some(&bound))
+            {
+                refused(failure.code(), &failure);
+                csrf_refused(failure.code()).await;
+                return Err(ApiError::CsrfFailed);
             }
             return Ok(Some(only));
         }
@@ -396,6 +427,7 @@ async fn refresh_cookie_to_use<'h>(
                 "csrf_no_matching_cookie",
                 &"no refresh cookie belongs to the session of the CSRF token",
             );
+            csrf_refused("csrf_no_matching_cookie").await;
             Err(ApiError::CsrfFailed)
         }
         _ => {
@@ -465,7 +497,7 @@ pub async fn logout(
         // its Max-Age runs out): the refresh cookie, sent to `/auth/`,
         // names the session, under the same CSRF rule as a refresh.
         Err(rejected) if rejected.rejects_the_token() && cookies.enabled() => {
-            match refresh_cookie_to_use(&state, &method, &headers).await {
+            match refresh_cookie_to_use(&state, (client, "/auth/logout"), &method, &headers).await {
                 Ok(Some(presented)) => {
                     let scope = logout_scope(body)?;
                     state

@@ -7,6 +7,7 @@
 //! token cache), claims, denylist — and no database read, so a protected
 //! API pays about what the library's axum layer costs.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -17,11 +18,15 @@ use tokengate::guard::{Requirement, VerifiedToken, cookie_value};
 use utoipa::IntoParams;
 
 use crate::http::error::ApiError;
-use crate::http::extract::ApiQuery;
+use crate::http::extract::{ApiQuery, check_csrf};
 use crate::http::openapi::{
     BadRequest, InsufficientScope, InternalError, ServiceUnavailable, Unauthorized,
 };
 use crate::http::state::AppState;
+use crate::infra::client_ip::ClientIp;
+
+/// The path of this endpoint, as its audit rows name it.
+const VERIFY_PATH: &str = "/auth/verify";
 
 /// What the proxy's configuration asks of the token, beyond being valid.
 /// Each is a comma-separated list; every item is required.
@@ -117,15 +122,32 @@ fn forwarded_method(headers: &HeaderMap) -> Method {
 )]
 pub async fn verify(
     State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
     ApiQuery(requirements): ApiQuery<Requirements>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // The Authorization header, then the cookie-mode access cookie (with
     // the CSRF rule for the client's method), then `forward_auth_cookie`.
+    // The guard's `check_request` in its steps, so that a CSRF refusal is
+    // stored with whose token it refused.
     let method = forwarded_method(&headers);
-    let verified = match state.guard.check_request(&method, &headers).await? {
-        Some(verified) => verified,
-        None => from_cookie(&state, &method, &headers).await?,
+    let verified = match state.guard.presented_token(&headers)? {
+        Some(presented) => {
+            let verified = state.guard.verify(presented.value()).await?;
+            if presented.from_cookie() {
+                check_csrf(
+                    &state,
+                    Some(client),
+                    VERIFY_PATH,
+                    &method,
+                    &headers,
+                    &verified,
+                )
+                .await?;
+            }
+            verified
+        }
+        None => from_cookie(&state, client, &method, &headers).await?,
     };
     for requirement in requirements.each() {
         requirement.check(&verified)?;
@@ -136,6 +158,7 @@ pub async fn verify(
 /// With neither: `forward_auth_cookie`, under the same CSRF rule.
 async fn from_cookie(
     state: &AppState,
+    client: IpAddr,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<VerifiedToken, ApiError> {
@@ -148,7 +171,7 @@ async fn from_cookie(
         return Err(ApiError::InvalidToken { presented: false });
     };
     let verified = state.guard.verify(token).await?;
-    state.guard.check_csrf(method, headers, &verified)?;
+    check_csrf(state, Some(client), VERIFY_PATH, method, headers, &verified).await?;
     Ok(verified)
 }
 

@@ -215,6 +215,20 @@ impl Settings {
         Settings::read_each(&merged)?.derive_and_check()
     }
 
+    /// The path of `public_url`, without a trailing slash: `""` when the
+    /// service is at the root of its host, `"/tg"` behind a reverse proxy
+    /// that serves it under that prefix (and strips it).
+    pub fn public_path(&self) -> &str {
+        self.public_url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|at| &rest[at..]))
+            .unwrap_or("")
+            .split(['?', '#'])
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('/')
+    }
+
     /// Whether storage is PostgreSQL (else SQLite).
     pub fn is_postgres(&self) -> bool {
         self.database_url.expose_secret().starts_with("postgres")

@@ -53,6 +53,23 @@ pub struct IssuedTokens {
     pub csrf_token: String,
 }
 
+/// A request authenticated by cookie that the CSRF check refused, as the
+/// front end saw it: where it came from and, when the token verified,
+/// whose session it was. Never the token itself.
+pub struct CsrfRefusal<'a> {
+    /// The client's address.
+    pub client: IpAddr,
+    /// The user of the verified access token (none for a refresh cookie,
+    /// whose session is not looked up for the refusal).
+    pub user_id: Option<&'a str>,
+    /// The session of the verified access token.
+    pub session_id: Option<&'a str>,
+    /// The path asked for (`/auth/logout`, `/auth/verify`, …).
+    pub path: &'a str,
+    /// Which check failed (`CsrfFailure::code`, e.g. `csrf_foreign_origin`).
+    pub reason: &'static str,
+}
+
 /// The lifetimes a session's tokens get, in the whole seconds Unix times
 /// are kept in: read from the settings once.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +108,10 @@ pub struct Sessions {
     settings: Arc<Settings>,
     lifetimes: Lifetimes,
     refusals: Arc<RefusalLog>,
+    /// Clients whose CSRF refusal was stored this minute: a log of its
+    /// own, so that a cross-site flood never hides a rate-limit row (nor
+    /// the other way round).
+    csrf_refusals: Arc<RefusalLog>,
 }
 
 impl Sessions {
@@ -125,12 +146,40 @@ impl Sessions {
             lifetimes: Lifetimes::of(&settings),
             settings,
             refusals: Arc::new(RefusalLog::default()),
+            csrf_refusals: Arc::new(RefusalLog::default()),
         }
     }
 
     /// Forgets refusal minutes that are over (run every minute).
     pub fn prune_refusals(&self, now: i64) {
         self.refusals.prune(now);
+        self.csrf_refusals.prune(now);
+    }
+
+    /// Records a CSRF refusal in the audit log (`csrf_refused`): the first
+    /// of each client per minute, like the rate-limit refusals, so a
+    /// cross-site page that makes its visitors' browsers post in a loop
+    /// cannot fill the table (the metrics count every refusal).
+    pub async fn csrf_refused(&self, refusal: CsrfRefusal<'_>) {
+        let key = limit_key(refusal.client, self.settings.ipv6_prefix_len);
+        if !self
+            .csrf_refusals
+            .first_this_minute(key, self.clock.now().as_secs())
+        {
+            return;
+        }
+        let mut event = AuditEvent::new("csrf_refused")
+            .ip(refusal.client)
+            .with("path", refusal.path)
+            .with("reason", refusal.reason)
+            .with("note", "first refusal this minute; the rest are counted in tokengate_token_rejections_total");
+        if let Some(user) = refusal.user_id {
+            event = event.user(user);
+        }
+        if let Some(session) = refusal.session_id {
+            event = event.session(session);
+        }
+        self.record(event).await;
     }
 
     async fn record(&self, event: AuditEvent) {
