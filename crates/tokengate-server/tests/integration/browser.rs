@@ -369,6 +369,14 @@ async fn promote_to_admin(app: &TestApp, email: &str) {
         .unwrap();
 }
 
+/// Tells the log check the browser's access token, if it still holds one
+/// (no log line may carry it).
+async fn remember_the_access_cookie(app: &TestApp, browser: &Session) {
+    if let Some(access) = cookie_value(&cookie_jar(browser).await, "tg_access") {
+        app.logs().remember(&access);
+    }
+}
+
 /// Waits until the browser has dropped the access cookie: its `Max-Age`
 /// ran out in real time (the service's clock, moved by hand, plays no
 /// part).
@@ -1137,8 +1145,10 @@ async fn an_access_cookie_that_runs_out_is_refreshed_silently_and_the_sign_in_pa
     register(&app, email).await;
     let browser = driver.browser().await;
     sign_in(&browser, &app, email).await;
-    let first_access = cookie_value(&cookie_jar(&browser).await, "tg_access").unwrap();
-    app.logs().remember(&first_access);
+    remember_the_access_cookie(&app, &browser).await;
+    // Counted from here: a machine slow enough to take 3 s over the
+    // sign-in has refreshed once already, silently.
+    let rotated = app.audit_events("refresh_rotated").await.len();
 
     // The browser drops the access cookie; the page's next call meets a
     // 401, refreshes by cookie once, and goes on.
@@ -1154,10 +1164,8 @@ async fn an_access_cookie_that_runs_out_is_refreshed_silently_and_the_sign_in_pa
         text_of(&browser, "document.getElementById('me-email').textContent").await,
         email
     );
-    assert_eq!(app.audit_events("refresh_rotated").await.len(), 1);
-    let second_access = cookie_value(&cookie_jar(&browser).await, "tg_access").unwrap();
-    app.logs().remember(&second_access);
-    assert_ne!(first_access, second_access);
+    assert_eq!(app.audit_events("refresh_rotated").await.len(), rotated + 1);
+    remember_the_access_cookie(&app, &browser).await;
 
     // Run out again, and open the sign-in page: it refreshes once and goes
     // straight to the account, no password asked.
@@ -1168,9 +1176,8 @@ async fn an_access_cookie_that_runs_out_is_refreshed_silently_and_the_sign_in_pa
         "location.pathname === '/account' && document.body.dataset.ready === 'true'",
     )
     .await;
-    assert_eq!(app.audit_events("refresh_rotated").await.len(), 2);
-    let third_access = cookie_value(&cookie_jar(&browser).await, "tg_access").unwrap();
-    app.logs().remember(&third_access);
+    assert_eq!(app.audit_events("refresh_rotated").await.len(), rotated + 2);
+    remember_the_access_cookie(&app, &browser).await;
 
     // The session ends elsewhere (an operator ends it): the sign-in page's
     // one refresh fails, and it shows the form, focused.
