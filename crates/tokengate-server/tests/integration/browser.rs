@@ -127,15 +127,26 @@ impl Driver {
     /// A new browser session: a fresh profile of its own (chromedriver
     /// makes a temporary one per session), so no cookie is shared.
     async fn browser(&self) -> Session {
+        self.browser_with(&[]).await
+    }
+
+    /// A new browser session with more command-line switches for Chromium
+    /// (`--user-agent=...`).
+    async fn browser_with(&self, extra_args: &[&str]) -> Session {
+        let mut args = vec![
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,1000",
+            "--no-first-run",
+            "--no-default-browser-check",
+        ];
+        args.extend_from_slice(extra_args);
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium_binary(),
-                "args": ["--headless", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,1000",
-                         "--no-first-run", "--no-default-browser-check"],
-            }),
+            json!({ "binary": chromium_binary(), "args": args }),
         );
         let session = Session::start(&self.url, Value::Object(capabilities)).await;
         self.sessions
@@ -239,11 +250,13 @@ async fn wait_until(browser: &Session, condition: &str) {
     }
 }
 
-/// Waits until the browser is back on the sign-in page.
+/// Waits until the browser is back on the sign-in page, showing the form
+/// (hidden while the page checks whether a session is still here).
 async fn wait_for_sign_in_page(browser: &Session) {
     wait_until(
         browser,
-        "location.pathname === '/' && document.getElementById('signin')",
+        "location.pathname === '/' && document.body.dataset.ready === 'true' \
+         && !document.querySelector('main').hidden",
     )
     .await;
 }
@@ -325,6 +338,57 @@ async fn register(app: &TestApp, email: &str) {
         app.register(email, PASSWORD).await.status(),
         StatusCode::CREATED
     );
+}
+
+/// The id of the user with this email.
+async fn user_id(app: &TestApp, email: &str) -> String {
+    app.state
+        .store
+        .user_by_email(email)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no user {email}"))
+        .id
+        .as_str()
+        .to_owned()
+}
+
+/// Gives a registered user the admin role, as `tokengate user set-roles`
+/// does.
+async fn promote_to_admin(app: &TestApp, email: &str) {
+    let id = user_id(app, email).await;
+    app.state
+        .accounts
+        .update(
+            &id,
+            Some(&["user".to_owned(), "admin".to_owned()]),
+            None,
+            &tokengate_server::service::Actor::Cli,
+        )
+        .await
+        .unwrap();
+}
+
+/// Tells the log check the browser's access token, if it still holds one
+/// (no log line may carry it).
+async fn remember_the_access_cookie(app: &TestApp, browser: &Session) {
+    if let Some(access) = cookie_value(&cookie_jar(browser).await, "tg_access") {
+        app.logs().remember(&access);
+    }
+}
+
+/// Waits until the browser has dropped the access cookie: its `Max-Age`
+/// ran out in real time (the service's clock, moved by hand, plays no
+/// part).
+async fn wait_for_the_access_cookie_to_run_out(browser: &Session) {
+    let started = Instant::now();
+    while cookie_value(&cookie_jar(browser).await, "tg_access").is_some() {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the access cookie outlived its Max-Age"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The names of the cookies the browser holds for the service, with
@@ -667,27 +731,9 @@ async fn an_admin_sees_the_failed_logins_in_the_audit_table_and_the_chart() {
     let driver = Driver::start().await;
     let victim = "victim@example.com";
     register(&app, victim).await;
-    // The admin: registered, then promoted as `tokengate user set-roles`
-    // does.
     let admin_email = "root@example.com";
     register(&app, admin_email).await;
-    let admin = app
-        .state
-        .store
-        .user_by_email(admin_email)
-        .await
-        .unwrap()
-        .unwrap();
-    app.state
-        .accounts
-        .update(
-            admin.id.as_str(),
-            Some(&["user".to_owned(), "admin".to_owned()]),
-            None,
-            &tokengate_server::service::Actor::Cli,
-        )
-        .await
-        .unwrap();
+    promote_to_admin(&app, admin_email).await;
 
     // Five wrong passwords through the page, each met by the same generic
     // message; the sixth is refused by the limit, and the page says how
@@ -865,5 +911,496 @@ async fn an_admin_sees_the_failed_logins_in_the_audit_table_and_the_chart() {
         .unwrap()
         .unwrap();
     assert_eq!(victim_row.roles.as_slice(), ["user", "support"]);
+    browser.close().await;
+}
+
+/// A user agent is any header text the client likes: markup here, with a
+/// handler and a script that would mark the window if either ever ran.
+const MARKUP_USER_AGENT: &str =
+    r#"<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>"#;
+/// The most markup an email can carry: its parse refuses `<`, `>`, `"` and
+/// `;`, but lets `&` and `'` through, and parsed as HTML `&lt` (no `;`)
+/// still decodes to `<`: shown as typed only if it is never parsed.
+const MARKUP_EMAIL: &str = "&ltimg&gt'o&amp@example.com";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn markup_in_a_user_agent_or_an_email_is_shown_as_text_and_never_runs() {
+    if !browser_available(
+        "browser::markup_in_a_user_agent_or_an_email_is_shown_as_text_and_never_runs",
+    ) {
+        return;
+    }
+    let app = spawn_for_browser(|_| {}).await;
+    let driver = Driver::start().await;
+    register(&app, MARKUP_EMAIL).await;
+    promote_to_admin(&app, MARKUP_EMAIL).await;
+    // A failed sign-in for the address: its audit row carries it.
+    assert_eq!(
+        app.login(MARKUP_EMAIL, "not the password at all")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let user_agent = format!("--user-agent={MARKUP_USER_AGENT}");
+    let browser = driver.browser_with(&[&user_agent]).await;
+    sign_in(&browser, &app, MARKUP_EMAIL).await;
+    assert_eq!(
+        text_of(&browser, "navigator.userAgent").await,
+        MARKUP_USER_AGENT,
+        "the browser sends the markup as its user agent"
+    );
+    let email_literal = serde_json::to_string(MARKUP_EMAIL).unwrap();
+
+    // /account: the session's device is the user agent, as text.
+    let device = "document.querySelector('#sessions tr.current td')";
+    assert_eq!(
+        text_of(&browser, &format!("{device}.firstChild.textContent")).await,
+        MARKUP_USER_AGENT
+    );
+    let shown = text_of(&browser, &format!("{device}.innerText")).await;
+    assert!(shown.starts_with(MARKUP_USER_AGENT), "{shown}");
+    assert_eq!(
+        text_of(&browser, "document.getElementById('me-email').innerText").await,
+        MARKUP_EMAIL
+    );
+    // Nothing was parsed into elements, and nothing ran. (The policy would
+    // also stop the inline handler and script; the point is that the text
+    // never became markup at all.)
+    let parsed = "document.querySelectorAll('main img, main script').length";
+    assert_eq!(text_of(&browser, parsed).await, "0");
+    assert_eq!(text_of(&browser, "typeof window.__xss").await, "undefined");
+    // And Trusted Types are enforced: a string written into an HTML sink
+    // is refused by the browser itself.
+    assert_eq!(
+        text_of(
+            &browser,
+            "(() => { try { document.createElement('div').innerHTML = '<b>x</b>'; return 'written'; } \
+             catch (e) { return e.name; } })()"
+        )
+        .await,
+        "TypeError"
+    );
+
+    // /admin: the users table and the audit row of the failed sign-in.
+    browser.goto(&app.url("/admin")).await;
+    wait_until(&browser, "document.body.dataset.ready === 'true'").await;
+    let user_row = format!(
+        "[...document.querySelectorAll('#users tbody tr')].find((r) => r.dataset.user === {email_literal})"
+    );
+    assert_eq!(
+        text_of(&browser, &format!("{user_row}.cells[0].innerText")).await,
+        MARKUP_EMAIL
+    );
+    let failure = text_of(
+        &browser,
+        "document.querySelector('#audit tr[data-type=login_failed] td.detail').innerText",
+    )
+    .await;
+    let detail: Value = serde_json::from_str(&failure).unwrap();
+    assert_eq!(detail["email"], MARKUP_EMAIL, "{failure}");
+    let parsed = "document.querySelectorAll('#console img, #console script').length";
+    assert_eq!(text_of(&browser, parsed).await, "0");
+    assert_eq!(text_of(&browser, "typeof window.__xss").await, "undefined");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signing_out_another_sessions_row_ends_that_browser_and_keeps_this_one() {
+    if !browser_available(
+        "browser::signing_out_another_sessions_row_ends_that_browser_and_keeps_this_one",
+    ) {
+        return;
+    }
+    let app = spawn_for_browser(|_| {}).await;
+    let driver = Driver::start().await;
+    let email = "lin@example.com";
+    register(&app, email).await;
+    let this = driver.browser().await;
+    sign_in(&this, &app, email).await;
+    let other = driver.browser().await;
+    sign_in(&other, &app, email).await;
+    let this_access = cookie_value(&cookie_jar(&this).await, "tg_access").unwrap();
+    let other_access = cookie_value(&cookie_jar(&other).await, "tg_access").unwrap();
+    app.logs().remember(&this_access);
+    app.logs().remember(&other_access);
+
+    // This page lists both; the other's row has a Sign out of its own.
+    this.refresh().await;
+    wait_until(
+        &this,
+        "document.body.dataset.ready === 'true' && document.body.dataset.sessions === '2'",
+    )
+    .await;
+    this.xpath("//table[@id='sessions']/tbody/tr[not(contains(@class, 'current'))]//button[text()='Sign out']")
+        .await
+        .click()
+        .await;
+    wait_until(
+        &this,
+        "document.getElementById('page-message').textContent.includes('That session is signed out') \
+         && document.body.dataset.sessions === '1'",
+    )
+    .await;
+    assert_eq!(path_of(&this).await, "/account");
+    assert_eq!(
+        text_of(
+            &this,
+            "document.querySelectorAll('#sessions tbody tr.current').length"
+        )
+        .await,
+        "1",
+        "the row left is this device's"
+    );
+    assert_eq!(app.audit_events("session_revoked").await.len(), 1);
+    // The service agrees at once: the other's access token is refused, this
+    // one's still works.
+    assert_eq!(
+        me_with_access_cookie(&app, &other_access).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        me_with_access_cookie(&app, &this_access).await,
+        StatusCode::OK
+    );
+
+    // The other browser's next visit finds its session over (its refresh
+    // fails too) and asks for a password.
+    other.refresh().await;
+    wait_for_sign_in_page(&other).await;
+    // This one carries on.
+    this.refresh().await;
+    wait_until(&this, "document.body.dataset.ready === 'true'").await;
+    assert_eq!(path_of(&this).await, "/account");
+    assert_eq!(
+        text_of(&this, "document.body.dataset.refreshes || '0'").await,
+        "0"
+    );
+    this.close().await;
+    other.close().await;
+    app.logs().assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sign_out_the_service_refuses_keeps_the_page_and_the_session() {
+    if !browser_available("browser::a_sign_out_the_service_refuses_keeps_the_page_and_the_session")
+    {
+        return;
+    }
+    // A budget of 3 requests a minute per client: the sign-in and the
+    // account page's two calls use it up, and the next request is allowed
+    // only 20 s after the first (governor, in real time).
+    let app = spawn_for_browser(|s| s.auth_requests_per_minute = 3).await;
+    let driver = Driver::start().await;
+    let email = "pat@example.com";
+    // Created without the API, so as not to spend the budget.
+    let account = tokengate_server::service::NewAccount::parse(email, PASSWORD, &["user"]).unwrap();
+    app.state
+        .accounts
+        .create(account, &tokengate_server::service::Actor::Cli)
+        .await
+        .unwrap();
+    let browser = driver.browser().await;
+    sign_in(&browser, &app, email).await;
+    // The budget is spent (the test's requests come from the same address).
+    let refused = app.client.get(app.url("/auth/me")).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    for button in ["signout", "signout-everywhere"] {
+        browser
+            .execute("document.getElementById('page-message').textContent = '';")
+            .await
+            .unwrap();
+        click(&browser, button).await;
+        wait_until(
+            &browser,
+            "document.getElementById('page-message').textContent.startsWith('You are still signed in. Too many attempts')",
+        )
+        .await;
+        assert_eq!(path_of(&browser).await, "/account", "{button}");
+    }
+    // Nothing ended: no logout recorded, the session is live.
+    assert!(app.audit_events("logout").await.is_empty());
+    let id = user_id(&app, email).await;
+    let now = tokengate_server::infra::clock::Clock::now(&app.clock).as_secs();
+    assert_eq!(
+        app.state.store.list_sessions(&id, now).await.unwrap().len(),
+        1
+    );
+    assert!(app.logs().text().contains("request_budget_exceeded"));
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_access_cookie_that_runs_out_is_refreshed_silently_and_the_sign_in_page_resumes_the_session()
+ {
+    if !browser_available(
+        "browser::an_access_cookie_that_runs_out_is_refreshed_silently_and_the_sign_in_page_resumes_the_session",
+    ) {
+        return;
+    }
+    // Three seconds of access, in real time: the cookie's Max-Age.
+    let app = spawn_for_browser(|s| s.access_ttl = Duration::from_secs(3)).await;
+    let driver = Driver::start().await;
+    let email = "kim@example.com";
+    register(&app, email).await;
+    let browser = driver.browser().await;
+    sign_in(&browser, &app, email).await;
+    remember_the_access_cookie(&app, &browser).await;
+    // Counted from here: a machine slow enough to take 3 s over the
+    // sign-in has refreshed once already, silently.
+    let rotated = app.audit_events("refresh_rotated").await.len();
+
+    // The browser drops the access cookie; the page's next call meets a
+    // 401, refreshes by cookie once, and goes on.
+    wait_for_the_access_cookie_to_run_out(&browser).await;
+    browser.refresh().await;
+    wait_until(&browser, "document.body.dataset.ready === 'true'").await;
+    assert_eq!(path_of(&browser).await, "/account");
+    assert_eq!(
+        text_of(&browser, "document.body.dataset.refreshes").await,
+        "1"
+    );
+    assert_eq!(
+        text_of(&browser, "document.getElementById('me-email').textContent").await,
+        email
+    );
+    assert_eq!(app.audit_events("refresh_rotated").await.len(), rotated + 1);
+    remember_the_access_cookie(&app, &browser).await;
+
+    // Run out again, and open the sign-in page: it refreshes once and goes
+    // straight to the account, no password asked.
+    wait_for_the_access_cookie_to_run_out(&browser).await;
+    browser.goto(&app.url("/")).await;
+    wait_until(
+        &browser,
+        "location.pathname === '/account' && document.body.dataset.ready === 'true'",
+    )
+    .await;
+    assert_eq!(app.audit_events("refresh_rotated").await.len(), rotated + 2);
+    remember_the_access_cookie(&app, &browser).await;
+
+    // The session ends elsewhere (an operator ends it): the sign-in page's
+    // one refresh fails, and it shows the form, focused.
+    let id = user_id(&app, email).await;
+    app.state
+        .accounts
+        .end_all_sessions(&id, &tokengate_server::service::Actor::Cli)
+        .await
+        .unwrap();
+    wait_for_the_access_cookie_to_run_out(&browser).await;
+    let failed_before = app.audit_events("refresh_failed").await.len();
+    browser.goto(&app.url("/")).await;
+    wait_until(
+        &browser,
+        "document.body.dataset.ready === 'true' && !document.querySelector('main').hidden \
+         && document.activeElement.id === 'signin-email'",
+    )
+    .await;
+    assert_eq!(path_of(&browser).await, "/");
+    assert_eq!(
+        app.audit_events("refresh_failed").await.len(),
+        failed_before + 1
+    );
+    // The refused refresh cleared the cookies: the next visit asks nothing.
+    let jar = cookie_jar(&browser).await;
+    assert_eq!(cookie_value(&jar, "tg_csrf"), None, "{jar:?}");
+    browser.refresh().await;
+    wait_until(&browser, "document.body.dataset.ready === 'true'").await;
+    assert_eq!(
+        app.audit_events("refresh_failed").await.len(),
+        failed_before + 1
+    );
+    browser.close().await;
+    app.logs().assert_clean();
+}
+
+/// The time of day (`HH:MM`) of a Unix instant at UTC+05:30.
+fn kolkata_clock(start: i64) -> String {
+    let seconds = (start + 5 * 3600 + 30 * 60).rem_euclid(86_400);
+    format!("{:02}:{:02}", seconds / 3600, seconds % 3600 / 60)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_console_filters_the_audit_log_by_user_pages_it_and_labels_hours_in_local_time() {
+    if !browser_available(
+        "browser::the_admin_console_filters_the_audit_log_by_user_pages_it_and_labels_hours_in_local_time",
+    ) {
+        return;
+    }
+    use tokengate_server::infra::audit::AuditEvent;
+    use tokengate_server::infra::clock::Clock as _;
+    let app = spawn_for_browser(|_| {}).await;
+    let driver = Driver::start().await;
+    let admin_email = "ops@example.com";
+    register(&app, admin_email).await;
+    promote_to_admin(&app, admin_email).await;
+    register(&app, "mallory@example.com").await;
+    register(&app, "bob@example.com").await;
+    let mallory = user_id(&app, "mallory@example.com").await;
+    let bob = user_id(&app, "bob@example.com").await;
+    // 30 rows of Mallory's, numbered, after her registration's (31: more
+    // than a page of 25), and 3 of Bob's between them.
+    let now = app.clock.now().as_secs();
+    for attempt in 0..30 {
+        let event = AuditEvent::new("login_failed")
+            .user(&mallory)
+            .ip("192.0.2.7")
+            .with("attempt", attempt);
+        app.state.store.record_audit(&event, now).await.unwrap();
+        if attempt % 10 == 0 {
+            let event = AuditEvent::new("login_failed").user(&bob).ip("192.0.2.8");
+            app.state.store.record_audit(&event, now).await.unwrap();
+        }
+    }
+
+    // A viewer in India: UTC+05:30 (the zone by DevTools, for this tab).
+    let browser = driver.browser().await;
+    browser
+        .cdp(
+            "Emulation.setTimezoneOverride",
+            json!({"timezoneId": "Asia/Kolkata"}),
+        )
+        .await
+        .unwrap();
+    sign_in(&browser, &app, admin_email).await;
+    browser.goto(&app.url("/admin")).await;
+    wait_until(&browser, "document.body.dataset.ready === 'true'").await;
+    assert_eq!(
+        text_of(&browser, "new Date(0).getTimezoneOffset()").await,
+        "-330",
+        "the page runs at UTC+05:30"
+    );
+
+    // Each hour's label is its start in that zone: 24 UTC hours start at
+    // HH:30 there.
+    let labels = browser
+        .execute(
+            "return [...document.querySelectorAll('#activity-chart text.hour')]\
+             .map((t) => [Number(t.dataset.start), t.textContent]);",
+        )
+        .await
+        .unwrap();
+    let labels = labels.as_array().unwrap();
+    assert_eq!(labels.len(), 8, "every third hour is labelled");
+    for label in labels {
+        let start = label[0].as_i64().unwrap();
+        assert_eq!(start % 3600, 0, "buckets are whole UTC hours");
+        let text = label[1].as_str().unwrap();
+        assert_eq!(text, kolkata_clock(start));
+        assert!(text.ends_with(":30"), "{text}");
+    }
+    // A bar's tooltip names its hour the same way, start to end.
+    let newest = text_of(
+        &browser,
+        "[...document.querySelectorAll('#activity-chart rect[data-series=logins_failed]')].pop().dataset.start",
+    )
+    .await
+    .parse::<i64>()
+    .unwrap();
+    let tooltip = text_of(
+        &browser,
+        "[...document.querySelectorAll('#activity-chart rect[data-series=logins_failed]')].pop().textContent",
+    )
+    .await;
+    assert_eq!(
+        tooltip,
+        format!(
+            "{}–{}: 33 failed logins",
+            kolkata_clock(newest),
+            kolkata_clock(newest + 3600)
+        )
+    );
+    let zone = text_of(
+        &browser,
+        "document.getElementById('activity-zone').textContent",
+    )
+    .await;
+    assert!(zone.contains("(UTC+05:30)"), "{zone}");
+
+    // The audit log filtered by Mallory's id: the 25 newest, then the 6
+    // older.
+    let rows_of = |user: &str| {
+        format!(
+            "[...document.querySelectorAll('#audit tbody tr')].every((r) => r.cells[2].textContent === '{user}')"
+        )
+    };
+    // Each row as its attempt's number, or its event type.
+    let attempts = "[...document.querySelectorAll('#audit tbody tr')]\
+                    .map((r) => JSON.parse(r.cells[4].textContent).attempt ?? r.cells[1].textContent)\
+                    .join(',')";
+    let numbers = |range: std::ops::Range<i32>| {
+        range
+            .rev()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    browser
+        .css("#audit-user")
+        .await
+        .send_keys(&format!("{mallory}\u{e007}"))
+        .await;
+    wait_until(
+        &browser,
+        &format!(
+            "document.querySelectorAll('#audit tbody tr').length === 25 && {}",
+            rows_of(&mallory)
+        ),
+    )
+    .await;
+    assert_eq!(text_of(&browser, attempts).await, numbers(5..30));
+    assert_eq!(
+        text_of(&browser, "document.getElementById('audit-older').disabled").await,
+        "false"
+    );
+    assert_eq!(
+        text_of(&browser, "document.getElementById('audit-first').disabled").await,
+        "true"
+    );
+    click(&browser, "audit-older").await;
+    wait_until(
+        &browser,
+        &format!(
+            "document.querySelectorAll('#audit tbody tr').length === 6 && {}",
+            rows_of(&mallory)
+        ),
+    )
+    .await;
+    assert_eq!(
+        text_of(&browser, attempts).await,
+        format!("{},user_registered", numbers(0..5))
+    );
+    assert_eq!(
+        text_of(&browser, "document.getElementById('audit-older').disabled").await,
+        "true",
+        "no older page"
+    );
+    click(&browser, "audit-first").await;
+    wait_until(
+        &browser,
+        "document.querySelectorAll('#audit tbody tr').length === 25",
+    )
+    .await;
+    assert_eq!(text_of(&browser, attempts).await, numbers(5..30));
+
+    // Bob's id: his rows only (his registration, his three failures).
+    browser.css("#audit-user").await.clear().await;
+    browser
+        .css("#audit-user")
+        .await
+        .send_keys(&format!("{bob}\u{e007}"))
+        .await;
+    wait_until(
+        &browser,
+        &format!(
+            "document.querySelectorAll('#audit tbody tr').length === 4 && {}",
+            rows_of(&bob)
+        ),
+    )
+    .await;
+    assert_eq!(
+        text_of(&browser, attempts).await,
+        "login_failed,login_failed,login_failed,user_registered"
+    );
     browser.close().await;
 }

@@ -42,12 +42,22 @@ async fn pages_carry_a_strict_policy_and_no_inline_code_or_outside_resource() {
             "frame-ancestors 'none'",
             "base-uri 'none'",
             "form-action 'self'",
+            // Trusted Types: no string reaches an HTML or script sink, and
+            // no policy may be made to wrap one.
+            "require-trusted-types-for 'script'",
+            "trusted-types 'none'",
         ] {
             assert!(csp.contains(directive), "{path}: {csp}");
         }
         assert!(!csp.contains("unsafe"), "{path}: {csp}");
         assert_eq!(headers["x-frame-options"], "DENY");
         assert_eq!(headers["x-content-type-options"], "nosniff");
+        // Another origin's window that opens this page, or that it opens,
+        // holds no reference to it.
+        assert_eq!(
+            headers["cross-origin-opener-policy"], "same-origin",
+            "{path}"
+        );
         // Not kept, even in the back-forward cache: Back after a sign-out
         // must not show the account or the console again.
         assert_eq!(headers["cache-control"], "no-store", "{path}");

@@ -188,6 +188,16 @@ impl Session {
             .expect("base64 PNG")
     }
 
+    /// Sends a Chrome DevTools Protocol command to the page (chromedriver's
+    /// `goog/cdp/execute` extension), e.g. `Emulation.setTimezoneOverride`.
+    pub async fn cdp(&self, command: &str, params: Value) -> Result<Value, WebDriverError> {
+        self.post(
+            "/goog/cdp/execute",
+            json!({"cmd": command, "params": params}),
+        )
+        .await
+    }
+
     /// Ends the session (the browser quits).
     pub async fn close(self) {
         let _ = self

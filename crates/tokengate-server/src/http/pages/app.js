@@ -176,8 +176,11 @@
 
   async function signInPage() {
     if (document.body.dataset.registration === 'true') $('register-section').hidden = false;
-    // Already signed in (a live access cookie): straight to the account.
-    send('GET', 'auth/me').then((r) => { if (r.ok) window.location.assign('account'); }).catch(() => {});
+    // A CSRF cookie lives as long as the refresh cookie: a session may be
+    // here, its access cookie run out. The form waits for one check.
+    const main = document.querySelector('main');
+    const resuming = Boolean(csrfToken());
+    if (resuming) main.hidden = true;
 
     const form = $('signin');
     const message = $('signin-message');
@@ -251,6 +254,30 @@
       }
       submit.disabled = false;
     });
+
+    if (resuming) {
+      if (await resumeSession()) {
+        window.location.assign('account');
+        return;
+      }
+      main.hidden = false;
+      // Autofocus passed over the hidden form.
+      $('signin-email').focus();
+    }
+    document.body.dataset.ready = 'true';
+  }
+
+  /** Whether the session in this browser's cookies still works: its access
+   *  cookie, or else one silent refresh by the refresh cookie. */
+  async function resumeSession() {
+    try {
+      const me = await send('GET', 'auth/me');
+      if (me.ok) return true;
+      return me.status === 401 && await refreshSession();
+    } catch (_) {
+      // Unreachable: the form says so when it is used.
+      return false;
+    }
   }
 
   // --- /account -------------------------------------------------------
@@ -511,6 +538,21 @@
     return element;
   }
 
+  const twoDigits = (n) => String(n).padStart(2, '0');
+
+  /** HH:MM of an instant (Unix seconds) in the viewer's zone. */
+  function clockTime(seconds) {
+    const at = new Date(seconds * 1000);
+    return twoDigits(at.getHours()) + ':' + twoDigits(at.getMinutes());
+  }
+
+  /** The viewer's zone at an instant, as `UTC+05:30`. */
+  function utcOffset(seconds) {
+    const east = -new Date(seconds * 1000).getTimezoneOffset();
+    const size = Math.abs(east);
+    return 'UTC' + (east < 0 ? '-' : '+') + twoDigits(Math.floor(size / 60)) + ':' + twoDigits(size % 60);
+  }
+
   async function loadActivity(admin) {
     const response = await admin('GET', 'admin/stats?hours=24');
     if (!response.ok) {
@@ -541,12 +583,18 @@
       svg('line', { x1: left, x2: width - right, y1: y, y2: y, class: 'grid' }, chart);
       svg('text', { x: left - 6, y: y + 4, 'text-anchor': 'end' }, chart).textContent = String(tick);
     }
+    // The buckets are whole UTC hours; each is labelled by the instant it
+    // starts in the viewer's zone, minutes included (in a zone at :30 or
+    // :45 an hour bucket starts at 05:30, not 05:00), and the zone is said.
+    const last = stats.buckets.length ? stats.buckets[stats.buckets.length - 1].start : Date.now() / 1000;
+    $('activity-zone').textContent = 'Each bar is one hour, labelled by when it starts in your local time ('
+      + utcOffset(last) + ').';
     const slot = plotWidth / stats.buckets.length;
     const barWidth = Math.max(2, (slot - 4) / series.length);
     stats.buckets.forEach((bucket, index) => {
       const x0 = left + index * slot + 2;
-      const hour = new Date(bucket.start * 1000);
-      const label = String(hour.getHours()).padStart(2, '0') + ':00';
+      const label = clockTime(bucket.start);
+      const span = label + '–' + clockTime(bucket.start + stats.bucket_seconds);
       series.forEach(([key, className, noun], s) => {
         const count = bucket[key];
         const barHeight = (count / scaleTop) * plotHeight;
@@ -554,10 +602,12 @@
           x: x0 + s * barWidth, y: top + plotHeight - barHeight, width: barWidth - 1, height: barHeight,
           class: className, 'data-series': key, 'data-count': count, 'data-start': bucket.start,
         }, chart);
-        svg('title', {}, bar).textContent = label + ': ' + count + ' ' + noun;
+        svg('title', {}, bar).textContent = span + ': ' + count + ' ' + noun;
       });
       if (index % 3 === 0) {
-        svg('text', { x: x0 + slot / 2, y: height - bottom + 16, 'text-anchor': 'middle' }, chart).textContent = label;
+        svg('text', {
+          x: x0 + slot / 2, y: height - bottom + 16, 'text-anchor': 'middle', class: 'hour', 'data-start': bucket.start,
+        }, chart).textContent = label;
       }
     });
     svg('line', { x1: left, x2: width - right, y1: top + plotHeight, y2: top + plotHeight, class: 'axis' }, chart);

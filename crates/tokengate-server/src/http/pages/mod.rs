@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -26,10 +26,13 @@ const STYLE: &str = include_str!("app.css");
 
 /// The pages' policy: everything from this origin only, nothing inline
 /// (the global policy, `default-src 'none'`, would block the pages' own
-/// script and style).
+/// script and style). Trusted Types are required and no policy may be
+/// made: the browser refuses any string written into an HTML or script
+/// sink (`innerHTML`, `document.write`, a script's `src`, ...), so even a
+/// future slip in `app.js` cannot turn text from the service into markup.
 pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
-     base-uri 'none'";
+     base-uri 'none'; require-trusted-types-for 'script'; trusted-types 'none'";
 
 /// The pages and their two assets.
 pub fn router(state: &AppState) -> Router<Arc<AppState>> {
@@ -72,6 +75,13 @@ fn html(body: String) -> Response {
             // sign-out, Back must not show an account or the admin console
             // again (and a new binary's page is fetched anyway).
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            // A page this one opens, or that opened it, from another origin
+            // gets no handle on its window (no `window.opener` navigation,
+            // no cross-window probing of a signed-in page).
+            (
+                HeaderName::from_static("cross-origin-opener-policy"),
+                HeaderValue::from_static("same-origin"),
+            ),
         ],
         body,
     )
