@@ -178,6 +178,8 @@ pub struct Store {
     pool: Pool,
     /// SQLite's one writer, queued in-process: see [`Store::write_turn`].
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
+    /// SQLite's refresh rotations, committed in groups (`None` on PostgreSQL).
+    rotation_batches: Option<sessions::RotationBatches>,
 }
 
 // The macros come before the `mod` lines below: a `macro_rules!` is in scope
@@ -308,6 +310,7 @@ impl Store {
             Store {
                 pool: Pool::Postgres(pool),
                 sqlite_writer: Arc::default(),
+                rotation_batches: None,
             }
         } else {
             if let Some(path) = sqlite_file(url) {
@@ -326,9 +329,14 @@ impl Store {
                 .max_connections(8)
                 .connect_with(options)
                 .await?;
+            let sqlite_writer = Arc::default();
             Store {
+                rotation_batches: Some(sessions::RotationBatches::start(
+                    pool.clone(),
+                    Arc::clone(&sqlite_writer),
+                )),
                 pool: Pool::Sqlite(pool),
-                sqlite_writer: Arc::default(),
+                sqlite_writer,
             }
         };
         store.migrate().await?;

@@ -1,12 +1,156 @@
 //! Sessions and their refresh tokens: starting a session, rotating its
 //! refresh token, revoking, listing and counting sessions.
 
-use sqlx::Row;
+use std::sync::Arc;
+
+use sqlx::{Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
 use super::users::{User, user_from_row};
-use super::{Store, StoreError};
+use super::{Pool, Store, StoreError};
 use crate::domain::{SessionId, UserId};
 use crate::infra::audit::AuditEvent;
+
+/// One rotation inside the caller's transaction `$tx`: evaluates to
+/// `Result<Rotation, StoreError>` and never commits or rolls back, so a
+/// transaction may hold one rotation (PostgreSQL) or a batch (SQLite). An
+/// outcome that changes nothing leaves the rows as they were.
+macro_rules! rotate_in {
+    ($tx:ident, $hash:expr, $child_hash:expr, $rules:expr, $ip:expr) => {
+        async {
+            let hash: &str = $hash;
+            let child_hash: &str = $child_hash;
+            let rules: RotationRules = $rules;
+            let ip: &str = $ip;
+            let now = rules.now;
+                // Writing first takes the write lock at once (SQLite) or the row
+                // lock (PostgreSQL), so the loser of a race waits, then re-reads.
+                let won = sqlx::query(
+                    "UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING session_id",
+                )
+                .bind(now)
+                .bind(hash)
+                .fetch_optional(&mut *$tx)
+                .await?
+                .map(|r| r.try_get::<String, _>("session_id"))
+                .transpose()?;
+                let (session_id, used_at) = match won {
+                    Some(session_id) => (session_id, None),
+                    None => {
+                        let row = sqlx::query(
+                            "SELECT session_id, used_at, expires_at FROM refresh_tokens WHERE hash = $1",
+                        )
+                        .bind(hash)
+                        .fetch_optional(&mut *$tx)
+                        .await?;
+                        let Some(row) = row else {
+                            return Ok(Rotation::Invalid);
+                        };
+                        let expires_at: i64 = row.try_get("expires_at")?;
+                        let used_at: Option<i64> = row.try_get("used_at")?;
+                        match used_at {
+                            Some(t) => (row.try_get::<String, _>("session_id")?, Some(t)),
+                            // Unused but not updated: it has expired.
+                            None if expires_at <= now => return Ok(Rotation::Invalid),
+                            None => return Ok(Rotation::Invalid),
+                        }
+                    }
+                };
+                // The owner comes with the session: the new access token's
+                // claims need it, and one statement less is two thread hand-offs
+                // less on SQLite (docs/BENCHMARKS.md, refresh).
+                let session = sqlx::query(
+                    "SELECT s.user_id, s.last_used_at, s.expires_at AS session_expires_at, s.revoked_at, s.user_epoch, \
+                     u.id, u.email, u.password_hash, u.roles, u.not_before, u.disabled, u.created_at, u.session_epoch \
+                     FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
+                )
+                .bind(&session_id)
+                .fetch_optional(&mut *$tx)
+                .await?;
+                let Some(session) = session else {
+                    return Ok(Rotation::Invalid);
+                };
+                let user = Box::new(user_from_row(&session)?);
+                let last_used_at: i64 = session.try_get("last_used_at")?;
+                let session_expires_at: i64 = session.try_get("session_expires_at")?;
+                let revoked_at: Option<i64> = session.try_get("revoked_at")?;
+                let void = session.try_get::<i64, _>("user_epoch")? != user.session_epoch || user.disabled;
+                let reference = SessionRef { id: SessionId::from(session_id.clone()), user_id: user.id.clone() };
+                let ended = revoked_at.is_some()
+                    || void
+                    || session_expires_at <= now
+                    || now - last_used_at > rules.idle_timeout;
+                let outcome = match used_at {
+                    _ if ended => {
+                        if used_at.is_none() {
+                            // This presentation marked the token used: unmark
+                            // it (what a rollback would do, kept inside the
+                            // transaction so a batch of rotations can share it).
+                            sqlx::query("UPDATE refresh_tokens SET used_at = NULL WHERE hash = $1")
+                                .bind(hash)
+                                .execute(&mut *$tx)
+                                .await?;
+                        }
+                        Rotation::SessionEnded
+                    }
+                    None => {
+                        let child_expires_at = (now + rules.refresh_ttl).min(session_expires_at);
+                        sqlx::query(
+                            "INSERT INTO refresh_tokens (hash, session_id, parent_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(child_hash)
+                        .bind(&session_id)
+                        .bind(hash)
+                        .bind(now)
+                        .bind(child_expires_at)
+                        .execute(&mut *$tx)
+                        .await?;
+                        sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE id = $2")
+                            .bind(now)
+                            .bind(&session_id)
+                            .execute(&mut *$tx)
+                            .await?;
+                        let outcome = Rotation::Rotated { session: reference, user, child_expires_at };
+                        if let Some(event) = outcome.audit_event(ip) {
+                            insert_audit!($tx, event, now);
+                        }
+                        outcome
+                    }
+                    Some(used) if rules.reuse_interval > 0 && now - used <= rules.reuse_interval => {
+                        // The child this token was rotated into, as stored then.
+                        let child_expires_at = sqlx::query_scalar::<_, i64>(
+                            "SELECT expires_at FROM refresh_tokens WHERE hash = $1",
+                        )
+                        .bind(child_hash)
+                        .fetch_optional(&mut *$tx)
+                        .await?
+                        .unwrap_or((used + rules.refresh_ttl).min(session_expires_at));
+                        let outcome = Rotation::Replayed { session: reference, user, child_expires_at };
+                        if let Some(event) = outcome.audit_event(ip) {
+                            insert_audit!($tx, event, now);
+                        }
+                        outcome
+                    }
+                    Some(_) => {
+                        sqlx::query(
+                            "UPDATE sessions SET revoked_at = $1, revoked_reason = 'refresh_token_reuse' WHERE id = $2 AND revoked_at IS NULL",
+                        )
+                        .bind(now)
+                        .bind(&session_id)
+                        .execute(&mut *$tx)
+                        .await?;
+                        let outcome = Rotation::ReuseDetected(reference);
+                        if let Some(event) = outcome.audit_event(ip) {
+                            insert_audit!($tx, event, now);
+                        }
+                        outcome
+                    }
+                };
+            Ok::<Rotation, StoreError>(outcome)
+        }
+        .await
+    };
+}
 
 /// A session (a refresh-token family) as rotation sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +252,112 @@ pub struct RotationRules {
     pub idle_timeout: i64,
 }
 
+/// One rotation waiting for its batch.
+pub(super) struct RotationJob {
+    hash: String,
+    child_hash: String,
+    rules: RotationRules,
+    ip: String,
+}
+
+type RotationReply = oneshot::Sender<Result<Rotation, StoreError>>;
+
+/// The most rotations one SQLite transaction holds.
+const MAX_ROTATIONS_PER_COMMIT: usize = 64;
+
+/// Group commit of refresh rotations on SQLite. With `synchronous=FULL`
+/// every commit waits for the disk (an fsync of the WAL), and SQLite has one
+/// writer: committed one by one, rotations queue behind each other's fsync
+/// while the core idles (docs/BENCHMARKS.md, refresh). One task takes the
+/// rotations waiting at that moment, runs each in turn inside one
+/// transaction (each checks and writes its rows exactly as it would alone,
+/// seeing those before it), commits once, and only then answers them all:
+/// nothing is acknowledged before it is durable. PostgreSQL groups
+/// concurrent commits itself and keeps one transaction per rotation.
+#[derive(Clone)]
+pub(super) struct RotationBatches {
+    jobs: mpsc::Sender<(RotationJob, RotationReply)>,
+}
+
+impl RotationBatches {
+    /// Starts the batching task; it ends when the last sender (the last
+    /// `Store` clone) is dropped.
+    pub(super) fn start(pool: SqlitePool, writer: Arc<tokio::sync::Mutex<()>>) -> RotationBatches {
+        let (jobs, mut queue) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_ROTATIONS_PER_COMMIT);
+            while queue.recv_many(&mut batch, MAX_ROTATIONS_PER_COMMIT).await > 0 {
+                commit_rotations(&pool, &writer, std::mem::take(&mut batch)).await;
+            }
+        });
+        RotationBatches { jobs }
+    }
+
+    async fn rotate(&self, job: RotationJob) -> Result<Rotation, StoreError> {
+        let gone = || StoreError::Unavailable(sqlx::Error::PoolClosed);
+        let (reply, outcome) = oneshot::channel();
+        self.jobs.send((job, reply)).await.map_err(|_| gone())?;
+        outcome.await.map_err(|_| gone())?
+    }
+}
+
+/// Runs a batch in one transaction and answers each rotation after the
+/// commit. If any statement or the commit fails, nothing of the batch is
+/// written; each rotation then runs again alone, so each gets its own
+/// answer and one failure is not everyone's.
+async fn commit_rotations(
+    pool: &SqlitePool,
+    writer: &tokio::sync::Mutex<()>,
+    batch: Vec<(RotationJob, RotationReply)>,
+) {
+    let together = async {
+        let _turn = writer.lock().await;
+        let mut tx = pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (job, _) in &batch {
+            outcomes.push(rotate_in!(
+                tx,
+                &job.hash,
+                &job.child_hash,
+                job.rules,
+                &job.ip
+            )?);
+        }
+        tx.commit().await?;
+        Ok::<_, StoreError>(outcomes)
+    }
+    .await;
+    match together {
+        Ok(outcomes) => {
+            for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
+                // A caller that went away finds its rotation done, like one
+                // whose answer was lost: a retry within the reuse interval
+                // gets the same child.
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(error) if batch.len() == 1 => {
+            if let Some((_, reply)) = batch.into_iter().next() {
+                let _ = reply.send(Err(error));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, rotations = batch.len(), "a batch of refresh rotations failed; each runs again alone");
+            for (job, reply) in batch {
+                let alone = async {
+                    let _turn = writer.lock().await;
+                    let mut tx = pool.begin().await?;
+                    let outcome = rotate_in!(tx, &job.hash, &job.child_hash, job.rules, &job.ip)?;
+                    tx.commit().await?;
+                    Ok::<_, StoreError>(outcome)
+                }
+                .await;
+                let _ = reply.send(alone);
+            }
+        }
+    }
+}
+
 /// Which of a user's sessions to revoke.
 #[derive(Debug, Clone, Copy)]
 pub enum RevokeScope<'a> {
@@ -196,6 +446,11 @@ impl Store {
     /// the same transaction: of two concurrent presentations exactly one
     /// rotates; the other sees the token used (and, within the reuse
     /// interval, gets the same child back rather than a second one).
+    ///
+    /// On SQLite the rotations waiting at one moment share one transaction
+    /// (group commit, [`RotationBatches`]): each is checked and written in
+    /// turn exactly as it would be alone, and all are acknowledged after
+    /// the one commit that makes them durable.
     pub async fn rotate_refresh(
         &self,
         hash: &str,
@@ -203,130 +458,27 @@ impl Store {
         rules: RotationRules,
         ip: &str,
     ) -> Result<Rotation, StoreError> {
-        let now = rules.now;
-        let outcome = with_pool!(self, pool => {
-            let _turn = self.write_turn().await;
-            let mut tx = pool.begin().await?;
-            // Writing first takes the write lock at once (SQLite) or the row
-            // lock (PostgreSQL), so the loser of a race waits, then re-reads.
-            let won = sqlx::query(
-                "UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING session_id",
-            )
-            .bind(now)
-            .bind(hash)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get::<String, _>("session_id"))
-            .transpose()?;
-            let (session_id, used_at) = match won {
-                Some(session_id) => (session_id, None),
-                None => {
-                    let row = sqlx::query(
-                        "SELECT session_id, used_at, expires_at FROM refresh_tokens WHERE hash = $1",
-                    )
-                    .bind(hash)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let Some(row) = row else {
-                        return Ok(Rotation::Invalid);
-                    };
-                    let expires_at: i64 = row.try_get("expires_at")?;
-                    let used_at: Option<i64> = row.try_get("used_at")?;
-                    match used_at {
-                        Some(t) => (row.try_get::<String, _>("session_id")?, Some(t)),
-                        // Unused but not updated: it has expired.
-                        None if expires_at <= now => return Ok(Rotation::Invalid),
-                        None => return Ok(Rotation::Invalid),
-                    }
-                }
-            };
-            // The owner comes with the session: the new access token's
-            // claims need it, and one statement less is two thread hand-offs
-            // less on SQLite (docs/BENCHMARKS.md, refresh).
-            let session = sqlx::query(
-                "SELECT s.user_id, s.last_used_at, s.expires_at AS session_expires_at, s.revoked_at, s.user_epoch, \
-                 u.id, u.email, u.password_hash, u.roles, u.not_before, u.disabled, u.created_at, u.session_epoch \
-                 FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
-            )
-            .bind(&session_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(session) = session else {
-                return Ok(Rotation::Invalid);
-            };
-            let user = Box::new(user_from_row(&session)?);
-            let last_used_at: i64 = session.try_get("last_used_at")?;
-            let session_expires_at: i64 = session.try_get("session_expires_at")?;
-            let revoked_at: Option<i64> = session.try_get("revoked_at")?;
-            let void = session.try_get::<i64, _>("user_epoch")? != user.session_epoch || user.disabled;
-            let reference = SessionRef { id: SessionId::from(session_id.clone()), user_id: user.id.clone() };
-            let ended = revoked_at.is_some()
-                || void
-                || session_expires_at <= now
-                || now - last_used_at > rules.idle_timeout;
-            match used_at {
-                _ if ended => {
-                    tx.rollback().await?;
-                    Rotation::SessionEnded
-                }
-                None => {
-                    let child_expires_at = (now + rules.refresh_ttl).min(session_expires_at);
-                    sqlx::query(
-                        "INSERT INTO refresh_tokens (hash, session_id, parent_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(child_hash)
-                    .bind(&session_id)
-                    .bind(hash)
-                    .bind(now)
-                    .bind(child_expires_at)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE id = $2")
-                        .bind(now)
-                        .bind(&session_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    let outcome = Rotation::Rotated { session: reference, user, child_expires_at };
-                    if let Some(event) = outcome.audit_event(ip) {
-                        insert_audit!(tx, event, now);
-                    }
-                    tx.commit().await?;
-                    outcome
-                }
-                Some(used) if rules.reuse_interval > 0 && now - used <= rules.reuse_interval => {
-                    // The child this token was rotated into, as stored then.
-                    let child_expires_at = sqlx::query_scalar::<_, i64>(
-                        "SELECT expires_at FROM refresh_tokens WHERE hash = $1",
-                    )
-                    .bind(child_hash)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .unwrap_or((used + rules.refresh_ttl).min(session_expires_at));
-                    let outcome = Rotation::Replayed { session: reference, user, child_expires_at };
-                    if let Some(event) = outcome.audit_event(ip) {
-                        insert_audit!(tx, event, now);
-                    }
-                    tx.commit().await?;
-                    outcome
-                }
-                Some(_) => {
-                    sqlx::query(
-                        "UPDATE sessions SET revoked_at = $1, revoked_reason = 'refresh_token_reuse' WHERE id = $2 AND revoked_at IS NULL",
-                    )
-                    .bind(now)
-                    .bind(&session_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    let outcome = Rotation::ReuseDetected(reference);
-                    if let Some(event) = outcome.audit_event(ip) {
-                        insert_audit!(tx, event, now);
-                    }
-                    tx.commit().await?;
-                    outcome
-                }
+        match &self.pool {
+            Pool::Sqlite(_) => {
+                let Some(batches) = &self.rotation_batches else {
+                    return Err(StoreError::Unavailable(sqlx::Error::PoolClosed));
+                };
+                batches
+                    .rotate(RotationJob {
+                        hash: hash.to_owned(),
+                        child_hash: child_hash.to_owned(),
+                        rules,
+                        ip: ip.to_owned(),
+                    })
+                    .await
             }
-        });
-        Ok(outcome)
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let outcome = rotate_in!(tx, hash, child_hash, rules, ip)?;
+                tx.commit().await?;
+                Ok(outcome)
+            }
+        }
     }
 
     /// The session a refresh token (by its hash) belongs to, used or not:
@@ -515,5 +667,125 @@ impl Store {
         .fetch_one(pool)
         .await?);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Roles;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn rules() -> RotationRules {
+        RotationRules {
+            now: NOW,
+            refresh_ttl: 3600,
+            reuse_interval: 0,
+            idle_timeout: 3600,
+        }
+    }
+
+    async fn store_with_sessions(dir: &std::path::Path) -> Store {
+        let url = format!("sqlite://{}", dir.join("batch.db").display());
+        let store = Store::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        let roles = Roles::parse(&["user"]).unwrap_or_else(|e| panic!("{e}"));
+        let user = User::new("batch@example.com", "$argon2id$x".into(), &roles)
+            .unwrap_or_else(|| panic!("rng"));
+        let event = AuditEvent::new("user_created");
+        assert!(store.create_user(&user, NOW - 10, &event).await.is_ok());
+        // Three sessions, last used 10 s ago.
+        for id in ["s1", "s2", "s3"] {
+            let expires_at = NOW + 3600;
+            let session = SessionRef {
+                id: id.into(),
+                user_id: user.id.clone(),
+            };
+            let created = store
+                .create_session(
+                    &session,
+                    user.session_epoch,
+                    &format!("parent-of-{id}"),
+                    NOW - 10,
+                    expires_at,
+                    expires_at,
+                    &ClientInfo::default(),
+                    &AuditEvent::new("login_succeeded"),
+                )
+                .await;
+            assert_eq!(created.ok(), Some(true), "session {id}");
+        }
+        store
+    }
+
+    /// Rules under which a session unused for 10 s has ended (idle).
+    fn idle_rules() -> RotationRules {
+        RotationRules {
+            idle_timeout: 5,
+            ..rules()
+        }
+    }
+
+    async fn used_at(store: &Store, hash: &str) -> Option<i64> {
+        let Pool::Sqlite(pool) = &store.pool else {
+            panic!("SQLite only")
+        };
+        sqlx::query_scalar::<_, Option<i64>>("SELECT used_at FROM refresh_tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_one(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    // On the test's one-thread runtime `join!` queues all three before the
+    // batching task runs: they share one transaction.
+    #[tokio::test]
+    async fn a_failing_rotation_in_a_batch_fails_alone() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = store_with_sessions(dir.path()).await;
+        let (first, clash, other, ended) = tokio::join!(
+            store.rotate_refresh("parent-of-s1", "child", rules(), "ip"),
+            // The same child hash: a unique violation inside the batch.
+            store.rotate_refresh("parent-of-s2", "child", rules(), "ip"),
+            store.rotate_refresh("parent-of-s2", "child-of-s2", rules(), "ip"),
+            store.rotate_refresh("parent-of-s3", "child-of-s3", idle_rules(), "ip"),
+        );
+        assert!(matches!(first, Ok(Rotation::Rotated { .. })), "{first:?}");
+        assert!(
+            matches!(
+                clash,
+                Err(StoreError::Conflict(crate::store::Unique::RefreshToken))
+            ),
+            "{clash:?}"
+        );
+        // The failure undid nothing of the others': each ran again alone.
+        assert!(matches!(other, Ok(Rotation::Rotated { .. })), "{other:?}");
+        assert!(matches!(ended, Ok(Rotation::SessionEnded)), "{ended:?}");
+        assert_eq!(used_at(&store, "parent-of-s1").await, Some(NOW));
+        assert_eq!(used_at(&store, "parent-of-s2").await, Some(NOW));
+        // An ended session's token is left as it was, not marked used.
+        assert_eq!(used_at(&store, "parent-of-s3").await, None);
+    }
+
+    #[tokio::test]
+    async fn a_batch_sees_its_own_writes_one_token_rotates_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = store_with_sessions(dir.path()).await;
+        let (a, b, ended) = tokio::join!(
+            store.rotate_refresh("parent-of-s1", "child-a", rules(), "ip"),
+            store.rotate_refresh("parent-of-s1", "child-b", rules(), "ip"),
+            store.rotate_refresh("parent-of-s3", "child-of-s3", idle_rules(), "ip"),
+        );
+        assert!(matches!(a, Ok(Rotation::Rotated { .. })), "{a:?}");
+        // No reuse interval: the second presentation is a reuse, and ends
+        // the session, exactly as two separate transactions would.
+        assert!(matches!(b, Ok(Rotation::ReuseDetected(_))), "{b:?}");
+        assert!(matches!(ended, Ok(Rotation::SessionEnded)), "{ended:?}");
+        assert_eq!(used_at(&store, "parent-of-s3").await, None);
+        // And the reuse's revocation was committed with the batch.
+        let again = store
+            .rotate_refresh("child-a", "grandchild", rules(), "ip")
+            .await;
+        assert!(matches!(again, Ok(Rotation::SessionEnded)), "{again:?}");
     }
 }
