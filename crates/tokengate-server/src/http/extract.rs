@@ -446,7 +446,8 @@ impl FromRequestParts<Arc<AppState>> for Admin {
 /// The guard's CSRF check of a request authenticated by a cookie holding
 /// `verified` (a 403 when it fails), and the refusal's audit row
 /// (`csrf_refused`, at most one per client per minute: the service's rule).
-/// Shared by [`Authenticated`] and `/auth/verify`.
+/// Shared by [`Authenticated`] and `/auth/verify`. `path` is the route's
+/// template or a constant, never the path the client sent.
 pub async fn check_csrf(
     state: &AppState,
     client: Option<std::net::IpAddr>,
@@ -512,10 +513,17 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             .map_err(|r| refused(r.into()))?;
         if from_cookie {
             let client = parts.extensions.get::<ClientIp>().map(|c| c.0);
+            // The route's template (`/auth/sessions/{id}`), never the path
+            // sent: that is the client's own text, up to the 64 KiB of a
+            // URI, which the audit row and its log line would keep.
+            let route = parts
+                .extensions
+                .get::<axum::extract::MatchedPath>()
+                .map_or("unmatched", axum::extract::MatchedPath::as_str);
             check_csrf(
                 state,
                 client,
-                parts.uri.path(),
+                route,
                 &parts.method,
                 &parts.headers,
                 &verified,

@@ -414,7 +414,15 @@ async fn request_budget(
                     .record(
                         crate::infra::audit::AuditEvent::new("request_budget_exceeded")
                             .ip(client.0)
-                            .with("path", request.uri().path())
+                            // The route's template, never the path sent
+                            // (the client's text, up to a URI's 64 KiB).
+                            .with(
+                                "path",
+                                request
+                                    .extensions()
+                                    .get::<axum::extract::MatchedPath>()
+                                    .map_or("unmatched", axum::extract::MatchedPath::as_str),
+                            )
                             .with("retry_after", retry_after)
                             .with("note", "first refusal this minute; the rest are counted in tokengate_rate_limited_total"),
                     )

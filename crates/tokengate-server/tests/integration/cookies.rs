@@ -1549,6 +1549,63 @@ async fn a_csrf_refusal_leaves_one_audit_row_per_client_per_minute() {
     app.logs().assert_clean();
 }
 
+/// The `path` of a `csrf_refused` row is the route's template, not the
+/// path the client sent: a cookie-authenticated write to a route with an
+/// id in its path (`DELETE /auth/sessions/{id}`) would otherwise store
+/// whatever the client put there, up to the 64 KiB a URI may hold, in the
+/// row and its log line, once per client per minute from every address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_csrf_refusal_row_names_the_route_never_the_path_sent() {
+    let app = spawn(Backend::Sqlite).await;
+    let session = login_in_cookie_mode(&app, "long@example.com").await;
+    let sent = "a".repeat(60_000);
+    let response = app
+        .client
+        .delete(app.url(&format!("/auth/sessions/{sent}")))
+        .header("cookie", session.cookie_header())
+        .header("origin", "https://evil.test")
+        .send()
+        .await
+        .unwrap();
+    problem(response, StatusCode::FORBIDDEN).await;
+    let stored = app.audit_events("csrf_refused").await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].detail["path"], "/auth/sessions/{id}");
+    assert!(!stored[0].detail.to_string().contains(&sent[..100]));
+}
+
+/// Refresh cookies none of which we issued are no CSRF attempt on a
+/// session, and leave no `csrf_refused` row: one such cookie never did
+/// (it has no session to check against), and several made up by a client
+/// with no account at all must not either, or anyone could fill the table
+/// with false CSRF alarms. Several where one is a session's are still
+/// stored when the request fails that session's check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refresh_cookies_we_never_issued_leave_no_csrf_row() {
+    let app = spawn(Backend::Sqlite).await;
+    let rows = || app.audit_events("csrf_refused");
+    let made_up = format!(
+        "__Secure-tg_refresh={}; __Secure-tg_refresh={}",
+        "A".repeat(43),
+        "B".repeat(43)
+    );
+    let response = refresh_by_cookie(&app, &made_up, Some("guess")).await;
+    problem(response, StatusCode::FORBIDDEN).await;
+    assert!(rows().await.is_empty());
+
+    let session = login_in_cookie_mode(&app, "real@example.com").await;
+    let one_real = format!(
+        "__Secure-tg_refresh={}; __Secure-tg_refresh={}",
+        "A".repeat(43),
+        session.refresh
+    );
+    let response = refresh_by_cookie(&app, &one_real, Some("guess")).await;
+    problem(response, StatusCode::FORBIDDEN).await;
+    let stored = rows().await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].detail["reason"], "csrf_no_matching_cookie");
+}
+
 /// No CORS, by design (docs/SECURITY.md): a preflight from another origin
 /// for a credentialed write with the CSRF header, and a credentialed read,
 /// get no `Access-Control-Allow-*` header, so a browser sends neither the

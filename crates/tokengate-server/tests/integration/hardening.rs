@@ -471,6 +471,31 @@ async fn a_flood_past_the_budget_writes_one_audit_row_per_client_per_minute(back
     assert_eq!(rows.len(), 2, "a new minute, a new row");
 }
 
+/// The budget's row names the route's template, not the path the client
+/// sent: with an id in the path (`DELETE /auth/sessions/{id}`), a client
+/// with no account at all would otherwise store up to the 64 KiB of a URI
+/// in the row and its log line, once a minute from every address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_budget_refusal_row_names_the_route_never_the_path_sent() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.auth_requests_per_minute = 1).await;
+    let sent = "b".repeat(60_000);
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let response = app
+            .client
+            .delete(app.url(&format!("/auth/sessions/{sent}")))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status());
+    }
+    assert_eq!(statuses[1], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    let rows = app.audit_events("request_budget_exceeded").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].detail["path"], "/auth/sessions/{id}");
+    assert!(!rows[0].detail.to_string().contains(&sent[..100]));
+}
+
 async fn budget_status(app: &TestApp, client: &str) -> StatusCode {
     app.client
         .get(app.url("/auth/me"))

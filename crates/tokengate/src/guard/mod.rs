@@ -756,7 +756,7 @@ impl Guard {
     /// The attributes are the issuer's (tokengate's access cookie):
     /// `Path=/`, no `Domain`, `HttpOnly`, the [`SameSite`] of
     /// [`GuardBuilder::cookie_same_site`], `Max-Age=0`, and `Secure` when
-    /// the name has the `__Host-` or `__Secure-` prefix — which the
+    /// the name has the `__Host-` or `__Secure-` prefix, in any case — which the
     /// browser requires for such a name, and which an unprefixed name
     /// (tokengate's plain-http development mode) must not have, or a
     /// browser on `http://` would ignore it.
@@ -765,7 +765,13 @@ impl Guard {
         let Some(TokenSource::Cookie(name)) = self.inner.sources.get(index) else {
             return None;
         };
-        let secure = name.starts_with("__Host-") || name.starts_with("__Secure-");
+        // Browsers match the prefixes in any case (RFC 6265bis): `__host-x`
+        // is refused without `Secure` as `__Host-x` is.
+        let has_prefix = |prefix: &str| {
+            name.get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+        };
+        let secure = has_prefix("__Host-") || has_prefix("__Secure-");
         let same_site = match self.inner.cookie_same_site {
             SameSite::Strict => "Strict",
             SameSite::Lax => "Lax",

@@ -666,6 +666,31 @@ async fn an_unprefixed_cookie_is_cleared_without_secure() {
     );
 }
 
+/// Browsers match the cookie prefixes case-insensitively (RFC 6265bis:
+/// `__host-x` is a `__Host-` cookie), and refuse a prefixed cookie set
+/// without `Secure`: a clearing cookie for such a name without it would be
+/// ignored, and the dead token kept.
+#[tokio::test]
+async fn a_prefixed_cookie_in_any_case_is_cleared_with_secure() {
+    for name in ["__host-tg_access", "__SECURE-tg_access"] {
+        let api = spawn_api(|b| b.cookie(name)).await;
+        let response = api
+            .client
+            .get(format!("{}/api/protected", api.base))
+            .header("cookie", format!("{name}=garbage"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            set_cookies(&response),
+            [format!(
+                "{name}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
+            )]
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_requests_at_once_around_a_revocation_never_pass_after_it() {
     let api = Arc::new(spawn_api(|b| b).await);

@@ -410,14 +410,17 @@ async fn refresh_cookie_to_use<'h>(
         _ => {}
     }
     let mut matching = Vec::new();
+    let mut ours = 0;
     for candidate in &candidates {
         if let Some(bound) = state
             .sessions
             .csrf_digest_of_refresh_token(candidate)
             .await?
-            && policy.check(method, headers, Some(&bound)).is_ok()
         {
-            matching.push(*candidate);
+            ours += 1;
+            if policy.check(method, headers, Some(&bound)).is_ok() {
+                matching.push(*candidate);
+            }
         }
     }
     match matching.as_slice() {
@@ -427,7 +430,13 @@ async fn refresh_cookie_to_use<'h>(
                 "csrf_no_matching_cookie",
                 &"no refresh cookie belongs to the session of the CSRF token",
             );
-            csrf_refused("csrf_no_matching_cookie").await;
+            // Stored only when a cookie was one of our sessions': cookies
+            // we never issued are no CSRF attempt on anyone (as with a
+            // single one), and a client with no account must not be able
+            // to write false CSRF alarms.
+            if ours > 0 {
+                csrf_refused("csrf_no_matching_cookie").await;
+            }
             Err(ApiError::CsrfFailed)
         }
         _ => {

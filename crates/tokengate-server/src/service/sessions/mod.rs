@@ -64,7 +64,9 @@ pub struct CsrfRefusal<'a> {
     pub user_id: Option<&'a str>,
     /// The session of the verified access token.
     pub session_id: Option<&'a str>,
-    /// The path asked for (`/auth/logout`, `/auth/verify`, …).
+    /// The route asked for, as its template (`/auth/logout`,
+    /// `/auth/sessions/{id}`, …): never the raw path, which is the client's
+    /// text.
     pub path: &'a str,
     /// Which check failed (`CsrfFailure::code`, e.g. `csrf_foreign_origin`).
     pub reason: &'static str,
