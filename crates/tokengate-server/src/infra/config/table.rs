@@ -185,8 +185,10 @@ settings! {
     argon2_iterations: u32 = "2" => number();
     /// Argon2id lanes.
     argon2_parallelism: u32 = "1" => number();
-    /// Password hashes computed at once (the bounded blocking pool; 0 is 1).
-    password_hash_concurrency: usize = "4" => number();
+    /// Password hashes computed at once, each on its own thread; 0 (the
+    /// default) is one per core this process may run on. More than the
+    /// cores only adds context switches and evicts each other's memory.
+    password_hash_concurrency: usize = "0" => number();
     /// The hashing threads' niceness on Linux (0 to 19): above 0, token
     /// verification preempts a hash in progress on a busy core.
     password_hash_niceness: u8 = "10" => niceness();

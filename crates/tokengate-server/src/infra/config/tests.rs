@@ -45,6 +45,33 @@ fn defaults_are_the_documented_ones() {
 }
 
 #[test]
+fn password_hashes_run_one_per_core_unless_configured_and_at_niceness_10() {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let s = load(&[]).ok();
+    assert_eq!(s.as_ref().map(|s| s.password_hash_concurrency), Some(cores));
+    assert_eq!(s.as_ref().map(|s| s.password_hash_niceness), Some(10));
+    let s = load(&[
+        ("TOKENGATE_PASSWORD_HASH_CONCURRENCY", "3"),
+        ("TOKENGATE_PASSWORD_HASH_NICENESS", "0"),
+    ])
+    .ok();
+    assert_eq!(s.as_ref().map(|s| s.password_hash_concurrency), Some(3));
+    assert_eq!(s.as_ref().map(|s| s.password_hash_niceness), Some(0));
+    // Above Linux's lowest priority, or negative (a priority raise, which
+    // needs privileges): refused at start-up, naming the setting.
+    for bad in ["20", "-1", "ten"] {
+        let refused = load(&[("TOKENGATE_PASSWORD_HASH_NICENESS", bad)]).map_err(|e| e.to_string());
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("password_hash_niceness") && e.contains("0 to 19")),
+            "{bad}: {:?}",
+            refused.map(|_| ())
+        );
+    }
+}
+
+#[test]
 fn environment_overrides_defaults_and_flags_override_environment() {
     let vars: BTreeMap<String, String> = [
         ("TOKENGATE_ADDR", "0.0.0.0:9000"),

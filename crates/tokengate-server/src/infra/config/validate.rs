@@ -52,8 +52,14 @@ impl Settings {
         if self.issuer.is_empty() {
             self.issuer.clone_from(&self.public_url);
         }
-        // One hash at a time is the least a pool can do.
-        self.password_hash_concurrency = self.password_hash_concurrency.max(1);
+        // One hash per core the process may run on (affinity and cgroup
+        // quota included): a login flood keeps every core busy hashing and
+        // no more, so hashes do not evict each other's 19 MiB from the
+        // cache (docs/BENCHMARKS.md, login).
+        if self.password_hash_concurrency == 0 {
+            self.password_hash_concurrency =
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        }
         if self.log_level.is_empty() {
             self.log_level = "info".to_owned();
         }
