@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Same-run A/B comparisons behind the "what changed" tables of
+# docs/BENCHMARKS.md: two variants alternate, two rounds, the server pinned
+# to CPU 0 and bench/loadgen to CPU 1, so noise hits both alike.
+#
+#   bench/ab.sh refresh OLD_TOKENGATE NEW_TOKENGATE  # two builds, 16 refresh chains
+#   bench/ab.sh hash-threads                         # login at 4 vs 1 hashing threads
+#
+# Builds bench/loadgen and tokengate (release) first; OLD/NEW are paths to
+# `tokengate` binaries (e.g. one built from an earlier commit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build -q --release -p tokengate-server -p loadgen
+TARGET=$(cargo metadata --format-version 1 --no-deps | sed -E 's/.*"target_directory":"([^"]+)".*/\1/')
+LG=$TARGET/release/loadgen
+CRED='{"email":"bench@example.com","password":"load testing is a long sentence too"}'
+PORT=18191
+
+# serve BINARY ENV...: starts a pinned server with a fresh data dir and one
+# registered account; sets PID and DIR.
+serve() {
+  local bin=$1
+  shift
+  DIR=$(mktemp -d)
+  env TOKENGATE_LOG_LEVEL=warn TOKENGATE_AUTH_REQUESTS_PER_MINUTE=100000000 \
+    TOKENGATE_LOGIN_MAX_FAILURES=100000000 TOKENGATE_LOGIN_IP_MAX_FAILURES=100000000 \
+    TOKENGATE_LOGIN_ACCOUNT_MAX_FAILURES=100000000 TOKENGATE_METRICS_ADDR=127.0.0.1:19465 \
+    TOKENGATE_SIGNING_ALG=ES256 "$@" \
+    taskset -c 0 "$bin" serve --addr "127.0.0.1:$PORT" --data-dir "$DIR" >"$DIR/log" 2>&1 &
+  PID=$!
+  taskset -c 1 "$LG" ready "http://127.0.0.1:$PORT/healthz" --since-ns "$(date +%s%N)" >/dev/null
+  curl -s "http://127.0.0.1:$PORT/auth/register" -H 'content-type: application/json' -d "$CRED" >/dev/null
+}
+finish() { kill "$PID"; wait "$PID" 2>/dev/null || true; rm -rf "$DIR"; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+case "${1:-}" in
+refresh)
+  for round in 1 2; do
+    for variant in old new; do
+      [ "$variant" = old ] && bin=$2 || bin=$3
+      serve "$bin"
+      before=$(ticks "$PID")
+      out=$(taskset -c 1 "$LG" refresh "http://127.0.0.1:$PORT" --login-body "$CRED" -c 16 -d 6 -w 1)
+      echo "$variant round $round: $out server_cpu_ticks=$(($(ticks "$PID") - before))"
+      finish
+    done
+  done
+  ;;
+hash-threads)
+  bin=$TARGET/release/tokengate
+  for round in 1 2; do
+    for threads in 4 1; do
+      for params in "7168 5" "19456 2"; do
+        read -r m t <<<"$params"
+        serve "$bin" TOKENGATE_ARGON2_MEMORY_KIB="$m" TOKENGATE_ARGON2_ITERATIONS="$t" \
+          TOKENGATE_PASSWORD_HASH_CONCURRENCY="$threads"
+        raw=$(taskset -c 0 "$LG" hash --memory-kib "$m" --iterations "$t" -d 4)
+        out=$(taskset -c 1 "$LG" login "http://127.0.0.1:$PORT/auth/login" --body "$CRED" -c 8 -d 6 -w 1)
+        echo "m=$m t=$t threads=$threads round $round: $raw | $out"
+        finish
+      done
+    done
+  done
+  ;;
+*)
+  sed -n '2,10p' "$0"
+  exit 2
+  ;;
+esac
