@@ -641,7 +641,15 @@ async fn another_origins_form_post_and_credentialed_fetch_are_refused() {
         "{outcome}"
     );
     assert!(session_alive().await, "a cross-origin fetch logged out");
-    let refused_by_origin = || app.logs().text().matches("csrf_foreign_origin").count();
+    // The guard's refusal lines; the audit row's own line (`csrf_refused`,
+    // one per client per minute) names the reason too and is counted apart.
+    let refused_by_origin = || {
+        app.logs()
+            .text()
+            .lines()
+            .filter(|line| line.contains("csrf_foreign_origin") && !line.contains("csrf_refused"))
+            .count()
+    };
     assert_eq!(
         refused_by_origin(),
         1,
@@ -659,6 +667,18 @@ async fn another_origins_form_post_and_credentialed_fetch_are_refused() {
     assert!(shown.contains("\"status\":403"), "{shown}");
     assert!(session_alive().await, "a cross-origin form logged out");
     assert_eq!(refused_by_origin(), 2, "the form refused by origin too");
+    // Both refusals came from one client within a minute: one audit row.
+    let rows = app
+        .state
+        .store
+        .audit_page(&tokengate_server::store::AuditQuery {
+            kind: Some("csrf_refused".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default();
+    assert_eq!(rows.len(), 1, "{rows:?}");
 
     // And the session still works for its own pages.
     browser.goto(&app.url("/account")).await;
