@@ -306,10 +306,9 @@ impl RotationBatches {
                 // unwinds, and the next batch runs. Run in this loop, a panic
                 // would end the loop: every later refresh a 503 until a
                 // restart, while the health check, which reads, stays green.
-                if let Err(failed) = tokio::spawn(run(std::mem::take(&mut batch))).await {
-                    if failed.is_panic() {
-                        tracing::error!("a batch of refresh rotations panicked: its callers were answered 503");
-                    }
+                let done = tokio::spawn(run(std::mem::take(&mut batch))).await;
+                if done.is_err_and(|failed| failed.is_panic()) {
+                    tracing::error!("a batch of refresh rotations panicked: its callers were answered 503");
                 }
             }
         });
@@ -824,6 +823,59 @@ mod tests {
             .rotate_refresh("child-a", "grandchild", rules(), "ip")
             .await;
         assert!(matches!(again, Ok(Rotation::SessionEnded)), "{again:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_run_again_alone_rotates_once_and_records_each_outcome_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = store_with_sessions(dir.path()).await;
+        let grace = RotationRules {
+            reuse_interval: 10,
+            ..rules()
+        };
+        let (first, clash, second) = tokio::join!(
+            store.rotate_refresh("parent-of-s1", "child-of-s1", grace, "ip"),
+            // s1's child hash again: the batch fails after s1 rotated in it.
+            store.rotate_refresh("parent-of-s2", "child-of-s1", grace, "ip"),
+            // A second tab presenting s1's token in the same batch.
+            store.rotate_refresh("parent-of-s1", "child-of-s1", grace, "ip"),
+        );
+        let Ok(Rotation::Rotated {
+            child_expires_at: rotated,
+            ..
+        }) = first
+        else {
+            panic!("{first:?}")
+        };
+        assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
+        // Run again alone, in order: the second tab sees the first's
+        // committed rotation and gets the same child, not a second one.
+        let Ok(Rotation::Replayed {
+            child_expires_at: replayed,
+            ..
+        }) = second
+        else {
+            panic!("{second:?}")
+        };
+        assert_eq!(rotated, replayed);
+        assert_eq!(store.counts().await.ok(), Some((1, 3, 4)));
+        // The failed batch wrote no audit rows; the runs alone one each.
+        let Pool::Sqlite(pool) = &store.pool else {
+            panic!("SQLite only")
+        };
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT kind, COUNT(*) FROM audit_events WHERE session_id = 's1' GROUP BY kind ORDER BY kind",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            rows,
+            [
+                ("refresh_replayed_within_interval".to_owned(), 1),
+                ("refresh_rotated".to_owned(), 1)
+            ]
+        );
     }
 
     #[tokio::test]
