@@ -283,11 +283,35 @@ impl RotationBatches {
     /// Starts the batching task; it ends when the last sender (the last
     /// `Store` clone) is dropped.
     pub(super) fn start(pool: SqlitePool, writer: Arc<tokio::sync::Mutex<()>>) -> RotationBatches {
+        Self::start_with(move |batch| {
+            let (pool, writer) = (pool.clone(), Arc::clone(&writer));
+            async move { commit_rotations(&pool, &writer, batch).await }
+        })
+    }
+
+    /// [`RotationBatches::start`] with `run` committing each batch (tests
+    /// put a failing one in its place).
+    fn start_with<F, Fut>(run: F) -> RotationBatches
+    where
+        F: Fn(Vec<(RotationJob, RotationReply)>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let (jobs, mut queue) = mpsc::channel(1024);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_ROTATIONS_PER_COMMIT);
             while queue.recv_many(&mut batch, MAX_ROTATIONS_PER_COMMIT).await > 0 {
-                commit_rotations(&pool, &writer, std::mem::take(&mut batch)).await;
+                // Each batch on a task of its own. Should one panic (a bug),
+                // its callers get 503 (their answers are dropped), its
+                // transaction rolls back and the turn is released as it
+                // unwinds, and the next batch runs. Run in this loop, a panic
+                // would end the loop: every later refresh a 503 until a
+                // restart, while the health check, which reads, stays green.
+                let done = tokio::spawn(run(std::mem::take(&mut batch))).await;
+                if done.is_err_and(|failed| failed.is_panic()) {
+                    tracing::error!(
+                        "a batch of refresh rotations panicked: its callers were answered 503"
+                    );
+                }
             }
         });
         RotationBatches { jobs }
@@ -304,14 +328,24 @@ impl RotationBatches {
 /// Runs a batch in one transaction and answers each rotation after the
 /// commit. If any statement or the commit fails, nothing of the batch is
 /// written; each rotation then runs again alone, so each gets its own
-/// answer and one failure is not everyone's.
+/// answer and one failure is not everyone's. Rotations whose callers have
+/// gone by the time they would start are left out.
 async fn commit_rotations(
     pool: &SqlitePool,
     writer: &tokio::sync::Mutex<()>,
-    batch: Vec<(RotationJob, RotationReply)>,
+    mut batch: Vec<(RotationJob, RotationReply)>,
 ) {
+    let turn = writer.lock().await;
+    // A rotation whose caller has gone (the request timed out or the client
+    // hung up while it waited) is not run, as a request dropped before its
+    // own transaction committed changed nothing. Run, it would spend the
+    // token with the child unseen: the client's retry after the reuse
+    // interval would then end the session as a stolen token's.
+    batch.retain(|(_, reply)| !reply.is_closed());
+    if batch.is_empty() {
+        return;
+    }
     let together = async {
-        let _turn = writer.lock().await;
         let mut tx = pool.begin().await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for (job, _) in &batch {
@@ -327,12 +361,13 @@ async fn commit_rotations(
         Ok::<_, StoreError>(outcomes)
     }
     .await;
+    drop(turn);
     match together {
         Ok(outcomes) => {
             for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
-                // A caller that went away finds its rotation done, like one
-                // whose answer was lost: a retry within the reuse interval
-                // gets the same child.
+                // A caller that went away while the batch ran finds its
+                // rotation done, like one whose answer was lost: a retry
+                // within the reuse interval gets the same child.
                 let _ = reply.send(Ok(outcome));
             }
         }
@@ -344,8 +379,11 @@ async fn commit_rotations(
         Err(error) => {
             tracing::warn!(%error, rotations = batch.len(), "a batch of refresh rotations failed; each runs again alone");
             for (job, reply) in batch {
+                let _turn = writer.lock().await;
+                if reply.is_closed() {
+                    continue;
+                }
                 let alone = async {
-                    let _turn = writer.lock().await;
                     let mut tx = pool.begin().await?;
                     let outcome = rotate_in!(tx, &job.hash, &job.child_hash, job.rules, &job.ip)?;
                     tx.commit().await?;
@@ -475,7 +513,14 @@ impl Store {
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 let outcome = rotate_in!(tx, hash, child_hash, rules, ip)?;
-                tx.commit().await?;
+                match outcome {
+                    // Nothing to keep (an ended session's token is unmarked
+                    // already): a rollback, as before group commit, rather
+                    // than a commit that waits for a WAL flush each time a
+                    // client replays a dead session's token.
+                    Rotation::SessionEnded | Rotation::Invalid => tx.rollback().await?,
+                    _ => tx.commit().await?,
+                }
                 Ok(outcome)
             }
         }
@@ -787,5 +832,110 @@ mod tests {
             .rotate_refresh("child-a", "grandchild", rules(), "ip")
             .await;
         assert!(matches!(again, Ok(Rotation::SessionEnded)), "{again:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_run_again_alone_rotates_once_and_records_each_outcome_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = store_with_sessions(dir.path()).await;
+        let grace = RotationRules {
+            reuse_interval: 10,
+            ..rules()
+        };
+        let (first, clash, second) = tokio::join!(
+            store.rotate_refresh("parent-of-s1", "child-of-s1", grace, "ip"),
+            // s1's child hash again: the batch fails after s1 rotated in it.
+            store.rotate_refresh("parent-of-s2", "child-of-s1", grace, "ip"),
+            // A second tab presenting s1's token in the same batch.
+            store.rotate_refresh("parent-of-s1", "child-of-s1", grace, "ip"),
+        );
+        let Ok(Rotation::Rotated {
+            child_expires_at: rotated,
+            ..
+        }) = first
+        else {
+            panic!("{first:?}")
+        };
+        assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
+        // Run again alone, in order: the second tab sees the first's
+        // committed rotation and gets the same child, not a second one.
+        let Ok(Rotation::Replayed {
+            child_expires_at: replayed,
+            ..
+        }) = second
+        else {
+            panic!("{second:?}")
+        };
+        assert_eq!(rotated, replayed);
+        assert_eq!(store.counts().await.ok(), Some((1, 3, 4)));
+        // The failed batch wrote no audit rows; the runs alone one each.
+        let Pool::Sqlite(pool) = &store.pool else {
+            panic!("SQLite only")
+        };
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT kind, COUNT(*) FROM audit_events WHERE session_id = 's1' GROUP BY kind ORDER BY kind",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            rows,
+            [
+                ("refresh_replayed_within_interval".to_owned(), 1),
+                ("refresh_rotated".to_owned(), 1)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rotation_whose_caller_left_before_its_batch_ran_is_not_done() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = store_with_sessions(dir.path()).await;
+        let mut left = Box::pin(store.rotate_refresh("parent-of-s1", "child-of-s1", rules(), "ip"));
+        // One poll queues the job (the channel has room) and waits for the
+        // answer; on this one-thread runtime the batching task has not run.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(std::future::Future::poll(left.as_mut(), &mut cx).is_pending());
+        // The request is dropped (a timeout, a client that hung up).
+        drop(left);
+        let other = store
+            .rotate_refresh("parent-of-s2", "child-of-s2", rules(), "ip")
+            .await;
+        assert!(matches!(other, Ok(Rotation::Rotated { .. })), "{other:?}");
+        // Not spent behind the client's back: its retry, even after the
+        // reuse interval, rotates instead of ending the session as a theft.
+        assert_eq!(used_at(&store, "parent-of-s1").await, None);
+        let retry = store
+            .rotate_refresh("parent-of-s1", "child-of-s1", rules(), "ip")
+            .await;
+        assert!(matches!(retry, Ok(Rotation::Rotated { .. })), "{retry:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_panics_fails_its_callers_and_later_batches_run() {
+        let batches =
+            RotationBatches::start_with(|batch: Vec<(RotationJob, RotationReply)>| async move {
+                // A stand-in for a bug in a batch.
+                if batch.iter().any(|(job, _)| job.hash == "panics") {
+                    panic!("a bug in the batch");
+                }
+                for (_, reply) in batch {
+                    let _ = reply.send(Ok(Rotation::Invalid));
+                }
+            });
+        let job = |hash: &str| RotationJob {
+            hash: hash.to_owned(),
+            child_hash: format!("child-of-{hash}"),
+            rules: rules(),
+            ip: "ip".to_owned(),
+        };
+        let failed = batches.rotate(job("panics")).await;
+        assert!(
+            matches!(failed, Err(StoreError::Unavailable(_))),
+            "{failed:?}"
+        );
+        // The batching task lives on: refreshes are not 503 until a restart.
+        let later = batches.rotate(job("fine")).await;
+        assert!(matches!(later, Ok(Rotation::Invalid)), "{later:?}");
     }
 }
