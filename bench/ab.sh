@@ -5,6 +5,7 @@
 #
 #   bench/ab.sh refresh OLD_TOKENGATE NEW_TOKENGATE  # two builds, 16 refresh chains
 #   bench/ab.sh hash-threads                         # login at 4 vs 1 hashing threads
+#   bench/ab.sh routes OLD_TOKENGATE NEW_TOKENGATE   # two builds: /healthz and /auth/verify (ES256)
 #
 # Builds bench/loadgen and tokengate (release) first; OLD/NEW are paths to
 # `tokengate` binaries (e.g. one built from an earlier commit).
@@ -44,6 +45,25 @@ refresh)
       out=$(taskset -c 1 "$LG" refresh "http://127.0.0.1:$PORT" --login-body "$CRED" -c 16 -d 6 -w 1)
       echo "$variant round $round: $out server_cpu_ticks=$(($(ticks "$PID") - before))"
       finish
+    done
+  done
+  ;;
+routes)
+  for round in 1 2; do
+    for variant in old new; do
+      [ "$variant" = old ] && bin=$2 || bin=$3
+      for cache in true false; do
+        serve "$bin" TOKENGATE_VERIFY_CACHE="$cache"
+        token=$(curl -s "http://127.0.0.1:$PORT/auth/login" -H 'content-type: application/json' -d "$CRED" |
+          sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+        if [ "$cache" = true ]; then
+          out=$(taskset -c 1 "$LG" get "http://127.0.0.1:$PORT/healthz" -c 32 -d 6 -w 1)
+          echo "$variant round $round /healthz: $out"
+        fi
+        out=$(taskset -c 1 "$LG" get "http://127.0.0.1:$PORT/auth/verify" -H "authorization: Bearer $token" -c 32 -d 6 -w 1)
+        echo "$variant round $round /auth/verify cache=$cache: $out"
+        finish
+      done
     done
   done
   ;;

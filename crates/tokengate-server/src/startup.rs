@@ -11,6 +11,7 @@ use tokengate::VerifyPolicy;
 use tokio::net::TcpListener;
 
 use crate::http;
+use crate::http::routes::verify::IdentityHeaderNames;
 use crate::http::server::{self, Limits};
 use crate::http::state::AppState;
 use crate::infra::client_ip::ClientIpResolver;
@@ -54,6 +55,10 @@ pub enum StartupError {
     /// The password hashing settings were refused.
     #[error(transparent)]
     PasswordHashing(#[from] HashError),
+    /// `forward_auth_header_prefix` makes no header name (the settings
+    /// refuse such a prefix first).
+    #[error("forward_auth_header_prefix: {0}")]
+    ForwardAuthHeaders(#[source] axum::http::header::InvalidHeaderName),
     /// The API address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -277,7 +282,10 @@ impl Application {
             refresh_key,
             shared_settings,
         );
+        let identity_headers = IdentityHeaderNames::new(&settings.forward_auth_header_prefix)
+            .map_err(StartupError::ForwardAuthHeaders)?;
         let state = Arc::new(AppState {
+            identity_headers,
             budget: crate::infra::ratelimit::request_budget(&settings, redis),
             client_ip: ClientIpResolver::new(
                 settings.trusted_proxies.clone(),

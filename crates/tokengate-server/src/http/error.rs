@@ -3,9 +3,7 @@
 
 use std::borrow::Cow;
 
-use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::infra::password::HashError;
@@ -100,7 +98,7 @@ pub enum ApiError {
     MethodNotAllowed,
     /// An error status something below the handlers answered with no body
     /// (the request timeout, say): given a problem document in
-    /// [`problem_for_bare_errors`].
+    /// the edge ([`crate::http::edge`]).
     #[error("{0}")]
     Status(StatusCode),
     /// Registration is switched off.
@@ -543,34 +541,6 @@ fn bare_status_detail(status: StatusCode) -> &'static str {
         s if s.is_server_error() => "Something went wrong on our side.",
         _ => "The request could not be served.",
     }
-}
-
-/// The net under the mapping above: an error status that reaches the edge
-/// with no content type (a layer's or axum's own, such as the request
-/// timeout) gets a problem document; its status and headers stay.
-pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error())
-        || response.headers().contains_key(header::CONTENT_TYPE)
-    {
-        return response;
-    }
-    let (mut parts, _) = response.into_parts();
-    let (problem_parts, body) = ApiError::Status(status).into_response().into_parts();
-    parts.headers.remove(header::CONTENT_LENGTH);
-    // An answer made below the routes (the timeout's 408) passed none of
-    // their middleware: an error is never worth caching, under /auth least.
-    parts
-        .headers
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    if let Some(content_type) = problem_parts.headers.get(header::CONTENT_TYPE) {
-        parts
-            .headers
-            .insert(header::CONTENT_TYPE, content_type.clone());
-    }
-    Response::from_parts(parts, body)
 }
 
 #[cfg(test)]

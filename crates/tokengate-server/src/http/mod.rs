@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, and the middleware every response passes.
 
 pub mod cookies;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -10,18 +11,15 @@ pub mod server;
 pub mod state;
 
 use secrecy::ExposeSecret as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get};
 use axum::{Extension, Router};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
@@ -92,7 +90,7 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
             state.clone(),
             clear_rejected_access_cookie,
         ))
-        .layer(middleware::from_fn(no_store));
+        .layer(no_store());
     // Forward-auth: outside the per-client budget, which would count every
     // user behind a proxy as one client (the proxy), and cheap without it.
     // Served for any method, documented for the eight OpenAPI names.
@@ -101,7 +99,7 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
         .routes((schemas, paths, any(routes::verify::verify)))
         .split_for_parts();
     document.merge(verify_document);
-    let forward_auth = forward_auth.layer(middleware::from_fn(no_store));
+    let forward_auth = forward_auth.layer(no_store());
     let served = openapi::Served::default();
     let (schemas, paths, openapi_route): UtoipaMethodRouter<Arc<AppState>> =
         routes!(openapi::openapi_json);
@@ -134,19 +132,12 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
         // The `/auth` and `/admin` routes above already have theirs.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_such_endpoint_or_the_prefix)
-        .layer(middleware::from_fn(header_limit))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            resolve_client_ip,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            state
-                .settings
-                .request_timeout
-                .max(Duration::from_millis(100)),
+        .layer(edge::Edge::new(
+            state.client_ip.clone(),
+            state.settings.request_timeout,
+            state.settings.tls_cert.is_some(),
         ));
-    // What the two layers above answer on any route.
+    // What the edge answers on any route.
     openapi::add_response_to_every_operation::<openapi::HeadersTooLarge>(&mut document, 431);
     openapi::add_response_to_every_operation::<openapi::RequestTimeout>(&mut document, 408);
     let cookies = cookies::BrowserCookies::of(&state.settings);
@@ -159,8 +150,6 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
         &state.settings.forward_auth_header_prefix,
         state.settings.forward_auth_cookie.as_deref(),
     );
-    let router = router.layer(middleware::from_fn(error::problem_for_bare_errors));
-    let router = with_security_headers(router, state).layer(middleware::from_fn(observe));
     (
         router,
         Documented {
@@ -172,12 +161,17 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
 
 /// The router for a separate metrics listener (`metrics_addr`).
 pub fn metrics_router(state: Arc<AppState>) -> Router {
-    let router = Router::new()
+    let edge = edge::Edge::unobserved(
+        state.client_ip.clone(),
+        state.settings.request_timeout,
+        state.settings.tls_cert.is_some(),
+    );
+    Router::new()
         .route("/metrics", metrics_route(&state))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_such_endpoint)
-        .layer(middleware::from_fn(error::problem_for_bare_errors));
-    with_security_headers(router, &state).with_state(state)
+        .layer(edge)
+        .with_state(state)
 }
 
 /// `GET /metrics`, behind `metrics_token` when one is set.
@@ -233,26 +227,6 @@ async fn require_metrics_token(
     }
 }
 
-/// Records each request's latency by route template (never the raw path,
-/// which could carry ids), method and status: labels from closed sets, so a
-/// client cannot grow the series without bound.
-async fn observe(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().clone();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    crate::infra::metrics::request(
-        route,
-        &method,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
-}
-
 /// Any path no route serves.
 async fn no_such_endpoint() -> ApiError {
     ApiError::NoSuchEndpoint
@@ -297,51 +271,24 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The headers every response carries, errors included (set over any a
-/// handler chose, except the Content-Security-Policy of the pages, which
-/// need their own script and style); HSTS only when serving TLS. The nearer a layer is to
-/// the router, the earlier its header is written: the headers go out in
-/// the order listed.
-fn with_security_headers(router: Router<Arc<AppState>>, state: &AppState) -> Router<Arc<AppState>> {
-    let hsts = state
-        .settings
-        .tls_cert
-        .is_some()
-        .then(|| HeaderValue::from_static("max-age=63072000; includeSubDomains"));
-    let router = router.layer(SetResponseHeaderLayer::overriding(
-        header::STRICT_TRANSPORT_SECURITY,
-        hsts,
-    ));
-    // The strictest policy, unless the response is one of the pages, which
-    // set their own (`pages::PAGE_CSP`: this origin's script and style).
-    let router = router.layer(SetResponseHeaderLayer::if_not_present(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
-    ));
-    [
-        ("x-content-type-options", "nosniff"),
-        ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
-        ("cross-origin-resource-policy", "same-origin"),
-    ]
-    .into_iter()
-    .fold(router, |router, (name, value)| {
-        router.layer(SetResponseHeaderLayer::overriding(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        ))
-    })
-}
-
 /// Nothing under `/auth/` may be cached: those responses carry tokens or
 /// personal data (`Pragma` for HTTP/1.0 caches, as RFC 6749 §5.1 asks).
-async fn no_store(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    response
+fn no_store() -> NoStore {
+    // Header layers rather than a `from_fn` middleware: no allocation on
+    // `/auth/verify`, the hot path (see [`edge`]).
+    tower::layer::util::Stack::new(
+        SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ),
+        SetResponseHeaderLayer::overriding(header::PRAGMA, HeaderValue::from_static("no-cache")),
+    )
 }
+
+type NoStore = tower::layer::util::Stack<
+    SetResponseHeaderLayer<HeaderValue>,
+    SetResponseHeaderLayer<HeaderValue>,
+>;
 
 /// A 401 that rejected the token of the access cookie clears it (same
 /// attributes, `Max-Age=0`): the token in it is expired, revoked or bad,
@@ -367,31 +314,6 @@ async fn clear_rejected_access_cookie(
         }
     }
     response
-}
-
-async fn header_limit(request: Request, next: Next) -> Response {
-    let size: usize = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len())
-        .sum();
-    if size > HEADER_LIMIT {
-        return ApiError::HeadersTooLarge.into_response();
-    }
-    next.run(request).await
-}
-
-/// Resolves who the client is, once, for every handler, limit and audit
-/// row: the peer, or behind a trusted proxy the forwarded address.
-async fn resolve_client_ip(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let client = state.client_ip.resolve(peer.ip(), request.headers());
-    request.extensions_mut().insert(client);
-    next.run(request).await
 }
 
 /// The overall per-client request budget on `/auth/*`. A flood past it is

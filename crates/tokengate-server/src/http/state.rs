@@ -43,6 +43,8 @@ pub struct AppState {
     pub budget: RequestBudget,
     /// Who a request comes from (trusted proxies).
     pub client_ip: ClientIpResolver,
+    /// The header names `/auth/verify` answers with.
+    pub identity_headers: crate::http::routes::verify::IdentityHeaderNames,
 }
 
 impl AppState {

@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -124,14 +124,18 @@ pub async fn verify(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
     ApiQuery(requirements): ApiQuery<Requirements>,
-    headers: HeaderMap,
+    // The request itself rather than a `HeaderMap`, which the extractor
+    // would copy on every call of this hot path.
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let (parts, _body) = request.into_parts();
+    let headers = &parts.headers;
     // The Authorization header, then the cookie-mode access cookie (with
     // the CSRF rule for the client's method), then `forward_auth_cookie`.
     // The guard's `check_request` in its steps, so that a CSRF refusal is
     // stored with whose token it refused.
-    let method = forwarded_method(&headers);
-    let verified = match state.guard.presented_token(&headers)? {
+    let method = forwarded_method(headers);
+    let verified = match state.guard.presented_token(headers)? {
         Some(presented) => {
             let verified = state.guard.verify(presented.value()).await?;
             if presented.from_cookie() {
@@ -140,19 +144,19 @@ pub async fn verify(
                     Some(client),
                     VERIFY_PATH,
                     &method,
-                    &headers,
+                    headers,
                     &verified,
                 )
                 .await?;
             }
             verified
         }
-        None => from_cookie(&state, client, &method, &headers).await?,
+        None => from_cookie(&state, client, &method, headers).await?,
     };
     for requirement in requirements.each() {
         requirement.check(&verified)?;
     }
-    identity_response(&state.settings.forward_auth_header_prefix, &verified)
+    identity_response(&state.identity_headers, &verified)
 }
 
 /// With neither: `forward_auth_cookie`, under the same CSRF rule.
@@ -183,27 +187,53 @@ fn refused(reason: &'static str, detail: &dyn std::fmt::Display) -> ApiError {
     ApiError::InvalidToken { presented: true }
 }
 
+/// The names of the identity headers: `forward_auth_header_prefix` and
+/// `User`, `Email`, `Roles`, `Session`. Made once at start-up, not per
+/// answer.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaderNames {
+    user: HeaderName,
+    email: HeaderName,
+    roles: HeaderName,
+    session: HeaderName,
+}
+
+impl IdentityHeaderNames {
+    /// Fails only for a prefix that is not a header token, which the
+    /// settings refuse before this runs.
+    pub fn new(prefix: &str) -> Result<IdentityHeaderNames, axum::http::header::InvalidHeaderName> {
+        let name = |suffix: &str| HeaderName::try_from(format!("{prefix}{suffix}"));
+        Ok(IdentityHeaderNames {
+            user: name("User")?,
+            email: name("Email")?,
+            roles: name("Roles")?,
+            session: name("Session")?,
+        })
+    }
+}
+
 /// 200 with `<prefix>User`, `-Email`, `-Roles` and `-Session`. Every header
 /// is always sent (empty when the token has no such claim), so that a proxy
 /// that copies them overwrites whatever the client sent.
-fn identity_response(prefix: &str, token: &VerifiedToken) -> Result<Response, ApiError> {
+fn identity_response(
+    names: &IdentityHeaderNames,
+    token: &VerifiedToken,
+) -> Result<Response, ApiError> {
     let roles = token.roles().collect::<Vec<_>>().join(",");
     let email = ascii_header_text(token.str_claim("email").unwrap_or(""));
     let fields = [
-        ("User", token.subject()),
-        ("Email", email.as_str()),
-        ("Roles", roles.as_str()),
-        ("Session", token.session().unwrap_or("")),
+        (&names.user, token.subject()),
+        (&names.email, email.as_str()),
+        (&names.roles, roles.as_str()),
+        (&names.session, token.session().unwrap_or("")),
     ];
     let mut response = StatusCode::OK.into_response();
-    for (suffix, value) in fields {
-        let name = HeaderName::try_from(format!("{prefix}{suffix}"))
-            .map_err(|e| ApiError::Internal(format!("forward-auth header name: {e}")))?;
+    for (name, value) in fields {
         // Our own token's claims; bytes a header cannot carry (a control
         // character) would mean a claim we did not write.
         let value = HeaderValue::from_bytes(value.as_bytes())
             .map_err(|_| ApiError::Internal(format!("claim for {name} is not header text")))?;
-        response.headers_mut().insert(name, value);
+        response.headers_mut().insert(name.clone(), value);
     }
     Ok(response)
 }
