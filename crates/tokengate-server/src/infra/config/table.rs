@@ -93,7 +93,8 @@ settings! {
     /// When the denylist in Redis cannot be read: refuse (503, the
     /// default) or let tokens that otherwise verify through.
     revocation_fail_open: bool = "false" => boolean();
-    /// The base URL clients reach the service at (default: from `addr`).
+    /// The base URL clients reach the service at: `http(s)://host[:port]`
+    /// and an optional path (default: from `addr`).
     public_url: String => text();
     /// `iss` of issued tokens (default: `public_url`).
     issuer: String => text();

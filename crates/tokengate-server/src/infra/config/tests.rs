@@ -851,3 +851,46 @@ fn insecure_dev_cookies_refuse_a_non_loopback_allowed_origin_or_trusted_proxy() 
         .is_ok()
     );
 }
+
+#[test]
+fn public_url_is_an_http_url_with_at_most_a_path() {
+    for good in [
+        "https://auth.example.com",
+        "https://auth.example.com/",
+        "http://127.0.0.1:8080",
+        "http://[::1]:8080",
+        "https://example.com/tg",
+        "https://example.com/a/b-c_d.e~f/",
+    ] {
+        let s = load(&[("TOKENGATE_PUBLIC_URL", good)]).map_err(|e| e.to_string());
+        assert!(s.is_ok(), "{good}: {s:?}");
+    }
+    // Derived from addr when unset, IPv6 included.
+    let derived = load(&[("TOKENGATE_ADDR", "[::1]:9000")]).map(|s| s.public_url);
+    assert_eq!(
+        derived.map_err(|e| e.to_string()),
+        Ok("http://[::1]:9000".to_owned())
+    );
+    for bad in [
+        "auth.example.com",
+        "ftp://auth.example.com",
+        "https://",
+        "https://user:pw@auth.example.com",
+        "https://auth example.com",
+        "https://auth.example.com/tg?x=1",
+        "https://auth.example.com/#frag",
+        "https://auth.example.com/t g",
+        "https://auth.example.com/tg\\x",
+        "https://exämple.com",
+        "https://auth.example.com/pfad/ü",
+        "https://auth.example.com:99999",
+    ] {
+        let err = load(&[("TOKENGATE_PUBLIC_URL", bad)]).map(|_| ());
+        assert!(
+            err.as_ref()
+                .is_err_and(|e| e.to_string().contains("public_url")
+                    && e.to_string().contains("a URL like")),
+            "{bad:?}: {err:?}"
+        );
+    }
+}

@@ -17,6 +17,7 @@ impl Settings {
     /// inconsistent.
     pub(super) fn derive_and_check(mut self) -> Result<Settings, ConfigError> {
         self.derive();
+        self.check_public_url()?;
         self.check_storage()?;
         self.check_signing()?;
         self.check_lifetimes()?;
@@ -63,6 +64,36 @@ impl Settings {
         if self.log_level.is_empty() {
             self.log_level = "info".to_owned();
         }
+    }
+
+    /// `public_url` is the origin of the pages, the cookies' allowed
+    /// origin, the default `iss` and where the JWKS is announced: an
+    /// `http(s)://host[:port]` and at most a path, nothing a client could
+    /// not have typed (no query, fragment, credentials or blanks).
+    fn check_public_url(&self) -> Result<(), ConfigError> {
+        let url = &self.public_url;
+        let path = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|at| &rest[at..]))
+            .unwrap_or("");
+        // The origin's own check refuses credentials (`user@`) and blanks.
+        let valid = super::parse_origin(&origin_part(url)).is_some()
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'\\'));
+        if valid {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid {
+            key: "public_url",
+            value: url.clone(),
+            origin: self
+                .sources
+                .get("public_url")
+                .cloned()
+                .unwrap_or(super::Source::Default),
+            expected: "a URL like https://auth.example.com or https://example.com/tg (http or https, a host, an optional port and path)",
+        })
     }
 
     fn check_storage(&self) -> Result<(), ConfigError> {
