@@ -129,6 +129,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(Unique::Email) => ApiError::EmailTaken,
             StoreError::Unavailable(cause) => ApiError::Unavailable(format!("database: {cause}")),
+            StoreError::Interrupted(what) => ApiError::Unavailable(what.to_owned()),
             other => ApiError::Internal(other.to_string()),
         }
     }

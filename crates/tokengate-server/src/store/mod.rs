@@ -31,6 +31,12 @@ pub enum StoreError {
     /// acquire timeout, a connection lost): the caller may retry later.
     #[error("database unavailable: {0}")]
     Unavailable(sqlx::Error),
+    /// Work this process does for storage ended without an answer (the
+    /// task that commits SQLite's refresh rotations stopped, or a batch of
+    /// them failed): the database itself may be fine, and a retry may
+    /// succeed. Says which.
+    #[error("{0}")]
+    Interrupted(&'static str),
     /// The database failed.
     #[error("database error: {0}")]
     Database(sqlx::Error),

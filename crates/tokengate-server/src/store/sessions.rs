@@ -318,10 +318,13 @@ impl RotationBatches {
     }
 
     async fn rotate(&self, job: RotationJob) -> Result<Rotation, StoreError> {
-        let gone = || StoreError::Unavailable(sqlx::Error::PoolClosed);
         let (reply, outcome) = oneshot::channel();
-        self.jobs.send((job, reply)).await.map_err(|_| gone())?;
-        outcome.await.map_err(|_| gone())?
+        self.jobs.send((job, reply)).await.map_err(|_| {
+            StoreError::Interrupted("the task committing refresh rotations has stopped")
+        })?;
+        outcome.await.map_err(|_| {
+            StoreError::Interrupted("a batch of refresh rotations ended without an answer")
+        })?
     }
 }
 
@@ -499,7 +502,9 @@ impl Store {
         match &self.pool {
             Pool::Sqlite(_) => {
                 let Some(batches) = &self.rotation_batches else {
-                    return Err(StoreError::Unavailable(sqlx::Error::PoolClosed));
+                    return Err(StoreError::Interrupted(
+                        "this SQLite store has no queue of refresh rotations",
+                    ));
                 };
                 batches
                     .rotate(RotationJob {
@@ -931,7 +936,7 @@ mod tests {
         };
         let failed = batches.rotate(job("panics")).await;
         assert!(
-            matches!(failed, Err(StoreError::Unavailable(_))),
+            matches!(failed, Err(StoreError::Interrupted(what)) if what.contains("batch")),
             "{failed:?}"
         );
         // The batching task lives on: refreshes are not 503 until a restart.
