@@ -11,10 +11,11 @@
 # `tokengate` binaries (e.g. one built from an earlier commit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 cargo build -q --release -p tokengate-server -p loadgen
-TARGET=$(cargo metadata --format-version 1 --no-deps | sed -E 's/.*"target_directory":"([^"]+)".*/\1/')
+TARGET=$(bench_target_dir)
 LG=$TARGET/release/loadgen
-CRED='{"email":"bench@example.com","password":"load testing is a long sentence too"}'
+CRED=$BENCH_CREDENTIALS
 PORT=18191
 
 # serve BINARY ENV...: starts a pinned server with a fresh data dir and one
@@ -23,9 +24,7 @@ serve() {
   local bin=$1
   shift
   DIR=$(mktemp -d)
-  env TOKENGATE_LOG_LEVEL=warn TOKENGATE_AUTH_REQUESTS_PER_MINUTE=100000000 \
-    TOKENGATE_LOGIN_MAX_FAILURES=100000000 TOKENGATE_LOGIN_IP_MAX_FAILURES=100000000 \
-    TOKENGATE_LOGIN_ACCOUNT_MAX_FAILURES=100000000 TOKENGATE_METRICS_ADDR=127.0.0.1:19465 \
+  env "${BENCH_TOKENGATE_ENV[@]}" TOKENGATE_METRICS_ADDR=127.0.0.1:19465 \
     TOKENGATE_SIGNING_ALG=ES256 "$@" \
     taskset -c 0 "$bin" serve --addr "127.0.0.1:$PORT" --data-dir "$DIR" >"$DIR/log" 2>&1 &
   PID=$!
@@ -54,8 +53,7 @@ routes)
       [ "$variant" = old ] && bin=$2 || bin=$3
       for cache in true false; do
         serve "$bin" TOKENGATE_VERIFY_CACHE="$cache"
-        token=$(curl -s "http://127.0.0.1:$PORT/auth/login" -H 'content-type: application/json' -d "$CRED" |
-          sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+        token=$(bench_token "http://127.0.0.1:$PORT")
         if [ "$cache" = true ]; then
           out=$(taskset -c 1 "$LG" get "http://127.0.0.1:$PORT/healthz" -c 32 -d 6 -w 1)
           echo "$variant round $round /healthz: $out"

@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. bench/lib.sh
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then WARMUP=${WARMUP:-1}; DURATION=${DURATION:-3}; else WARMUP=${WARMUP:-2}; DURATION=${DURATION:-10}; fi
@@ -34,7 +35,7 @@ ulimit -n 8192 2>/dev/null || true
 echo "building (release)..." >&2
 cargo build -q --release -p tokengate-server -p loadgen
 cargo build -q --release -p tokengate --features axum --example layer_bench
-TARGET=$(cargo metadata --format-version 1 --no-deps | sed -E 's/.*"target_directory":"([^"]+)".*/\1/')
+TARGET=$(bench_target_dir)
 TG=$TARGET/release/tokengate
 LG=$TARGET/release/loadgen
 LAYER=$TARGET/release/examples/layer_bench
@@ -53,9 +54,7 @@ RESULTS=$OUT/results.tsv
 CHART=$OUT/chart.tsv
 : >"$RESULTS"
 : >"$CHART"
-PASSWORD="load testing is a long sentence too"
-EMAIL=bench@example.com
-CREDENTIALS="{\"email\":\"$EMAIL\",\"password\":\"$PASSWORD\"}"
+CREDENTIALS=$BENCH_CREDENTIALS
 
 on_server() { taskset -c "$SERVER_CPU" "$@"; }
 on_loader() { taskset -c "$LOAD_CPU" "$@"; }
@@ -71,9 +70,7 @@ tokengate_start() {
   shift 2
   local since
   since=$(date +%s%N)
-  env TOKENGATE_LOG_LEVEL=warn TOKENGATE_AUTH_REQUESTS_PER_MINUTE=100000000 \
-    TOKENGATE_LOGIN_MAX_FAILURES=100000000 TOKENGATE_LOGIN_IP_MAX_FAILURES=100000000 \
-    TOKENGATE_LOGIN_ACCOUNT_MAX_FAILURES=100000000 TOKENGATE_METRICS_ADDR=127.0.0.1:19464 "$@" \
+  env "${BENCH_TOKENGATE_ENV[@]}" TOKENGATE_METRICS_ADDR=127.0.0.1:19464 "$@" \
     taskset -c "$SERVER_CPU" "$TG" serve --addr "127.0.0.1:$port" --data-dir "$WORK/$name" \
     >>"$WORK/$name.log" 2>&1 &
   TG_PID=$!
@@ -82,12 +79,7 @@ tokengate_start() {
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-# login BASE: registers (once) and logs in; prints the access token.
-login() {
-  curl -s "$1/auth/register" -H 'content-type: application/json' -d "$CREDENTIALS" >/dev/null
-  curl -s "$1/auth/login" -H 'content-type: application/json' -d "$CREDENTIALS" |
-    sed -E 's/.*"access_token":"([^"]+)".*/\1/'
-}
+login() { bench_token "$1"; }
 
 # record SECTION LABEL LINE: keeps a loadgen result line.
 record() {
@@ -238,7 +230,7 @@ done
 raw=$(field rate "$(on_server "$LG" hash --bcrypt-cost 10 -d "$DURATION")")
 printf '%s\t%s\t%s\t\t\t\n' "login" "raw bcrypt cost 10 check, one core" "$raw" >>"$RESULTS"
 echo "  raw bcrypt cost 10: $raw/s" >&2
-"$LG" bcrypt-accounts --cost 10 --count 4000 --password "$PASSWORD" --csv "$WORK/imported.csv" \
+"$LG" bcrypt-accounts --cost 10 --count 4000 --password "$BENCH_PASSWORD" --csv "$WORK/imported.csv" \
   --bodies "$WORK/imported.jsonl"
 "$TG" migrate --data-dir "$WORK/tg-bcrypt" >>"$WORK/tg-bcrypt.log" 2>&1
 "$TG" user import "$WORK/imported.csv" --data-dir "$WORK/tg-bcrypt" >>"$WORK/tg-bcrypt.log" 2>&1
