@@ -941,50 +941,71 @@ pub(crate) struct FailedLoginTimes {
     pub wrong: f64,
     /// Every distinct response body seen.
     pub bodies: std::collections::BTreeSet<String>,
+    /// How many logins of each kind were timed.
+    pub rounds: usize,
 }
 
 /// Times `rounds` logins of each kind, each a 401. Interleaved, so
 /// background load hits both alike. Load only ever adds time, so the
 /// fastest of many tries is the truest estimate of each path's own cost,
 /// even with the rest of the suite running beside it (a median still moved
-/// with the load of a parallel build).
+/// with the load of a parallel build). When the two are still apart after
+/// `rounds`, another `rounds` are timed, twice at most: under a load
+/// average of 17 one run of 15 had not yet found either path's fastest,
+/// while a real leak (an unknown email skipping the hash, a ratio near
+/// 0.01) stays apart however many rounds are taken.
 pub(crate) async fn time_failed_logins(
     app: &crate::app::TestApp,
     unknown_email: &str,
     existing_email: &str,
     rounds: usize,
 ) -> FailedLoginTimes {
-    let mut unknown = Vec::new();
-    let mut wrong = Vec::new();
-    let mut bodies = std::collections::BTreeSet::new();
-    for i in 0..rounds {
-        for (email, times) in [(unknown_email, &mut unknown), (existing_email, &mut wrong)] {
-            let started = std::time::Instant::now();
-            let r = app
-                .login(email, &format!("wrong password number {i}"))
-                .await;
-            times.push(started.elapsed().as_secs_f64());
-            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-            bodies.insert(r.text().await.unwrap());
+    let mut times = FailedLoginTimes {
+        unknown: f64::INFINITY,
+        wrong: f64::INFINITY,
+        bodies: std::collections::BTreeSet::new(),
+        rounds: 0,
+    };
+    for _attempt in 0..3 {
+        for _ in 0..rounds {
+            let i = times.rounds;
+            for (email, fastest) in [
+                (unknown_email, &mut times.unknown),
+                (existing_email, &mut times.wrong),
+            ] {
+                let started = std::time::Instant::now();
+                let r = app
+                    .login(email, &format!("wrong password number {i}"))
+                    .await;
+                *fastest = fastest.min(started.elapsed().as_secs_f64());
+                assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+                times.bodies.insert(r.text().await.unwrap());
+            }
+            times.rounds += 1;
+        }
+        if times.within_bound() {
+            break;
         }
     }
-    let fastest = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-    FailedLoginTimes {
-        unknown: fastest(&unknown),
-        wrong: fastest(&wrong),
-        bodies,
-    }
+    times
 }
 
 impl FailedLoginTimes {
-    /// One body for both, and times within the bound the threat model states.
+    /// The bound the threat model states: neither path's fastest more than
+    /// 1.67 times the other's.
+    fn within_bound(&self) -> bool {
+        (0.6..=1.67).contains(&(self.unknown / self.wrong))
+    }
+
+    /// One body for both, and times within the bound.
     pub(crate) fn assert_indistinguishable(&self) {
         assert_eq!(self.bodies.len(), 1, "one body for both: {:?}", self.bodies);
         let (u, w) = (self.unknown, self.wrong);
-        let ratio = u / w;
         assert!(
-            (0.6..=1.67).contains(&ratio),
-            "unknown {u:.4}s vs wrong password {w:.4}s (ratio {ratio:.2})"
+            self.within_bound(),
+            "unknown {u:.4}s vs wrong password {w:.4}s (ratio {:.2}, fastest of {} each)",
+            u / w,
+            self.rounds
         );
     }
 }
@@ -992,9 +1013,8 @@ impl FailedLoginTimes {
 async fn unknown_user_and_wrong_password_look_the_same(backend: Backend) {
     let app = spawn_app_for_login_timing(backend).await;
     app.user("trent@example.com").await;
-    time_failed_logins(&app, "nobody-here@example.com", "trent@example.com", 15)
-        .await
-        .assert_indistinguishable();
+    let times = time_failed_logins(&app, "nobody-here@example.com", "trent@example.com", 15).await;
+    times.assert_indistinguishable();
     // The audit log keeps the difference the client cannot see.
     let rows = app.audit_events("login_failed").await;
     let reasons: std::collections::BTreeMap<String, usize> =
@@ -1003,8 +1023,16 @@ async fn unknown_user_and_wrong_password_look_the_same(backend: Backend) {
                 .or_default() += 1;
             m
         });
-    assert_eq!(reasons.get("unknown_user"), Some(&15), "{reasons:?}");
-    assert_eq!(reasons.get("wrong_password"), Some(&15), "{reasons:?}");
+    assert_eq!(
+        reasons.get("unknown_user"),
+        Some(&times.rounds),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons.get("wrong_password"),
+        Some(&times.rounds),
+        "{reasons:?}"
+    );
     assert!(app.logs().text().contains("unknown_user"));
     app.logs().assert_clean();
 }
