@@ -66,39 +66,46 @@ pub struct Edge {
 }
 
 struct EdgeSettings {
-    client_ip: ClientIpResolver,
-    request_timeout: Duration,
+    /// The API's: the header-size limit, the client's address and the
+    /// timeout. The metrics listener has none of them.
+    api: Option<ApiLimits>,
     /// `Strict-Transport-Security`: only behind TLS.
     hsts: bool,
     /// Record each request in `tokengate_http_request_duration_seconds`.
     observe: bool,
 }
 
+struct ApiLimits {
+    client_ip: ClientIpResolver,
+    request_timeout: Duration,
+}
+
 impl Edge {
     /// `request_timeout` is raised to 100 ms at least: below that even a
     /// healthy request could miss it.
     pub fn new(client_ip: ClientIpResolver, request_timeout: Duration, hsts: bool) -> Edge {
-        Edge::build(client_ip, request_timeout, hsts, true)
-    }
-
-    /// For the separate metrics listener: its scrapes are not recorded in
-    /// the metrics they read.
-    pub fn unobserved(client_ip: ClientIpResolver, request_timeout: Duration, hsts: bool) -> Edge {
-        Edge::build(client_ip, request_timeout, hsts, false)
-    }
-
-    fn build(
-        client_ip: ClientIpResolver,
-        request_timeout: Duration,
-        hsts: bool,
-        observe: bool,
-    ) -> Edge {
         Edge {
             inner: Arc::new(EdgeSettings {
-                client_ip,
-                request_timeout: request_timeout.max(Duration::from_millis(100)),
+                api: Some(ApiLimits {
+                    client_ip,
+                    request_timeout: request_timeout.max(Duration::from_millis(100)),
+                }),
                 hsts,
-                observe,
+                observe: true,
+            }),
+        }
+    }
+
+    /// For the separate metrics listener: only the problem body and the
+    /// security headers, as it always had (no header-size limit, client
+    /// address or timeout), and its scrapes are not recorded in the
+    /// metrics they read.
+    pub fn for_metrics(hsts: bool) -> Edge {
+        Edge {
+            inner: Arc::new(EdgeSettings {
+                api: None,
+                hsts,
+                observe: false,
             }),
         }
     }
@@ -147,11 +154,12 @@ where
                 .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned())
         });
         let method = crate::infra::metrics::method_label(request.method());
-        let refused = headers_size(request.headers()) > HEADER_LIMIT;
+        let refused = edge.api.is_some() && headers_size(request.headers()) > HEADER_LIMIT;
         if !refused
+            && let Some(api) = &edge.api
             && let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
         {
-            let client = edge.client_ip.resolve(peer.ip(), request.headers());
+            let client = api.client_ip.resolve(peer.ip(), request.headers());
             request.extensions_mut().insert(client);
         }
         // The service that was readied answers; a clone takes its place.
@@ -160,11 +168,16 @@ where
         Box::pin(async move {
             let response = if refused {
                 ApiError::HeadersTooLarge.into_response()
-            } else {
-                match tokio::time::timeout(edge.request_timeout, inner.call(request)).await {
+            } else if let Some(api) = &edge.api {
+                match tokio::time::timeout(api.request_timeout, inner.call(request)).await {
                     Ok(Ok(response)) => response,
                     Ok(Err(never)) => match never {},
                     Err(_elapsed) => StatusCode::REQUEST_TIMEOUT.into_response(),
+                }
+            } else {
+                match inner.call(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
                 }
             };
             let mut response = problem_for_bare_error(response);
@@ -405,6 +418,32 @@ mod tests {
             "application/problem+json"
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_metrics_edge_has_no_header_limit_nor_timeout_but_the_headers() {
+        let app = Router::new()
+            .route(
+                "/metrics",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "scraped"
+                }),
+            )
+            .layer(Edge::for_metrics(false));
+        let mut big = request("/metrics");
+        big.headers_mut().insert(
+            "x-pad",
+            HeaderValue::from_str(&"a".repeat(HEADER_LIMIT))
+                .unwrap_or_else(|_| HeaderValue::from_static("x")),
+        );
+        let response = app.oneshot(big).await.unwrap_or_else(|e| match e {});
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(
+            response.headers()[header::CONTENT_SECURITY_POLICY],
+            DEFAULT_CSP
+        );
     }
 
     #[tokio::test]

@@ -161,11 +161,7 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
 
 /// The router for a separate metrics listener (`metrics_addr`).
 pub fn metrics_router(state: Arc<AppState>) -> Router {
-    let edge = edge::Edge::unobserved(
-        state.client_ip.clone(),
-        state.settings.request_timeout,
-        state.settings.tls_cert.is_some(),
-    );
+    let edge = edge::Edge::for_metrics(state.settings.tls_cert.is_some());
     Router::new()
         .route("/metrics", metrics_route(&state))
         .method_not_allowed_fallback(method_not_allowed)

@@ -651,3 +651,81 @@ async fn a_revocation_committed_late_still_reaches_the_denylist(backend: Backend
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Every answer the edge passes carries the security headers: errors from
+/// the router (404, both 405s), from the /auth layers (413, 429, 431), and
+/// `/auth/verify` for any method; under /auth with no-store too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_kind_of_answer_carries_the_security_headers() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.auth_requests_per_minute = 3).await;
+    let c = &app.client;
+    let check = |r: &reqwest::Response, what: &str, auth: bool| {
+        let h = r.headers();
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+            ("cross-origin-resource-policy", "same-origin"),
+            (
+                "content-security-policy",
+                "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        ] {
+            assert_eq!(
+                h.get(name).map(|v| v.to_str().unwrap()),
+                Some(value),
+                "{what}: {name}"
+            );
+        }
+        assert!(!h.contains_key("strict-transport-security"), "{what}");
+        if auth {
+            assert_eq!(h["cache-control"], "no-store", "{what}");
+            assert_eq!(h["pragma"], "no-cache", "{what}");
+        }
+    };
+    let r = c.get(app.url("/nope")).send().await.unwrap();
+    check(&r, "404", false);
+    problem(r, StatusCode::NOT_FOUND).await;
+    let r = c.post(app.url("/healthz")).send().await.unwrap();
+    check(&r, "405", false);
+    problem(r, StatusCode::METHOD_NOT_ALLOWED).await;
+    for method in ["GET", "HEAD", "OPTIONS", "TRACE", "PROPFIND", "X-MADE-UP"] {
+        let r = c
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                app.url("/auth/verify"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method}");
+        check(&r, method, true);
+    }
+    let r = c
+        .get(app.url("/auth/verify"))
+        .header("x-filler", "y".repeat(9 * 1024))
+        .send()
+        .await
+        .unwrap();
+    check(&r, "431", false);
+    problem(r, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
+    let r = c.get(app.url("/auth/login")).send().await.unwrap();
+    check(&r, "auth 405", true);
+    problem(r, StatusCode::METHOD_NOT_ALLOWED).await;
+    let r = c
+        .post(app.url("/auth/login"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"email\":\"{}\"}}", "a".repeat(20 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    check(&r, "413", true);
+    problem(r, StatusCode::PAYLOAD_TOO_LARGE).await;
+    let mut last = None;
+    for _ in 0..5 {
+        last = Some(c.get(app.url("/auth/me")).send().await.unwrap());
+    }
+    let r = last.unwrap();
+    check(&r, "429", true);
+    problem(r, StatusCode::TOO_MANY_REQUESTS).await;
+}

@@ -265,3 +265,30 @@ async fn made_up_methods_are_counted_as_other() {
         "{routes:?}"
     );
 }
+
+/// The metrics listener never had the API's header-size limit (nor its
+/// timeout or client address): only the problem body and the security
+/// headers. A scraper's large headers are served as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_metrics_listener_has_no_header_size_limit() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let base = app.metrics_base.clone().expect("a metrics listener");
+    let r = app
+        .client
+        .get(format!("{base}/metrics"))
+        .header("x-filler", "y".repeat(9 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    let r = app
+        .client
+        .get(format!("{base}/nope"))
+        .header("x-filler", "y".repeat(9 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    problem(r, StatusCode::NOT_FOUND).await;
+}
