@@ -102,11 +102,12 @@ impl Edge {
     /// security headers, as it always had (no header-size limit, client
     /// address or timeout), and its scrapes are not recorded in the
     /// metrics they read.
-    pub fn for_metrics(hsts: bool) -> Edge {
+    /// It is plain HTTP, so never HSTS.
+    pub fn for_metrics() -> Edge {
         Edge {
             inner: Arc::new(EdgeSettings {
                 api: None,
-                hsts,
+                hsts: false,
                 observe: false,
             }),
         }
@@ -432,7 +433,7 @@ mod tests {
                     "scraped"
                 }),
             )
-            .layer(Edge::for_metrics(false));
+            .layer(Edge::for_metrics());
         let mut big = request("/metrics");
         big.headers_mut().insert(
             "x-pad",

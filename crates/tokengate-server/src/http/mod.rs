@@ -161,7 +161,8 @@ fn router_and_document(state: &Arc<AppState>) -> (Router<Arc<AppState>>, Documen
 
 /// The router for a separate metrics listener (`metrics_addr`).
 pub fn metrics_router(state: Arc<AppState>) -> Router {
-    let edge = edge::Edge::for_metrics(state.settings.tls_cert.is_some());
+    // Plain HTTP even when the API serves TLS: no HSTS (RFC 6797 §7.2).
+    let edge = edge::Edge::for_metrics();
     Router::new()
         .route("/metrics", metrics_route(&state))
         .method_not_allowed_fallback(method_not_allowed)

@@ -292,3 +292,33 @@ async fn the_metrics_listener_has_no_header_size_limit() {
     assert_eq!(r.headers()["x-frame-options"], "DENY");
     problem(r, StatusCode::NOT_FOUND).await;
 }
+
+/// The metrics listener is plain HTTP even when the API serves TLS, so it
+/// never sends HSTS: RFC 6797 §7.2 forbids the header over a non-secure
+/// transport. The API port sends it (`tls::serves_https_with_hsts…`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_plain_metrics_listener_never_sends_hsts() {
+    let certs = tempfile::TempDir::new().unwrap();
+    crate::tls::issue(certs.path());
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.tls_cert = Some(cert);
+        s.tls_key = Some(key);
+    })
+    .await;
+    let base = app.metrics_base.clone().expect("a metrics listener");
+    for path in ["/metrics", "/nope"] {
+        let r = app
+            .client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            !r.headers().contains_key("strict-transport-security"),
+            "{path}: {:?}",
+            r.headers()
+        );
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{path}");
+    }
+}
