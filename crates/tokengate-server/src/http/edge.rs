@@ -100,9 +100,8 @@ impl Edge {
 
     /// For the separate metrics listener: only the problem body and the
     /// security headers, as it always had (no header-size limit, client
-    /// address or timeout), and its scrapes are not recorded in the
-    /// metrics they read.
-    /// It is plain HTTP, so never HSTS.
+    /// address or timeout), never HSTS (it is plain HTTP), and its scrapes
+    /// are not recorded in the metrics they read.
     pub fn for_metrics() -> Edge {
         Edge {
             inner: Arc::new(EdgeSettings {

@@ -72,13 +72,11 @@ impl Settings {
     /// not have typed (no query, fragment, credentials or blanks).
     fn check_public_url(&self) -> Result<(), ConfigError> {
         let url = &self.public_url;
-        let path = url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.find('/').map(|at| &rest[at..]))
-            .unwrap_or("");
-        // The origin's own check refuses credentials (`user@`) and blanks.
+        // The origin's own check refuses credentials (`user@`) and anything
+        // but a host and port; the whole URL then has no query, fragment,
+        // backslash, blank or non-ASCII byte, wherever it would start.
         let valid = super::parse_origin(&origin_part(url)).is_some()
-            && path
+            && url
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'\\'));
         if valid {
