@@ -15,23 +15,16 @@ cd "$(dirname "$0")/.."
 cargo build -q --release -p tokengate-server -p loadgen
 TARGET=$(bench_target_dir)
 LG=$TARGET/release/loadgen
-CRED=$BENCH_CREDENTIALS
 PORT=18191
 
-# serve BINARY ENV...: starts a pinned server with a fresh data dir and one
-# registered account; sets PID and DIR.
+# serve BINARY ENV...: starts a pinned ES256 server (ENV may override)
+# with one registered account (bench_serve sets BENCH_PID).
 serve() {
   local bin=$1
   shift
-  DIR=$(mktemp -d)
-  env "${BENCH_TOKENGATE_ENV[@]}" TOKENGATE_METRICS_ADDR=127.0.0.1:19465 \
-    TOKENGATE_SIGNING_ALG=ES256 "$@" \
-    taskset -c 0 "$bin" serve --addr "127.0.0.1:$PORT" --data-dir "$DIR" >"$DIR/log" 2>&1 &
-  PID=$!
-  taskset -c 1 "$LG" ready "http://127.0.0.1:$PORT/healthz" --since-ns "$(date +%s%N)" >/dev/null
-  curl -s "http://127.0.0.1:$PORT/auth/register" -H 'content-type: application/json' -d "$CRED" >/dev/null
+  bench_serve "$bin" "$PORT" 19465 TOKENGATE_SIGNING_ALG=ES256 "$@"
+  curl -s "http://127.0.0.1:$PORT/auth/register" -H 'content-type: application/json' -d "$BENCH_CREDENTIALS" >/dev/null
 }
-finish() { kill "$PID"; wait "$PID" 2>/dev/null || true; rm -rf "$DIR"; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 case "${1:-}" in
@@ -40,10 +33,10 @@ refresh)
     for variant in old new; do
       [ "$variant" = old ] && bin=$2 || bin=$3
       serve "$bin"
-      before=$(ticks "$PID")
-      out=$(taskset -c 1 "$LG" refresh "http://127.0.0.1:$PORT" --login-body "$CRED" -c 16 -d 6 -w 1)
-      echo "$variant round $round: $out server_cpu_ticks=$(($(ticks "$PID") - before))"
-      finish
+      before=$(ticks "$BENCH_PID")
+      out=$(taskset -c 1 "$LG" refresh "http://127.0.0.1:$PORT" --login-body "$BENCH_CREDENTIALS" -c 16 -d 6 -w 1)
+      echo "$variant round $round: $out server_cpu_ticks=$(($(ticks "$BENCH_PID") - before))"
+      bench_stop
     done
   done
   ;;
@@ -60,7 +53,7 @@ routes)
         fi
         out=$(taskset -c 1 "$LG" get "http://127.0.0.1:$PORT/auth/verify" -H "authorization: Bearer $token" -c 32 -d 6 -w 1)
         echo "$variant round $round /auth/verify cache=$cache: $out"
-        finish
+        bench_stop
       done
     done
   done
@@ -74,9 +67,9 @@ hash-threads)
         serve "$bin" TOKENGATE_ARGON2_MEMORY_KIB="$m" TOKENGATE_ARGON2_ITERATIONS="$t" \
           TOKENGATE_PASSWORD_HASH_CONCURRENCY="$threads"
         raw=$(taskset -c 0 "$LG" hash --memory-kib "$m" --iterations "$t" -d 4)
-        out=$(taskset -c 1 "$LG" login "http://127.0.0.1:$PORT/auth/login" --body "$CRED" -c 8 -d 6 -w 1)
+        out=$(taskset -c 1 "$LG" login "http://127.0.0.1:$PORT/auth/login" --body "$BENCH_CREDENTIALS" -c 8 -d 6 -w 1)
         echo "m=$m t=$t threads=$threads round $round: $raw | $out"
-        finish
+        bench_stop
       done
     done
   done

@@ -1,6 +1,6 @@
 # Sourced by bench/run.sh, bench/ab.sh and bench/profile.sh: what a
 # benchmarked tokengate runs with, so that every script measures the same
-# server.
+# server. bench_serve needs LG (the loadgen binary) set.
 
 # The limits a load test would trip (per-client budget, login failures)
 # lifted, and logs at warn: the figures measure the work, not the refusals.
@@ -28,4 +28,23 @@ bench_token() {
 # .cargo/config included).
 bench_target_dir() {
   cargo metadata --format-version 1 --no-deps | sed -E 's/.*"target_directory":"([^"]+)".*/\1/'
+}
+
+# bench_serve BIN PORT METRICS_PORT ENV...: starts BIN serve on CPU 0 with a
+# fresh data directory (BENCH_DIR, its log in BENCH_DIR/log) and waits
+# until it answers; sets BENCH_PID. bench_stop ends it and removes the data.
+bench_serve() {
+  local bin=$1 port=$2 metrics_port=$3
+  shift 3
+  BENCH_DIR=$(mktemp -d)
+  env "${BENCH_TOKENGATE_ENV[@]}" TOKENGATE_METRICS_ADDR="127.0.0.1:$metrics_port" "$@" \
+    taskset -c 0 "$bin" serve --addr "127.0.0.1:$port" --data-dir "$BENCH_DIR/data" >"$BENCH_DIR/log" 2>&1 &
+  BENCH_PID=$!
+  taskset -c 1 "$LG" ready "http://127.0.0.1:$port/healthz" --since-ns "$(date +%s%N)" >/dev/null
+}
+bench_stop() {
+  [ -n "${BENCH_PID:-}" ] || return 0
+  kill "$BENCH_PID" 2>/dev/null || true
+  wait "$BENCH_PID" 2>/dev/null || true
+  rm -rf "$BENCH_DIR"
 }

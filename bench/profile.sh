@@ -25,23 +25,18 @@ TG=$TARGET/release/tokengate
 LG=$TARGET/release/loadgen
 OUT=${OUT:-$(mktemp -d)}
 PORT=18194
-DIR=$(mktemp -d)
-trap 'kill "$PID" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"' EXIT
+trap bench_stop EXIT
 
 secret=()
 [ "$ALG" = HS256 ] && secret=(TOKENGATE_HS_SECRET="$("$TG" secret generate)")
-env "${BENCH_TOKENGATE_ENV[@]}" TOKENGATE_METRICS_ADDR=127.0.0.1:19467 TOKENGATE_SIGNING_ALG="$ALG" \
-  TOKENGATE_VERIFY_CACHE="$CACHE" "${secret[@]}" \
-  taskset -c 0 "$TG" serve --addr "127.0.0.1:$PORT" --data-dir "$DIR/data" >"$DIR/log" 2>&1 &
-PID=$!
-taskset -c 1 "$LG" ready "http://127.0.0.1:$PORT/healthz" --since-ns "$(date +%s%N)" >/dev/null
+bench_serve "$TG" "$PORT" 19467 TOKENGATE_SIGNING_ALG="$ALG" TOKENGATE_VERIFY_CACHE="$CACHE" "${secret[@]}"
 token=$(bench_token "http://127.0.0.1:$PORT")
 taskset -c 1 "$LG" get "http://127.0.0.1:$PORT$ROUTE" -H "authorization: Bearer $token" \
   -c 32 -d 9 -w 1 >"$OUT/rate.txt" &
 load=$!
 sleep 3
 # DWARF unwinding: the release build has no frame pointers.
-perf record -q -F 499 --call-graph dwarf,16384 -o "$OUT/perf.data" -p "$PID" -- sleep 5 >/dev/null 2>&1
+perf record -q -F 499 --call-graph dwarf,16384 -o "$OUT/perf.data" -p "$BENCH_PID" -- sleep 5 >/dev/null 2>&1
 wait "$load"
 echo "$ALG cache $CACHE $ROUTE, while profiled: $(cat "$OUT/rate.txt")"
 perf report -i "$OUT/perf.data" --no-children -g none --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -5

@@ -54,7 +54,6 @@ RESULTS=$OUT/results.tsv
 CHART=$OUT/chart.tsv
 : >"$RESULTS"
 : >"$CHART"
-CREDENTIALS=$BENCH_CREDENTIALS
 
 on_server() { taskset -c "$SERVER_CPU" "$@"; }
 on_loader() { taskset -c "$LOAD_CPU" "$@"; }
@@ -79,7 +78,6 @@ tokengate_start() {
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-login() { bench_token "$1"; }
 
 # record SECTION LABEL LINE: keeps a loadgen result line.
 record() {
@@ -117,7 +115,7 @@ for alg in $ALGS; do
   fi
   base=http://127.0.0.1:18181
   tokengate_start "tg-$alg" 18181 TOKENGATE_SIGNING_ALG="$alg" "${secret_env[@]}"
-  TOKEN=$(login "$base")
+  TOKEN=$(bench_token "$base")
   ISS=$(python3 -c 'import base64,json,sys; p=sys.argv[1].split(".")[1]; print(json.loads(base64.urlsafe_b64decode(p+"=="))["iss"])' "$TOKEN")
   get "$section" "tokengate GET /healthz (unauthenticated ceiling)" "$base/healthz"
   get "$section" "tokengate GET /auth/verify, cache on" "$base/auth/verify" "$TOKEN"
@@ -189,7 +187,7 @@ done
 echo "== login" >&2
 login_flood() { # SECTION LABEL BASE PATH
   local line
-  line=$(on_loader "$LG" login "$3$4" --body "$CREDENTIALS" -c "$LOGINS" -d "$DURATION" -w "$WARMUP")
+  line=$(on_loader "$LG" login "$3$4" --body "$BENCH_CREDENTIALS" -c "$LOGINS" -d "$DURATION" -w "$WARMUP")
   record "$1" "$2" "$line"
 }
 for params in "19456 2 OWASP" "7168 5 Keycloak"; do
@@ -199,7 +197,7 @@ for params in "19456 2 OWASP" "7168 5 Keycloak"; do
   echo "  raw argon2id m=$m t=$t: $raw/s" >&2
   tokengate_start "tg-login-$who" 18181 TOKENGATE_SIGNING_ALG=ES256 TOKENGATE_VERIFY_CACHE=false \
     TOKENGATE_ARGON2_MEMORY_KIB="$m" TOKENGATE_ARGON2_ITERATIONS="$t"
-  TOKEN=$(login http://127.0.0.1:18181)
+  TOKEN=$(bench_token http://127.0.0.1:18181)
   login_flood login "tokengate POST /auth/login, argon2id m=$m t=$t ($who)" http://127.0.0.1:18181 /auth/login
   chart "login (one core, logins/s)" "raw argon2id $who" "$raw"
   chart "login (one core, logins/s)" "tokengate login $who" "$(rate_of login "tokengate POST /auth/login, argon2id m=$m t=$t ($who)")"
@@ -211,8 +209,8 @@ for params in "19456 2 OWASP" "7168 5 Keycloak"; do
     for nice in 10 0; do
       tokengate_start "tg-flood-$nice" 18181 TOKENGATE_SIGNING_ALG=ES256 TOKENGATE_VERIFY_CACHE=false \
         TOKENGATE_ARGON2_MEMORY_KIB="$m" TOKENGATE_ARGON2_ITERATIONS="$t" TOKENGATE_PASSWORD_HASH_NICENESS="$nice"
-      TOKEN=$(login http://127.0.0.1:18181)
-      on_loader "$LG" login http://127.0.0.1:18181/auth/login --body "$CREDENTIALS" -c "$LOGINS" \
+      TOKEN=$(bench_token http://127.0.0.1:18181)
+      on_loader "$LG" login http://127.0.0.1:18181/auth/login --body "$BENCH_CREDENTIALS" -c "$LOGINS" \
         -d "$DURATION" -w "$WARMUP" >"$WORK/flood.txt" &
       flood=$!
       record login "tokengate GET /auth/verify (cache off) during the login flood, hashing niceness $nice" \
@@ -250,15 +248,15 @@ chart "login (one core, logins/s)" "Express bcryptjs cost 10" "$(rate_of login "
 # --- 3. Refresh with rotation -------------------------------------------
 echo "== refresh" >&2
 record refresh "Express POST /api/refresh (rotation in memory)" \
-  "$(on_loader "$LG" refresh http://127.0.0.1:18182 --login-path /api/login --login-body "$CREDENTIALS" \
+  "$(on_loader "$LG" refresh http://127.0.0.1:18182 --login-path /api/login --login-body "$BENCH_CREDENTIALS" \
     --refresh-path /api/refresh --field refreshToken -c "$CHAINS" -d "$DURATION" -w "$WARMUP")"
 stop "$peer"
 refresh_run() { # LABEL ENV...
   local label=$1
   shift
   tokengate_start tg-refresh-$RANDOM 18181 TOKENGATE_SIGNING_ALG=ES256 "$@"
-  login http://127.0.0.1:18181 >/dev/null
-  record refresh "$label" "$(on_loader "$LG" refresh http://127.0.0.1:18181 --login-body "$CREDENTIALS" \
+  bench_token http://127.0.0.1:18181 >/dev/null
+  record refresh "$label" "$(on_loader "$LG" refresh http://127.0.0.1:18181 --login-body "$BENCH_CREDENTIALS" \
     -c "$CHAINS" -d "$DURATION" -w "$WARMUP")"
   chart "refresh with rotation (one core, $CHAINS chains)" "${label%% (*}" "$(rate_of refresh "$label")"
   stop "$TG_PID"
@@ -276,7 +274,7 @@ rss() { awk -v k="$2:" '$1==k {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 tokengate_start tg-memory 18181 TOKENGATE_SIGNING_ALG=ES256
 sleep 1
 idle=$(rss "$TG_PID" VmRSS)
-TOKEN=$(login http://127.0.0.1:18181)
+TOKEN=$(bench_token http://127.0.0.1:18181)
 sleep 1
 after_login=$(rss "$TG_PID" VmRSS)
 on_loader "$LG" get http://127.0.0.1:18181/auth/verify -H "authorization: Bearer $TOKEN" -c 1000 \
