@@ -896,3 +896,36 @@ fn public_url_is_an_http_url_with_at_most_a_path() {
         );
     }
 }
+
+#[test]
+fn public_url_empty_is_derived_and_huge_is_judged_like_any_other() {
+    // Set but empty: derived from addr, as when unset.
+    let empty = load(&[("TOKENGATE_PUBLIC_URL", "")]).map(|s| s.public_url);
+    assert_eq!(
+        empty.map_err(|e| e.to_string()),
+        Ok("http://127.0.0.1:8080".to_owned())
+    );
+    // A 64 KiB path is a path: no panic, no truncation.
+    let long = format!("https://auth.example.com/{}", "a".repeat(64 * 1024));
+    let s = load(&[("TOKENGATE_PUBLIC_URL", &long)]).map(|s| s.public_url.len());
+    assert_eq!(s.map_err(|e| e.to_string()), Ok(long.len()));
+    let long_query = format!("{long}?{}", "q".repeat(64 * 1024));
+    assert!(load(&[("TOKENGATE_PUBLIC_URL", &long_query)]).is_err());
+}
+
+proptest::proptest! {
+    /// Whatever the text, loading never panics, and a `public_url` that is
+    /// accepted is an http(s) URL of visible ASCII with no query, fragment
+    /// or backslash.
+    #[test]
+    fn an_accepted_public_url_is_always_a_plain_http_url(text in "\\PC{0,40}|https?://[a-z0-9.:\\[\\]@?#/\\\\ é-]{0,30}") {
+        if let Ok(settings) = load(&[("TOKENGATE_PUBLIC_URL", &text)]) {
+            let url = settings.public_url;
+            proptest::prop_assert!(url.starts_with("http://") || url.starts_with("https://"), "{url}");
+            proptest::prop_assert!(
+                url.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'\\')),
+                "{url}"
+            );
+        }
+    }
+}
